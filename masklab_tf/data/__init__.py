@@ -1,0 +1,1 @@
+"""Data: COCO reading and validation, TFRecords, synthetic shapes, dense targets, tf.data."""

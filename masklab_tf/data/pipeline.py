@@ -1,0 +1,254 @@
+"""tf.data input pipeline: decoded examples -> padded training batches.
+
+  keys (shard per worker, shuffle, repeat) -> decode (parallel)
+  -> scale jitter -> flip -> dense targets -> pad -> batch -> prefetch
+
+Everything random is drawn with stateless ops from (seed, example counter),
+so `deterministic=True` gives the same batches whatever the parallelism.
+
+Each batch is a dict:
+  image            uint8 [B, Hp, Wp, 3]  (the model normalises)
+  image_id         int64 [B]
+  original_size    int32 [B, 2]   (height, width) before resizing
+  image_size       int32 [B, 2]   valid region after resizing, before padding
+  scale            float32 [B, 2] image_size / original_size
+  gt_boxes         float32 [B, M, 4] continuous [ymin, xmin, ymax, xmax] in
+                   resized pixels; padding -1
+  gt_classes       int32 [B, M]   1..K; padding -1
+  gt_mask_targets  float32 [B, M, S, S] each mask cropped to its own box
+                   (ops/crop.py convention); what the mask losses compare to
+  num_instances    int32 [B]
+  semantic_labels  uint8 [B, Hp, Wp]  0 background, 1..K, 255 ignore
+  direction_labels uint8 [B, Hp, Wp]  0..D*R-1 on instances, 255 ignore
+  gt_masks         uint8 [B, M, Hp, Wp]  only with keep_full_masks
+M = max_instances; Hp, Wp multiples of output_stride (or pad_to).
+Crowd instances only mark ignore regions; they are not in gt_*.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from masklab_tf import config as config_lib
+from masklab_tf.data import coco
+from masklab_tf.data import sources
+from masklab_tf.data import targets
+from masklab_tf.data import tfrecord
+from masklab_tf.ops import crop
+
+IGNORE_LABEL = targets.IGNORE_LABEL
+
+
+def make_source(cfg: config_lib.DataConfig,
+                input_context: tf.distribute.InputContext | None = None,
+                skipped: sources.SkippedImages | None = None,
+                dataset: coco.CocoDataset | None = None) -> sources.Source:
+  """TFRecords when `cfg.tfrecords` is set, else the COCO json + images."""
+  if cfg.tfrecords:
+    categories = tfrecord.read_categories(
+        cfg.categories or tfrecord.categories_path_for(cfg.tfrecords))
+    return tfrecord.tfrecord_source(cfg.tfrecords, categories, input_context)
+  if dataset is None:
+    if not cfg.annotations:
+      raise ValueError('no data: set --annotations and --images, or '
+                       '--tfrecords')
+    dataset = coco.read_coco(cfg.annotations, cfg.images,
+                             verify_images=cfg.verify_images)
+  return sources.coco_source(dataset, input_context, skipped)
+
+
+def resized_size(height: tf.Tensor, width: tf.Tensor, min_size: tf.Tensor,
+                 max_size: int) -> tf.Tensor:
+  """Shortest side to min_size unless the longest would exceed max_size."""
+  height = tf.cast(height, tf.float32)
+  width = tf.cast(width, tf.float32)
+  scale = tf.minimum(
+      tf.cast(min_size, tf.float32) / tf.minimum(height, width),
+      float(max_size) / tf.maximum(height, width))
+  return tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32)
+
+
+def _round_up(value: tf.Tensor, multiple: int) -> tf.Tensor:
+  return (value + multiple - 1) // multiple * multiple
+
+
+def _select_instances(example, max_instances):
+  """Regular (non-crowd) instances, the largest max_instances of them."""
+  regular = tf.logical_not(example['is_crowd'])
+  areas = tf.reduce_sum(tf.cast(example['masks'], tf.float32), [1, 2])
+  areas = tf.where(regular, areas, -1.0)
+  num_regular = tf.reduce_sum(tf.cast(regular, tf.int32))
+  order = tf.argsort(areas, direction='DESCENDING', stable=True)
+  keep = order[:tf.minimum(num_regular, max_instances)]
+  return tf.sort(keep)
+
+
+def _pad_rows(tensor, rows, value):
+  pad = rows - tf.shape(tensor)[0]
+  paddings = [[0, pad]] + [[0, 0]] * (len(tensor.shape) - 1)
+  padded = tf.pad(tensor, paddings, constant_values=value)
+  return tf.ensure_shape(padded, [rows] + tensor.shape[1:].as_list())
+
+
+class Preprocessor:
+  """One decoded example -> one training example (see module docstring)."""
+
+  def __init__(self, cfg: config_lib.DataConfig,
+               geometry: config_lib.GeometryConfig, is_training: bool):
+    self.cfg = cfg
+    self.geometry = geometry
+    self.is_training = is_training
+    if cfg.pad_to and len(cfg.pad_to) != 2:
+      raise ValueError(f'pad_to must be (height, width), got {cfg.pad_to}')
+    if any(p % cfg.output_stride for p in cfg.pad_to):
+      raise ValueError(f'pad_to {cfg.pad_to} must be multiples of the '
+                       f'output stride {cfg.output_stride}')
+
+  def _min_size(self, seed):
+    if not self.is_training:
+      return tf.constant(self.cfg.eval_min_size)
+    sizes = tf.constant(self.cfg.min_sizes, tf.int32)
+    index = tf.random.stateless_uniform([], seed, 0, len(self.cfg.min_sizes),
+                                        dtype=tf.int32)
+    return sizes[index]
+
+  def __call__(self, counter: tf.Tensor, example: dict) -> dict:
+    cfg, geometry = self.cfg, self.geometry
+    seed = tf.stack([tf.constant(cfg.seed, tf.int64), counter])
+    size_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+
+    image = example['image']
+    masks = example['masks']
+    boxes = tf.cast(example['boxes'], tf.float32)
+    original_size = tf.shape(image)[:2]
+
+    keep = _select_instances(example, cfg.max_instances)
+    # Box-relative mask targets from the original masks: a crop over a box is
+    # independent of image scale, so no resize error reaches them.
+    mask_targets = crop.crop_masks(tf.gather(masks, keep),
+                                   tf.gather(boxes, keep),
+                                   geometry.mask_crop_size)
+
+    size = resized_size(original_size[0], original_size[1],
+                        self._min_size(size_seed), cfg.max_size)
+    scale = tf.cast(size, tf.float32) / tf.cast(original_size, tf.float32)
+    image = tf.image.resize(image, size, method='bilinear')
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    masks = tf.image.resize(masks[..., tf.newaxis], size,
+                            method='nearest')[..., 0]
+    boxes = boxes * tf.tile(scale, [2])
+
+    if self.is_training and cfg.flip:
+      flip = tf.random.stateless_uniform([], flip_seed) < 0.5
+      width = tf.cast(size[1], tf.float32)
+      image, masks, boxes, mask_targets = tf.cond(
+          flip,
+          lambda: (image[:, ::-1], masks[:, :, ::-1],
+                   tf.stack([boxes[:, 0], width - boxes[:, 3],
+                             boxes[:, 2], width - boxes[:, 1]], axis=-1),
+                   mask_targets[:, :, ::-1]),
+          lambda: (image, masks, boxes, mask_targets))
+
+    dense = targets.dense_targets(masks, boxes, example['classes'],
+                                  example['is_crowd'],
+                                  geometry.num_directions,
+                                  geometry.num_distance_bins)
+
+    if cfg.pad_to:
+      padded = tf.constant(cfg.pad_to, tf.int32)
+    else:
+      padded = _round_up(size, cfg.output_stride)
+    pad_h, pad_w = padded[0] - size[0], padded[1] - size[1]
+    image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
+    for key in dense:
+      dense[key] = tf.pad(dense[key], [[0, pad_h], [0, pad_w]],
+                          constant_values=IGNORE_LABEL)
+
+    num = tf.shape(keep)[0]
+    max_instances = cfg.max_instances
+    features = {
+        'image': image,
+        'image_id': example['image_id'],
+        'original_size': original_size,
+        'image_size': size,
+        'scale': scale,
+        'gt_boxes': _pad_rows(tf.gather(boxes, keep), max_instances, -1.0),
+        'gt_classes': _pad_rows(tf.gather(example['classes'], keep),
+                                max_instances, -1),
+        'gt_mask_targets': _pad_rows(mask_targets, max_instances, 0.0),
+        'num_instances': num,
+        **dense,
+    }
+    if cfg.keep_full_masks:
+      full = tf.pad(tf.gather(masks, keep), [[0, 0], [0, pad_h], [0, pad_w]])
+      features['gt_masks'] = _pad_rows(full, max_instances, 0)
+    if cfg.pad_to:
+      features = _set_static_sizes(features, cfg.pad_to)
+    return features
+
+
+def _set_static_sizes(features: dict, pad_to) -> dict:
+  """Static padded shapes, as XLA and TPUs need them."""
+  height, width = pad_to
+  static = {'image': [height, width, 3],
+            'semantic_labels': [height, width],
+            'direction_labels': [height, width]}
+  if 'gt_masks' in features:
+    static['gt_masks'] = [features['gt_masks'].shape[0], height, width]
+  return {k: tf.ensure_shape(v, static[k]) if k in static else v
+          for k, v in features.items()}
+
+
+def _padding_values(features_spec: dict) -> dict:
+  values = {}
+  for key, spec in features_spec.items():
+    if key in ('semantic_labels', 'direction_labels'):
+      values[key] = tf.constant(IGNORE_LABEL, spec.dtype)
+    elif key in ('gt_boxes', 'gt_classes'):
+      values[key] = tf.constant(-1, spec.dtype)
+    else:
+      values[key] = tf.constant(0, spec.dtype)
+  return values
+
+
+def build_dataset(cfg: config_lib.DataConfig,
+                  geometry: config_lib.GeometryConfig,
+                  global_batch_size: int,
+                  is_training: bool,
+                  input_context: tf.distribute.InputContext | None = None,
+                  skipped: sources.SkippedImages | None = None,
+                  source: sources.Source | None = None) -> tf.data.Dataset:
+  """Batches for one input pipeline.
+
+  Under tf.distribute, pass the InputContext that
+  `strategy.distribute_datasets_from_function` gives: each worker reads its
+  own shard and batches global_batch_size / num_replicas per replica.
+  """
+  if source is None:
+    source = make_source(cfg, input_context, skipped)
+  batch_size = global_batch_size
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(global_batch_size)
+
+  keys = source.keys
+  if is_training:
+    keys = keys.shuffle(cfg.shuffle_buffer,
+                        seed=cfg.seed if cfg.deterministic else None,
+                        reshuffle_each_iteration=True).repeat()
+  dataset = keys.map(source.decode, num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=cfg.deterministic or not is_training)
+  if 'valid' in dataset.element_spec:
+    dataset = dataset.filter(lambda e: e['valid'])
+  dataset = dataset.enumerate()
+  dataset = dataset.map(Preprocessor(cfg, geometry, is_training),
+                        num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=cfg.deterministic or not is_training)
+  dataset = dataset.padded_batch(
+      batch_size, padding_values=_padding_values(dataset.element_spec),
+      drop_remainder=is_training)
+  options = tf.data.Options()
+  options.deterministic = cfg.deterministic or not is_training
+  options.experimental_optimization.map_parallelization = True
+  dataset = dataset.with_options(options)
+  return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,1 @@
+"""Ops shared by data and model: box conventions, direction geometry, crops."""

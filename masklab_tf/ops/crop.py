@@ -1,0 +1,67 @@
+"""The project's one crop sampling convention.
+
+Boxes are [ymin, xmin, ymax, xmax] in continuous image coordinates (COCO's
+bbox runs from pixel edge to pixel edge; pixel (row, col) has its centre at
+(row + 0.5, col + 0.5)). A crop of size S over a box samples S x S points that
+include both box edges: sample i along an axis sits at
+edge_min + i * (edge_max - edge_min) / (S - 1), i.e. at normalised offset
+-1 + 2 i / (S - 1) (ops/direction.py derives the pooling index map from the
+same positions).
+
+`tf.image.crop_and_resize` measures positions in pixel-index space (the
+centre of pixel k is at k) and normalises them by (size - 1); the conversion
+below is the only place that knows it. Every crop in the project (mask
+targets, semantic and direction crops, RoI features, hypercolumns) goes
+through `to_crop_and_resize_boxes`, so targets, crops and pooling cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def to_crop_and_resize_boxes(boxes: tf.Tensor, height, width) -> tf.Tensor:
+  """Continuous [ymin, xmin, ymax, xmax] boxes -> crop_and_resize boxes.
+
+  Args:
+    boxes: float [..., 4] in pixels of an image (or feature map seen at
+      stride 1) of size height x width.
+    height: image height (int or scalar tensor).
+    width: image width.
+
+  Returns:
+    float32 [..., 4], normalised so that tf.image.crop_and_resize samples the
+    continuous box edges exactly.
+  """
+  boxes = tf.cast(boxes, tf.float32)
+  # Centre of pixel k is at continuous k + 0.5 = index k.
+  scale = tf.stack([tf.cast(height, tf.float32) - 1.0,
+                    tf.cast(width, tf.float32) - 1.0] * 2)
+  scale = tf.maximum(scale, 1.0)
+  return (boxes - 0.5) / scale
+
+
+def crop_masks(masks: tf.Tensor, boxes: tf.Tensor,
+               crop_size: int) -> tf.Tensor:
+  """Crops each instance mask to its own box at crop_size x crop_size.
+
+  Args:
+    masks: uint8 or float [N, H, W] instance masks (0/1).
+    boxes: float [N, 4] continuous [ymin, xmin, ymax, xmax].
+    crop_size: S.
+
+  Returns:
+    float32 [N, S, S] bilinear mask values in [0, 1].
+  """
+  height = tf.shape(masks)[1]
+  width = tf.shape(masks)[2]
+  num = tf.shape(masks)[0]
+  crops = tf.image.crop_and_resize(
+      masks[..., tf.newaxis],
+      to_crop_and_resize_boxes(boxes, height, width),
+      box_indices=tf.range(num),
+      crop_size=(crop_size, crop_size),
+      method='bilinear',
+      extrapolation_value=0.0)
+  return crops[..., 0]

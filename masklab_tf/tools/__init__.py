@@ -1,0 +1,1 @@
+"""Command-line tools behind bin/ (absl apps)."""

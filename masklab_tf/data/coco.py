@@ -1,19 +1,20 @@
-"""COCO instance annotations: read, validate, repair what is safe, report the rest.
+"""COCO instance annotations: read, validate, repair what is safe, report.
 
-Real COCO-style datasets contain broken entries (missing files, degenerate polygons,
-annotation id 0, boxes hanging over the border, ...). Training and evaluation code must
-never see them, and the user must be told exactly what was dropped or changed. The reader
-therefore never raises on bad *entries*: it records a `Problem` per entry and keeps the
-good data. Only a json that cannot be read at all (or strict mode) raises `DatasetError`.
+Real COCO-style datasets contain broken entries (missing files, degenerate
+polygons, annotation id 0, boxes hanging over the border, ...). Training and
+evaluation must never see them, and the user must be told exactly what was
+dropped or changed. So the reader never raises on a bad *entry*: it records a
+`Problem` and keeps the good data. Only a json that cannot be read at all (or
+strict mode) raises `DatasetError`.
 
-This module deliberately does not import TensorFlow so that it can be used by light
-command-line tools and by evaluation.
+No TensorFlow here: light command-line tools and evaluation use this module.
 """
 
 import dataclasses
 import json
 import math
 import os
+import reprlib
 import warnings
 
 import numpy as np
@@ -23,694 +24,726 @@ from pycocotools import mask as mask_utils
 
 VERIFY_MODES = ('none', 'header', 'full')
 
-# COCOeval's headline AP uses maxDets=100: more ground truth than that per image caps recall.
+# COCOeval's headline AP uses maxDets=100, so more ground truth than that in
+# one image caps the reachable recall.
 MANY_INSTANCES = 100
 
-# pycocotools stores run lengths as uint32, so a mask may hold at most 2**32 - 1 pixels.
+# pycocotools stores run lengths as uint32: a mask holds < 2**32 pixels.
 MAX_MASK_PIXELS = 2**32 - 1
 MAX_IMAGE_SIDE = 100_000
 
-# Polygon vertices are rasterised by pycocotools at 5x resolution with C ints; coordinates
-# far outside the image are certainly broken data and would overflow or exhaust memory.
+# pycocotools rasterises polygons at 5x scale with C ints; vertices this many
+# image sides away are broken data that would overflow or exhaust memory.
 POLYGON_REACH = 4
 
 MAX_PROBLEMS_IN_MESSAGE = 20
 
 _SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
 
+# Bad values are quoted in messages; huge or deeply nested ones stay short.
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 3
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 30
+
 
 class DatasetError(ValueError):
-    """The dataset cannot be used: unreadable json, or problems found in strict mode."""
+  """The dataset is unusable: unreadable json, or problems in strict mode."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """One entry that was skipped or repaired (or, in `notes`, a harmless fact)."""
+  """An entry that was skipped or repaired (in `notes`: a harmless fact)."""
 
-    kind: str
-    file: str
-    record: str
-    reason: str
-    action: str
+  kind: str  # machine key, e.g. 'missing_image'
+  file: str  # image path for image problems, else the annotations json
+  record: str  # 'image 12', 'annotation 7', 'annotation #3' (list index)
+  reason: str
+  action: str  # what the reader did, e.g. 'skipped annotation'
 
-    def __str__(self):
-        return f'{self.file}: {self.record}: {self.reason} ({self.action})'
+  def __str__(self):
+    return f'{self.file}: {self.record}: {self.reason} ({self.action})'
 
 
 @dataclasses.dataclass(frozen=True)
 class Category:
-    id: int
-    name: str
-    index: int  # contiguous 1..K in order of increasing id; 0 is background
+  id: int  # raw COCO id
+  name: str
+  index: int  # contiguous 1..K in order of increasing id; 0 is background
 
 
 @dataclasses.dataclass
 class Instance:
-    annotation_id: int
-    category_id: int
-    class_index: int
-    box: tuple[float, float, float, float]  # COCO [x, y, w, h], clipped to the image
-    rle: dict  # compressed RLE {'size': [h, w], 'counts': bytes}
-    area: float  # mask pixel count
-    is_crowd: bool
+  annotation_id: int  # >= 1 and unique after renumbering
+  category_id: int  # raw COCO id
+  class_index: int  # contiguous 1..K
+  box: tuple[float, float, float, float]  # COCO [x, y, w, h], clipped
+  rle: dict  # compressed RLE {'size': [h, w], 'counts': bytes}
+  area: float  # mask pixel count
+  is_crowd: bool
 
 
 @dataclasses.dataclass
 class ImageRecord:
-    image_id: int
-    file_name: str
-    path: str
-    height: int
-    width: int
-    mode: str  # Pillow mode on disk, '' when not verified
-    instances: list[Instance]
+  image_id: int
+  file_name: str
+  path: str  # os.path.join(images_dir, file_name)
+  height: int
+  width: int
+  mode: str  # Pillow mode on disk; '' when not verified
+  instances: list[Instance]
 
 
 @dataclasses.dataclass
 class CocoDataset:
-    """The cleaned dataset plus everything the reader had to skip, repair or point out."""
+  """The cleaned dataset plus all that was skipped, repaired or noticed."""
 
-    annotations_path: str
-    images_dir: str
-    categories: list[Category]  # sorted by id
-    records: list[ImageRecord]  # kept images, in json order
-    problems: list[Problem]  # data that was skipped or repaired
-    notes: list[Problem]  # harmless facts: converted images, crowded images
+  annotations_path: str
+  images_dir: str
+  categories: list[Category]  # sorted by id
+  records: list[ImageRecord]  # kept images, in json order
+  problems: list[Problem]  # data that was skipped or repaired
+  notes: list[Problem]  # harmless facts: converted or crowded images
 
-    @property
-    def num_instances(self) -> int:
-        return sum(len(record.instances) for record in self.records)
+  @property
+  def num_instances(self) -> int:
+    return sum(len(record.instances) for record in self.records)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.categories)
+  @property
+  def num_classes(self) -> int:
+    return len(self.categories)
 
-    @property
-    def max_instances_per_image(self) -> int:
-        return max((len(record.instances) for record in self.records), default=0)
+  @property
+  def max_instances_per_image(self) -> int:
+    """Evaluation sets COCOeval's maxDets from this."""
+    return max((len(record.instances) for record in self.records), default=0)
 
-    def problem_counts(self) -> dict[str, int]:
-        return _count_kinds(self.problems)
+  def problem_counts(self) -> dict[str, int]:
+    return _count_kinds(self.problems)
 
-    def note_counts(self) -> dict[str, int]:
-        return _count_kinds(self.notes)
+  def note_counts(self) -> dict[str, int]:
+    return _count_kinds(self.notes)
 
-    def category_by_id(self) -> dict[int, Category]:
-        return {category.id: category for category in self.categories}
+  def category_by_id(self) -> dict[int, Category]:
+    return {category.id: category for category in self.categories}
 
-    def load_image(self, record: ImageRecord) -> np.ndarray:
-        """Decodes the image as uint8 [H, W, 3] whatever its mode on disk."""
-        try:
-            with Image.open(record.path) as image:
-                image.load()
-                pixels = _to_rgb_uint8(image)
-        except Exception as error:  # Pillow raises many types on bad bytes.
-            raise DatasetError(
-                f'{record.path}: image {record.image_id}: cannot decode image: {error}'
-            ) from error
-        if pixels.shape[:2] != (record.height, record.width):
-            raise DatasetError(
-                f'{record.path}: image {record.image_id}: file is '
-                f'{pixels.shape[0]}x{pixels.shape[1]} but the json says '
-                f'{record.height}x{record.width} (height x width)'
-            )
-        return pixels
+  def load_image(self, record: ImageRecord) -> np.ndarray:
+    """Decodes the image as uint8 [H, W, 3] whatever its mode on disk."""
+    try:
+      with Image.open(record.path) as image:
+        image.load()
+        pixels = _to_rgb_uint8(image)
+    except Exception as error:  # Pillow raises many types on bad bytes.
+      raise DatasetError(f'{record.path}: image {record.image_id}: cannot '
+                         f'decode image: {error}') from error
+    if pixels.shape[:2] != (record.height, record.width):
+      raise DatasetError(
+          f'{record.path}: image {record.image_id}: file is '
+          f'{pixels.shape[0]}x{pixels.shape[1]} but the json says '
+          f'{record.height}x{record.width} (height x width)')
+    return pixels
 
-    def load_masks(self, record: ImageRecord) -> np.ndarray:
-        """Decodes the instance masks as uint8 [N, H, W] in `record.instances` order."""
-        if not record.instances:
-            return np.zeros((0, record.height, record.width), np.uint8)
-        masks = mask_utils.decode([instance.rle for instance in record.instances])
-        return np.ascontiguousarray(np.transpose(masks, (2, 0, 1)), dtype=np.uint8)
+  def load_masks(self, record: ImageRecord) -> np.ndarray:
+    """Decodes uint8 0/1 masks [N, H, W] in `record.instances` order."""
+    if not record.instances:
+      return np.zeros((0, record.height, record.width), np.uint8)
+    masks = mask_utils.decode([instance.rle for instance in record.instances])
+    return np.ascontiguousarray(np.transpose(masks, (2, 0, 1)), np.uint8)
 
-    def to_coco_dict(self) -> dict:
-        """The cleaned json; safe to hand to pycocotools as COCOeval ground truth."""
-        images, annotations = [], []
-        for record in self.records:
-            images.append({
-                'id': record.image_id,
-                'file_name': record.file_name,
-                'height': record.height,
-                'width': record.width,
-            })
-            for instance in record.instances:
-                annotations.append({
-                    'id': instance.annotation_id,
-                    'image_id': record.image_id,
-                    'category_id': instance.category_id,
-                    'bbox': list(instance.box),
-                    'area': instance.area,
-                    'iscrowd': int(instance.is_crowd),
-                    'segmentation': {
-                        'size': list(instance.rle['size']),
-                        'counts': instance.rle['counts'].decode('ascii'),
-                    },
-                })
-        categories = [{'id': category.id, 'name': category.name} for category in self.categories]
-        return {'images': images, 'annotations': annotations, 'categories': categories}
+  def to_coco_dict(self) -> dict:
+    """The cleaned json, safe as COCOeval ground truth (ids >= 1, unique)."""
+    images, annotations = [], []
+    for record in self.records:
+      images.append({'id': record.image_id, 'file_name': record.file_name,
+                     'height': record.height, 'width': record.width})
+      annotations += [_annotation_dict(record, instance)
+                      for instance in record.instances]
+    categories = [{'id': category.id, 'name': category.name}
+                  for category in self.categories]
+    return {'images': images, 'annotations': annotations,
+            'categories': categories}
 
 
-def read_coco(annotations_path: str, images_dir: str, *, strict: bool = False,
+def read_coco(annotations_path: str, images_dir: str, *,
+              strict: bool = False,
               verify_images: str = 'header') -> CocoDataset:
-    """Reads a COCO instances json and its images, skipping and reporting bad entries.
+  """Reads a COCO instances json and its images; skips and reports bad data.
 
-    verify_images: 'none' trusts the json sizes, 'header' opens every image (existence,
-    format, size, mode), 'full' also decodes every pixel to catch truncated files.
+  Args:
+    annotations_path: the COCO instances json.
+    images_dir: folder the images' file_name values are relative to.
     strict: raise DatasetError listing every problem instead of skipping.
-    """
-    data = _load_json(annotations_path)
-    return read_coco_dict(data, images_dir, annotations_path=annotations_path,
-                          strict=strict, verify_images=verify_images)
+    verify_images: 'none' trusts the json sizes; 'header' opens each image
+      (exists, is an image, size, mode); 'full' also decodes every pixel,
+      which catches truncated or corrupt files.
+  """
+  data = _load_json(annotations_path)
+  return read_coco_dict(data, images_dir, annotations_path=annotations_path,
+                        strict=strict, verify_images=verify_images)
 
 
-def read_coco_dict(data, images_dir: str, *, annotations_path: str = '<dict>',
-                   strict: bool = False, verify_images: str = 'header') -> CocoDataset:
-    """Like `read_coco` for an already parsed json; `annotations_path` is used in reports."""
-    if verify_images not in VERIFY_MODES:
-        raise ValueError(f'verify_images must be one of {VERIFY_MODES}, got {verify_images!r}')
-    sections = _top_level_sections(data, annotations_path)
-    dataset = _Reader(annotations_path, images_dir, verify_images).read(*sections)
-    if strict and dataset.problems:
-        raise DatasetError(_problems_message(annotations_path, dataset.problems))
-    return dataset
+def read_coco_dict(data, images_dir: str, *,
+                   annotations_path: str = '<dict>', strict: bool = False,
+                   verify_images: str = 'header') -> CocoDataset:
+  """`read_coco` for parsed json; `annotations_path` only names it."""
+  if verify_images not in VERIFY_MODES:
+    raise ValueError(f'verify_images must be one of {VERIFY_MODES}, '
+                     f'got {verify_images!r}')
+  sections = _top_level_sections(data, annotations_path)
+  reader = _Reader(annotations_path, images_dir, verify_images)
+  dataset = reader.read(*sections)
+  if strict and dataset.problems:
+    raise DatasetError(_problems_message(annotations_path, dataset.problems))
+  return dataset
 
 
 class _Skip(Exception):
-    """Internal: the entry being parsed is unusable for the stated reason."""
+  """Internal: the entry being parsed is unusable for the stated reason."""
 
-    def __init__(self, kind, reason):
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
+  def __init__(self, kind, reason):
+    super().__init__(reason)
+    self.kind = kind
+    self.reason = reason
 
 
 class _Reader:
-    """Holds the state of one validation pass: problems found and ids seen so far."""
+  """One validation pass: where problems go, and the json's location."""
 
-    def __init__(self, annotations_path, images_dir, verify_images):
-        self.annotations_path = annotations_path
-        self.images_dir = images_dir
-        self.verify_images = verify_images
-        self.problems = []
-        self.notes = []
+  def __init__(self, annotations_path, images_dir, verify_images):
+    self.annotations_path = annotations_path
+    self.images_dir = images_dir
+    self.verify_images = verify_images
+    self.problems = []
+    self.notes = []
 
-    def read(self, image_entries, annotation_entries, category_entries) -> CocoDataset:
-        categories, skipped_category_ids = self._read_categories(category_entries)
-        records, skipped_images = self._read_images(image_entries)
-        self._read_annotations(annotation_entries, records, skipped_images,
-                               {category.id: category for category in categories},
-                               skipped_category_ids)
-        self._note_crowded_images(records.values())
-        return CocoDataset(self.annotations_path, self.images_dir, categories,
-                           list(records.values()), self.problems, self.notes)
+  def read(self, image_entries, annotation_entries,
+           category_entries) -> CocoDataset:
+    categories, skipped_category_ids = self._read_categories(category_entries)
+    records, skipped_images = self._read_images(image_entries)
+    self._read_annotations(annotation_entries, records, skipped_images,
+                           {category.id: category for category in categories},
+                           skipped_category_ids)
+    self._note_crowded_images(records.values())
+    return CocoDataset(self.annotations_path, self.images_dir, categories,
+                       list(records.values()), self.problems, self.notes)
 
-    def _report(self, kind, file, record, reason, action):
-        self.problems.append(Problem(kind, file, record, reason, action))
+  def _report(self, kind, file, record, reason, action):
+    self.problems.append(Problem(kind, file, record, reason, action))
 
-    def _note(self, kind, file, record, reason, action):
-        self.notes.append(Problem(kind, file, record, reason, action))
+  def _note(self, kind, file, record, reason, action):
+    self.notes.append(Problem(kind, file, record, reason, action))
 
-    # Categories -----------------------------------------------------------------------
+  # Categories ---------------------------------------------------------------
 
-    def _read_categories(self, entries):
-        """Returns categories sorted by id with contiguous indices, and ids that were dropped."""
-        by_id, skipped_ids = {}, set()
-        for position, entry in enumerate(entries):
-            record = f'category #{position}'
-            if not isinstance(entry, dict) or not _is_int(entry.get('id')):
-                self._report('invalid_field', self.annotations_path, record,
-                             'category entry is not an object with an integer "id"',
-                             'skipped category')
-                continue
-            category_id = entry['id']
-            record = f'category {category_id}'
-            if category_id == 0:
-                skipped_ids.add(0)
-                self._report('background_category', self.annotations_path, record,
-                             'category id 0 is reserved for background', 'skipped category')
-            elif not isinstance(entry.get('name'), str):
-                skipped_ids.add(category_id)
-                self._report('invalid_field', self.annotations_path, record,
-                             'category "name" is missing or not a string', 'skipped category')
-            elif category_id in by_id:
-                self._report('duplicate_category_id', self.annotations_path, record,
-                             f'category id {category_id} appears more than once',
-                             'skipped later category')
-            else:
-                by_id[category_id] = entry['name']
-        categories = [Category(category_id, by_id[category_id], index)
-                      for index, category_id in enumerate(sorted(by_id), start=1)]
-        return categories, skipped_ids - set(by_id)
+  def _read_categories(self, entries):
+    """Returns (categories sorted by id and indexed 1..K, dropped ids)."""
+    names, dropped_ids = {}, set()
+    for position, entry in enumerate(entries):
+      label = _entry_label('category', position, entry)
+      if not isinstance(entry, dict) or not _is_int(entry.get('id')):
+        self._report('invalid_field', self.annotations_path, label,
+                     'category entry is not an object with an integer "id"',
+                     'skipped category')
+      elif entry['id'] == 0:
+        dropped_ids.add(0)
+        self._report('background_category', self.annotations_path, label,
+                     'category id 0 is reserved for background',
+                     'skipped category')
+      elif not isinstance(entry.get('name'), str):
+        dropped_ids.add(entry['id'])
+        self._report('invalid_field', self.annotations_path, label,
+                     f'category "name" is {_describe(entry.get("name"))}, '
+                     'not a string', 'skipped category')
+      elif entry['id'] in names:
+        self._report('duplicate_category_id', self.annotations_path, label,
+                     f'category id {entry["id"]} appears more than once',
+                     'skipped later category')
+      else:
+        names[entry['id']] = entry['name']
+    categories = [Category(category_id, names[category_id], index)
+                  for index, category_id in enumerate(sorted(names), 1)]
+    return categories, dropped_ids - set(names)
 
-    # Images ---------------------------------------------------------------------------
+  # Images -------------------------------------------------------------------
 
-    def _read_images(self, entries):
-        """Returns kept records by id, and skipped image ids mapped to their problem index."""
-        records, skipped = {}, {}
-        for position, entry in enumerate(entries):
-            try:
-                record = self._image_record(entry)
-            except _Skip as skip:
-                self._report(skip.kind, self.annotations_path,
-                             _entry_label('image', position, entry), skip.reason,
-                             'skipped image')
-                continue
-            label = f'image {record.image_id}'
-            if record.image_id in records or record.image_id in skipped:
-                self._report('duplicate_image_id', record.path, label,
-                             f'image id {record.image_id} appears more than once',
-                             'skipped later image')
-                continue
-            try:
-                self._verify_image_file(record)
-            except _Skip as skip:
-                skipped[record.image_id] = len(self.problems)
-                self._report(skip.kind, record.path, label, skip.reason, 'skipped image')
-                continue
-            records[record.image_id] = record
-        return records, skipped
+  def _read_images(self, entries):
+    """Returns (kept records by id, skipped id -> index of its problem)."""
+    records, skipped = {}, {}
+    for position, entry in enumerate(entries):
+      try:
+        record = self._image_record(entry)
+      except _Skip as skip:
+        self._report(skip.kind, self.annotations_path,
+                     _entry_label('image', position, entry), skip.reason,
+                     'skipped image')
+        continue
+      label = f'image {record.image_id}'
+      if record.image_id in records or record.image_id in skipped:
+        self._report('duplicate_image_id', record.path, label,
+                     f'image id {record.image_id} appears more than once',
+                     'skipped later image')
+        continue
+      try:
+        self._verify_image_file(record)
+      except _Skip as skip:
+        skipped[record.image_id] = len(self.problems)
+        self._report(skip.kind, record.path, label, skip.reason,
+                     'skipped image')
+        continue
+      records[record.image_id] = record
+    return records, skipped
 
-    def _image_record(self, entry) -> ImageRecord:
-        """Checks field types; sizes must be usable by pycocotools' 32-bit run lengths."""
-        if not isinstance(entry, dict):
-            raise _Skip('invalid_field', f'image entry is {type(entry).__name__}, not an object')
-        image_id = entry.get('id')
-        if not _is_int(image_id):
-            raise _Skip('invalid_field', f'image "id" is {_describe(image_id)}, not an integer')
-        file_name = entry.get('file_name')
-        if not isinstance(file_name, str) or not file_name:
-            raise _Skip('invalid_field',
-                        f'"file_name" is {_describe(file_name)}, not a non-empty string')
-        for field in ('height', 'width'):
-            value = entry.get(field)
-            if not _is_int(value) or not 1 <= value <= MAX_IMAGE_SIDE:
-                raise _Skip('invalid_field',
-                            f'"{field}" is {_describe(value)}, '
-                            f'not an integer in 1..{MAX_IMAGE_SIDE}')
-        height, width = entry['height'], entry['width']
-        if height * width > MAX_MASK_PIXELS:
-            raise _Skip('invalid_field',
-                        f'{height}x{width} pixels exceed the 2**32 - 1 '
-                        'that pycocotools masks can hold')
-        return ImageRecord(image_id, file_name, os.path.join(self.images_dir, file_name),
-                           height, width, '', [])
+  def _image_record(self, entry) -> ImageRecord:
+    """Checks the entry's fields; the size must fit pycocotools' masks."""
+    if not isinstance(entry, dict):
+      raise _Skip('invalid_field',
+                  f'image entry is {_describe(entry)}, not an object')
+    image_id = entry.get('id')
+    if not _is_int(image_id):
+      raise _Skip('invalid_field',
+                  f'image "id" is {_describe(image_id)}, not an integer')
+    file_name = entry.get('file_name')
+    if not isinstance(file_name, str) or not file_name:
+      raise _Skip('invalid_field', f'"file_name" is {_describe(file_name)}, '
+                  'not a non-empty string')
+    for field in ('height', 'width'):
+      value = entry.get(field)
+      if not _is_int(value) or not 1 <= value <= MAX_IMAGE_SIDE:
+        raise _Skip('invalid_field', f'"{field}" is {_describe(value)}, '
+                    f'not an integer in 1..{MAX_IMAGE_SIDE}')
+    height, width = entry['height'], entry['width']
+    if height * width > MAX_MASK_PIXELS:
+      raise _Skip('invalid_field', f'{height}x{width} pixels exceed the '
+                  '2**32 - 1 that pycocotools masks can hold')
+    path = os.path.join(self.images_dir, file_name)
+    return ImageRecord(image_id, file_name, path, height, width, '', [])
 
-    def _verify_image_file(self, record: ImageRecord):
-        """Opens (and in 'full' mode decodes) the file; sets record.mode; notes conversions."""
-        if self.verify_images == 'none':
-            return
-        if not os.path.isfile(record.path):
-            raise _Skip('missing_image', 'image file does not exist')
-        try:
-            image = Image.open(record.path)
-        except Exception as error:  # Pillow raises many types on non-images.
-            raise _Skip('unreadable_image', f'file is not a readable image: {error}') from None
-        with image:
-            if (image.height, image.width) != (record.height, record.width):
-                raise _Skip('image_size_mismatch',
-                            f'file is {image.height}x{image.width} but the json says '
-                            f'{record.height}x{record.width} (height x width)')
-            if self.verify_images == 'full':
-                _decode_fully(image)
-            record.mode = image.mode
-        if record.mode != 'RGB':
-            bits = '16-bit ' if record.mode in _SIXTEEN_BIT_MODES else ''
-            self._note('converted_image', record.path, f'image {record.image_id}',
-                       f'mode {record.mode}, {bits}converted to 8-bit RGB',
-                       f'converted {record.mode} to RGB')
+  def _verify_image_file(self, record: ImageRecord):
+    """Opens (in 'full' mode decodes) the file; sets mode, notes conversion."""
+    if self.verify_images == 'none':
+      return
+    if not os.path.isfile(record.path):
+      raise _Skip('missing_image', 'image file does not exist')
+    try:
+      image = Image.open(record.path)
+    except Exception as error:  # Pillow raises many types on non-images.
+      raise _Skip('unreadable_image',
+                  f'file is not a readable image: {error}') from None
+    with image:
+      if (image.height, image.width) != (record.height, record.width):
+        raise _Skip('image_size_mismatch',
+                    f'file is {image.height}x{image.width} but the json says '
+                    f'{record.height}x{record.width} (height x width)')
+      if self.verify_images == 'full':
+        _decode_fully(image)
+      record.mode = image.mode
+    if record.mode != 'RGB':
+      bits = '16-bit ' if record.mode in _SIXTEEN_BIT_MODES else ''
+      self._note('converted_image', record.path, f'image {record.image_id}',
+                 f'mode {record.mode}, {bits}converted to 8-bit RGB',
+                 f'converted {record.mode} to RGB')
 
-    def _note_crowded_images(self, records):
-        for record in records:
-            if len(record.instances) > MANY_INSTANCES:
-                self._note('many_instances', record.path, f'image {record.image_id}',
-                           f'{len(record.instances)} instances; COCOeval\'s headline AP counts '
-                           f'at most {MANY_INSTANCES} detections per image',
-                           'kept all instances')
+  def _note_crowded_images(self, records):
+    for record in records:
+      if len(record.instances) > MANY_INSTANCES:
+        self._note('many_instances', record.path, f'image {record.image_id}',
+                   f'{len(record.instances)} instances; COCOeval\'s headline '
+                   f'AP counts at most {MANY_INSTANCES} detections per image',
+                   'kept all instances')
 
-    # Annotations ----------------------------------------------------------------------
+  # Annotations --------------------------------------------------------------
 
-    def _read_annotations(self, entries, records, skipped_images, categories,
-                          skipped_category_ids):
-        """Parses every annotation, attaches kept ones to their image, then fixes ids."""
-        dropped_per_skipped_image = {image_id: 0 for image_id in skipped_images}
-        kept = []
-        for position, entry in enumerate(entries):
-            label = _entry_label('annotation', position, entry)
-            try:
-                image_id = self._annotation_image_id(entry, records, skipped_images)
-                if image_id in dropped_per_skipped_image:
-                    dropped_per_skipped_image[image_id] += 1
-                    continue
-                instance, repairs = _parse_annotation(
-                    entry, records[image_id], categories, skipped_category_ids)
-            except _Skip as skip:
-                self._report(skip.kind, self.annotations_path, label, skip.reason,
-                             'skipped annotation')
-                continue
-            for kind, reason, action in repairs:
-                self._report(kind, self.annotations_path, label, reason, action)
-            kept.append((label, entry['id'], instance, records[image_id]))
-        self._assign_annotation_ids(kept, entries)
-        for label, _, instance, record in kept:
-            record.instances.append(instance)
-        self._mention_dropped_annotations(skipped_images, dropped_per_skipped_image)
+  def _read_annotations(self, entries, records, skipped_images, categories,
+                        dropped_category_ids):
+    """Parses annotations, fixes their ids, attaches them to their images."""
+    dropped_with_image = {image_id: 0 for image_id in skipped_images}
+    kept = []
+    for position, entry in enumerate(entries):
+      label = _entry_label('annotation', position, entry)
+      try:
+        image_id = _annotation_image_id(entry, records, skipped_images)
+        if image_id in dropped_with_image:
+          dropped_with_image[image_id] += 1
+          continue
+        instance, repairs = _parse_annotation(
+            entry, records[image_id], categories, dropped_category_ids)
+      except _Skip as skip:
+        self._report(skip.kind, self.annotations_path, label, skip.reason,
+                     'skipped annotation')
+        continue
+      for kind, reason, action in repairs:
+        self._report(kind, self.annotations_path, label, reason, action)
+      kept.append((label, instance, records[image_id]))
+    self._assign_annotation_ids(kept, entries)
+    for _, instance, record in kept:
+      record.instances.append(instance)
+    self._count_dropped_annotations(skipped_images, dropped_with_image)
 
-    def _annotation_image_id(self, entry, records, skipped_images) -> int:
-        if not isinstance(entry, dict):
-            raise _Skip('invalid_field',
-                        f'annotation entry is {type(entry).__name__}, not an object')
-        if not _is_int(entry.get('id')):
-            raise _Skip('invalid_field',
-                        f'annotation "id" is {_describe(entry.get("id"))}, not an integer')
-        image_id = entry.get('image_id')
-        if not _is_int(image_id):
-            raise _Skip('invalid_field',
-                        f'"image_id" is {_describe(image_id)}, not an integer')
-        if image_id not in records and image_id not in skipped_images:
-            raise _Skip('unknown_image', f'image_id {image_id} is not in the images list')
-        return image_id
+  def _assign_annotation_ids(self, kept, entries):
+    """Renumbers ids <= 0 and repeats: COCOeval never matches ids <= 0."""
+    all_ids = [entry['id'] for entry in entries
+               if isinstance(entry, dict) and _is_int(entry.get('id'))]
+    next_id = max([0] + all_ids) + 1  # new ids collide with no id in the file
+    used = set()
+    for label, instance, _ in kept:
+      original_id = instance.annotation_id
+      if original_id >= 1 and original_id not in used:
+        used.add(original_id)
+        continue
+      if original_id >= 1:
+        kind = 'duplicate_annotation_id'
+        reason = f'annotation id {original_id} appears more than once'
+      else:
+        kind = 'annotation_id_0'
+        reason = (f'annotation id {original_id} is not positive; COCOeval '
+                  'silently ignores such annotations when matching')
+      instance.annotation_id = next_id
+      used.add(next_id)
+      self._report(kind, self.annotations_path, label, reason,
+                   f'renumbered to {next_id}')
+      next_id += 1
 
-    def _assign_annotation_ids(self, kept, entries):
-        """Gives ids <= 0 and repeated ids fresh ones: COCOeval treats ids <= 0 as unmatched."""
-        all_ids = [entry['id'] for entry in entries
-                   if isinstance(entry, dict) and _is_int(entry.get('id'))]
-        next_id = max([0] + all_ids) + 1
-        used = set()
-        for label, original_id, instance, _ in kept:
-            if original_id >= 1 and original_id not in used:
-                instance.annotation_id = original_id
-            else:
-                if original_id >= 1:
-                    kind, reason = ('duplicate_annotation_id',
-                                    f'annotation id {original_id} appears more than once')
-                else:
-                    kind, reason = ('annotation_id_0',
-                                    f'annotation id {original_id} is not positive; COCOeval '
-                                    'silently ignores such annotations when matching')
-                instance.annotation_id = next_id
-                self._report(kind, self.annotations_path, label, reason,
-                             f'renumbered to {next_id}')
-                next_id += 1
-            used.add(instance.annotation_id)
-
-    def _mention_dropped_annotations(self, skipped_images, dropped_per_skipped_image):
-        """Image problems say how many annotations went with the image instead of one line each."""
-        for image_id, problem_index in skipped_images.items():
-            count = dropped_per_skipped_image[image_id]
-            if count:
-                noun = 'annotation' if count == 1 else 'annotations'
-                self.problems[problem_index] = dataclasses.replace(
-                    self.problems[problem_index], action=f'skipped image and its {count} {noun}')
+  def _count_dropped_annotations(self, skipped_images, dropped_with_image):
+    """A skipped image's problem counts its annotations (no line for each)."""
+    for image_id, problem_index in skipped_images.items():
+      count = dropped_with_image[image_id]
+      if count:
+        noun = 'annotation' if count == 1 else 'annotations'
+        self.problems[problem_index] = dataclasses.replace(
+            self.problems[problem_index],
+            action=f'skipped image and its {count} {noun}')
 
 
-def _parse_annotation(entry, record, categories, skipped_category_ids):
-    """Returns (Instance with a provisional id, [(kind, reason, action) repairs])."""
-    category = _annotation_category(entry, categories, skipped_category_ids)
-    is_crowd = _annotation_is_crowd(entry)
-    bbox = _annotation_bbox(entry)
-    repairs = []
-    rle = _segmentation_to_rle(entry.get('segmentation'), record.height, record.width, repairs)
-    area = float(mask_utils.area(rle))
-    if area == 0:
-        raise _Skip('zero_area', 'mask has no pixels inside the image')
-    if bbox is None:
-        box = tuple(float(value) for value in mask_utils.toBbox(rle))
-    else:
-        box = _clip_box(bbox, record.height, record.width, repairs)
-    instance = Instance(entry['id'], category.id, category.index, box, rle, area, is_crowd)
-    return instance, repairs
+def _annotation_dict(record, instance):
+  return {
+      'id': instance.annotation_id,
+      'image_id': record.image_id,
+      'category_id': instance.category_id,
+      'bbox': list(instance.box),
+      'area': instance.area,
+      'iscrowd': int(instance.is_crowd),
+      'segmentation': {'size': list(instance.rle['size']),
+                       'counts': instance.rle['counts'].decode('ascii')},
+  }
 
 
-def _annotation_category(entry, categories, skipped_category_ids) -> Category:
-    category_id = entry.get('category_id')
-    if not _is_int(category_id):
-        raise _Skip('invalid_field', f'"category_id" is {_describe(category_id)}, not an integer')
-    if category_id == 0:
-        raise _Skip('background_category', 'category_id 0 is reserved for background')
-    if category_id in skipped_category_ids:
-        raise _Skip('unknown_category', f'category {category_id} was skipped (see its problem)')
-    if category_id not in categories:
-        raise _Skip('unknown_category',
-                    f'category_id {category_id} is not in the categories list')
-    return categories[category_id]
+def _annotation_image_id(entry, records, skipped_images) -> int:
+  if not isinstance(entry, dict):
+    raise _Skip('invalid_field',
+                f'annotation entry is {_describe(entry)}, not an object')
+  if not _is_int(entry.get('id')):
+    raise _Skip('invalid_field', f'annotation "id" is '
+                f'{_describe(entry.get("id"))}, not an integer')
+  image_id = entry.get('image_id')
+  if not _is_int(image_id):
+    raise _Skip('invalid_field',
+                f'"image_id" is {_describe(image_id)}, not an integer')
+  if image_id not in records and image_id not in skipped_images:
+    raise _Skip('unknown_image',
+                f'image_id {image_id} is not in the images list')
+  return image_id
+
+
+def _parse_annotation(entry, record, categories, dropped_category_ids):
+  """Returns (Instance with its original id, [(kind, reason, action)])."""
+  category = _annotation_category(entry, categories, dropped_category_ids)
+  is_crowd = _annotation_is_crowd(entry)
+  bbox = _annotation_bbox(entry)
+  repairs = []
+  rle = _segmentation_to_rle(entry.get('segmentation'), record.height,
+                             record.width, repairs)
+  area = float(mask_utils.area(rle))
+  if area == 0:
+    raise _Skip('zero_area', 'mask has no pixels inside the image')
+  if bbox is None:
+    box = tuple(float(value) for value in mask_utils.toBbox(rle))
+  else:
+    box = _clip_box(bbox, record.height, record.width, repairs)
+  instance = Instance(entry['id'], category.id, category.index, box, rle,
+                      area, is_crowd)
+  return instance, repairs
+
+
+def _annotation_category(entry, categories, dropped_category_ids):
+  category_id = entry.get('category_id')
+  if not _is_int(category_id):
+    raise _Skip('invalid_field',
+                f'"category_id" is {_describe(category_id)}, not an integer')
+  if category_id == 0:
+    raise _Skip('background_category',
+                'category_id 0 is reserved for background')
+  if category_id in dropped_category_ids:
+    raise _Skip('unknown_category',
+                f'category {category_id} was skipped (see its problem)')
+  if category_id not in categories:
+    raise _Skip('unknown_category',
+                f'category_id {category_id} is not in the categories list')
+  return categories[category_id]
 
 
 def _annotation_is_crowd(entry) -> bool:
-    is_crowd = entry.get('iscrowd', 0)
-    if is_crowd not in (0, 1) or isinstance(is_crowd, float):
-        raise _Skip('invalid_field', f'"iscrowd" is {_describe(is_crowd)}, not 0 or 1')
-    return bool(is_crowd)
+  is_crowd = entry.get('iscrowd', 0)
+  if isinstance(is_crowd, float) or is_crowd not in (0, 1):
+    raise _Skip('invalid_field',
+                f'"iscrowd" is {_describe(is_crowd)}, not 0 or 1')
+  return bool(is_crowd)
 
 
 def _annotation_bbox(entry):
-    """Returns the bbox as 4 floats, or None when absent (it is then derived from the mask)."""
-    if 'bbox' not in entry:
-        return None
-    bbox = entry['bbox']
-    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
-            or not all(_is_finite_number(value) for value in bbox)):
-        raise _Skip('invalid_field', f'"bbox" is {_describe(bbox)}, not 4 finite numbers')
-    return [float(value) for value in bbox]
+  """Returns the bbox as 4 floats, or None (then it comes from the mask)."""
+  if 'bbox' not in entry:
+    return None
+  bbox = entry['bbox']
+  if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or
+      not all(_is_finite_number(value) for value in bbox)):
+    raise _Skip('invalid_field',
+                f'"bbox" is {_describe(bbox)}, not 4 finite numbers')
+  return [float(value) for value in bbox]
 
 
 def _clip_box(bbox, height, width, repairs):
-    """Clips an [x, y, w, h] box to the image; empty results skip the annotation."""
-    x, y, w, h = bbox
-    if w <= 0 or h <= 0:
-        raise _Skip('zero_area', f'bbox {_format_box(bbox)} has no area')
-    left, top = max(x, 0.0), max(y, 0.0)
-    right, bottom = min(x + w, float(width)), min(y + h, float(height))
-    if right <= left or bottom <= top:
-        raise _Skip('box_outside_image',
-                    f'bbox {_format_box(bbox)} lies outside the {height}x{width} image')
-    clipped = (left, top, right - left, bottom - top)
-    if (left, top, right, bottom) != (x, y, x + w, y + h):
-        repairs.append(('box_outside_image',
-                        f'bbox {_format_box(bbox)} extends outside the {height}x{width} image',
-                        'clipped to image'))
-    return clipped
+  """Clips an [x, y, w, h] box to the image; an empty box skips."""
+  x, y, w, h = bbox
+  if w <= 0 or h <= 0:
+    raise _Skip('zero_area', f'bbox {_format_box(bbox)} has no area')
+  left, top = max(x, 0.0), max(y, 0.0)
+  right, bottom = min(x + w, float(width)), min(y + h, float(height))
+  if right <= left or bottom <= top:
+    raise _Skip('box_outside_image', f'bbox {_format_box(bbox)} lies '
+                f'outside the {height}x{width} image')
+  if (left, top, right, bottom) != (x, y, x + w, y + h):
+    repairs.append(('box_outside_image', f'bbox {_format_box(bbox)} extends '
+                    f'outside the {height}x{width} image', 'clipped to image'))
+  return (left, top, right - left, bottom - top)
+
+
+# Segmentations ----------------------------------------------------------------
 
 
 def _segmentation_to_rle(segmentation, height, width, repairs) -> dict:
-    """Converts polygons / uncompressed RLE / compressed RLE into compressed RLE."""
-    if isinstance(segmentation, list):
-        return _polygons_to_rle(segmentation, height, width, repairs)
-    if isinstance(segmentation, dict):
-        return _rle_dict_to_rle(segmentation, height, width)
-    raise _Skip('invalid_segmentation',
-                f'"segmentation" is {_describe(segmentation)}, not polygons or RLE')
+  """Polygons / uncompressed RLE / compressed RLE -> compressed RLE."""
+  if isinstance(segmentation, list):
+    return _polygons_to_rle(segmentation, height, width, repairs)
+  if isinstance(segmentation, dict):
+    return _rle_dict_to_rle(segmentation, height, width)
+  raise _Skip('invalid_segmentation', f'"segmentation" is '
+              f'{_describe(segmentation)}, not polygons or RLE')
 
 
 def _polygons_to_rle(polygons, height, width, repairs) -> dict:
-    """Drops unusable polygons (reported) and merges the rest into one mask."""
-    if polygons and all(_is_number(value) for value in polygons):
-        raise _Skip('invalid_segmentation',
-                    'segmentation is a flat list of numbers; polygons must be nested: '
-                    '[[x1, y1, x2, y2, ...], ...]')
-    usable, failures = [], []
-    reach = POLYGON_REACH * max(height, width)
-    for index, polygon in enumerate(polygons):
-        if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
-            raise _Skip('invalid_segmentation',
-                        f'polygon {index} is {_describe(polygon)}, not a list of numbers')
-        failure = _polygon_failure(polygon)
-        if failure:
-            failures.append(f'polygon {index} {failure}')
-        elif any(abs(value) > reach for value in polygon):
-            raise _Skip('invalid_segmentation',
-                        f'polygon {index} has coordinates far outside the '
-                        f'{height}x{width} image')
-        else:
-            usable.append([float(value) for value in polygon])
-    if not usable:
-        reason = '; '.join(failures) if failures else 'segmentation has no polygons'
-        raise _Skip('degenerate_polygon', reason)
-    if failures:
-        repairs.append(('degenerate_polygon', '; '.join(failures),
-                        f'dropped {len(failures)} of {len(polygons)} polygons'))
-    # A single polygon of exactly 4 numbers would be read by frPyObjects as a box; usable
-    # polygons have at least 6 numbers, so that never happens here.
-    return mask_utils.merge(mask_utils.frPyObjects(usable, height, width))
+  """Drops unusable polygons (reported) and merges the rest into one mask."""
+  if polygons and all(_is_number(value) for value in polygons):
+    raise _Skip('invalid_segmentation', 'segmentation is a flat list of '
+                'numbers; polygons must be nested: [[x1, y1, x2, y2, ...]]')
+  usable, failures = [], []
+  reach = POLYGON_REACH * max(height, width)
+  for index, polygon in enumerate(polygons):
+    if not isinstance(polygon, list) or not all(map(_is_number, polygon)):
+      raise _Skip('invalid_segmentation', f'polygon {index} is '
+                  f'{_describe(polygon)}, not a list of numbers')
+    failure = _polygon_failure(polygon)
+    if failure:
+      failures.append(f'polygon {index} {failure}')
+    elif any(abs(value) > reach for value in polygon):
+      raise _Skip('invalid_segmentation', f'polygon {index} has coordinates '
+                  f'far outside the {height}x{width} image')
+    else:
+      usable.append([float(value) for value in polygon])
+  if not usable:
+    raise _Skip('degenerate_polygon',
+                '; '.join(failures) or 'segmentation has no polygons')
+  if failures:
+    repairs.append(('degenerate_polygon', '; '.join(failures),
+                    f'dropped {len(failures)} of {len(polygons)} polygons'))
+  # frPyObjects reads a first polygon of exactly 4 numbers as a box (and then
+  # fails); polygons kept here have at least 6.
+  return mask_utils.merge(mask_utils.frPyObjects(usable, height, width))
 
 
 def _polygon_failure(polygon):
-    """Says why pycocotools cannot rasterise this polygon, or returns None."""
-    if not all(_is_finite_number(value) for value in polygon):
-        return 'has non-finite coordinates'
-    if len(polygon) % 2:
-        return f'has an odd number ({len(polygon)}) of coordinates'
-    if len(polygon) < 6:
-        return f'has {len(polygon) // 2} points, needs at least 3'
-    return None
+  """Says why this polygon cannot be a region, or returns None."""
+  if not all(map(_is_finite_number, polygon)):
+    return 'has non-finite coordinates'
+  if len(polygon) % 2:
+    return f'has an odd number ({len(polygon)}) of coordinates'
+  if len(polygon) < 6:
+    return f'has {len(polygon) // 2} points, needs at least 3'
+  return None
 
 
 def _rle_dict_to_rle(segmentation, height, width) -> dict:
-    """Validates an RLE fully before pycocotools sees it: its C decoder trusts the counts."""
-    size, counts = segmentation.get('size'), segmentation.get('counts')
-    if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or not all(_is_int(value) for value in size)):
-        raise _Skip('invalid_segmentation', f'RLE "size" is {_describe(size)}, not [height, width]')
-    if list(size) != [height, width]:
-        raise _Skip('invalid_segmentation',
-                    f'RLE size {list(size)} differs from the image size [{height}, {width}]')
-    if isinstance(counts, list):
-        _check_runs(counts, height, width, 'uncompressed RLE')
-        rle = mask_utils.frPyObjects({'size': [height, width], 'counts': counts}, height, width)
-        return {'size': [height, width], 'counts': rle['counts']}
-    if isinstance(counts, str):
-        _check_runs(_compressed_runs(counts), height, width, 'compressed RLE')
-        return {'size': [height, width], 'counts': counts.encode('ascii')}
+  """Checks an RLE before pycocotools sees it: its C decoder trusts counts."""
+  size, counts = segmentation.get('size'), segmentation.get('counts')
+  if (not isinstance(size, (list, tuple)) or len(size) != 2 or
+      not all(map(_is_int, size))):
     raise _Skip('invalid_segmentation',
-                f'RLE "counts" is {_describe(counts)}, not a list or a string')
+                f'RLE "size" is {_describe(size)}, not [height, width]')
+  size = list(size)
+  if size != [height, width]:
+    raise _Skip('invalid_segmentation', f'RLE size {size} differs from the '
+                f'image size [{height}, {width}]')
+  if isinstance(counts, list):
+    _check_runs(counts, height, width, 'uncompressed RLE')
+    # frPyObjects treats every dict as uncompressed RLE.
+    rle = mask_utils.frPyObjects({'size': size, 'counts': counts}, height,
+                                 width)
+    return {'size': [height, width], 'counts': rle['counts']}
+  if isinstance(counts, str):
+    _check_runs(_compressed_runs(counts), height, width, 'compressed RLE')
+    return {'size': [height, width], 'counts': counts.encode('ascii')}
+  raise _Skip('invalid_segmentation',
+              f'RLE "counts" is {_describe(counts)}, not a list or a string')
 
 
 def _check_runs(runs, height, width, what):
-    if not all(_is_int(run) and run >= 0 for run in runs):
-        raise _Skip('invalid_segmentation', f'{what} counts must be non-negative integers')
-    total = sum(runs)
-    if total != height * width:
+  if not all(_is_int(run) and run >= 0 for run in runs):
+    raise _Skip('invalid_segmentation',
+                f'{what} counts must be non-negative integers')
+  total = sum(runs)
+  if total != height * width:
+    raise _Skip('invalid_segmentation', f'{what} counts cover {total} '
+                f'pixels, the {height}x{width} image has {height * width}')
+
+
+def _compressed_runs(counts: str) -> list[int]:
+  """Decodes COCO's RLE string: 5-bit groups, runs after the 3rd as deltas."""
+  runs, position = [], 0
+  while position < len(counts):
+    value, shift = 0, 0
+    while True:
+      if position >= len(counts):
         raise _Skip('invalid_segmentation',
-                    f'{what} counts cover {total} pixels, the {height}x{width} image has '
-                    f'{height * width}')
+                    'compressed RLE string ends mid-number')
+      code = ord(counts[position]) - 48
+      if not 0 <= code < 64:
+        raise _Skip('invalid_segmentation', 'compressed RLE has invalid '
+                    f'character {counts[position]!r}')
+      value |= (code & 0x1F) << shift
+      position += 1
+      shift += 5
+      if not code & 0x20:  # last group; bit 0x10 is the sign
+        if code & 0x10:
+          value -= 1 << shift
+        break
+      if shift > 64:
+        raise _Skip('invalid_segmentation',
+                    'compressed RLE has an overlong number')
+    if len(runs) > 2:
+      value += runs[-2]
+    runs.append(value)
+  return runs
 
 
-def _compressed_runs(counts: str) -> list:
-    """Decodes COCO's compressed RLE string (5-bit groups, deltas from run i-2)."""
-    runs, position = [], 0
-    while position < len(counts):
-        value, shift = 0, 0
-        while True:
-            if position >= len(counts):
-                raise _Skip('invalid_segmentation', 'compressed RLE string ends mid-number')
-            code = ord(counts[position]) - 48
-            if not 0 <= code < 64:
-                raise _Skip('invalid_segmentation',
-                            f'compressed RLE has invalid character {counts[position]!r}')
-            value |= (code & 0x1F) << shift
-            position += 1
-            shift += 5
-            if not code & 0x20:
-                if code & 0x10:
-                    value -= 1 << shift
-                break
-            if shift > 64:
-                raise _Skip('invalid_segmentation', 'compressed RLE has an overlong number')
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
-
-
-# Images -------------------------------------------------------------------------------
+# Images -----------------------------------------------------------------------
 
 
 def _decode_fully(image):
-    """Decodes all pixels, refusing truncated data whatever the global Pillow setting."""
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        image.load()
-    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, ...
-        raise _Skip('corrupt_image', f'image data cannot be decoded: {error}') from None
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+  """Decodes every pixel, refusing truncated data whatever Pillow's setting."""
+  previous = ImageFile.LOAD_TRUNCATED_IMAGES
+  ImageFile.LOAD_TRUNCATED_IMAGES = False
+  try:
+    image.load()
+  except Exception as error:  # OSError, SyntaxError, ValueError, ...
+    raise _Skip('corrupt_image',
+                f'image data cannot be decoded: {error}') from None
+  finally:
+    ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def _to_rgb_uint8(image) -> np.ndarray:
-    """Converts any Pillow mode to uint8 RGB; alpha is dropped, 16-bit keeps the high byte."""
-    if image.mode in _SIXTEEN_BIT_MODES:
-        values = np.asarray(image).astype(np.int64)
-        gray = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if image.mode != 'RGB':
-        with warnings.catch_warnings():
-            # Palette images with transparency warn that alpha is lost, which is intended.
-            warnings.simplefilter('ignore')
-            image = image.convert('RGB')
-    return np.array(image, dtype=np.uint8)
+  """Any Pillow mode -> uint8 RGB; alpha is dropped, 16-bit keeps >> 8."""
+  if image.mode in _SIXTEEN_BIT_MODES:
+    values = np.asarray(image).astype(np.int64)
+    gray = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+  if image.mode != 'RGB':
+    with warnings.catch_warnings():
+      # Palette images with transparency warn that alpha is lost: intended.
+      warnings.simplefilter('ignore')
+      image = image.convert('RGB')
+  return np.array(image, dtype=np.uint8)
 
 
-# Helpers ------------------------------------------------------------------------------
+# Helpers ----------------------------------------------------------------------
 
 
 def _load_json(annotations_path):
-    try:
-        with open(annotations_path, 'rb') as file:
-            return json.loads(file.read().decode('utf-8'))
-    except OSError as error:
-        raise DatasetError(f'{annotations_path}: cannot read file: {error}') from None
-    except UnicodeDecodeError as error:
-        raise DatasetError(f'{annotations_path}: not UTF-8 text: {error}') from None
-    except json.JSONDecodeError as error:
-        raise DatasetError(f'{annotations_path}: invalid json: {error}') from None
-    except RecursionError:
-        raise DatasetError(f'{annotations_path}: json is nested too deeply') from None
+  try:
+    with open(annotations_path, 'rb') as file:
+      return json.loads(file.read().decode('utf-8'))
+  except OSError as error:
+    raise DatasetError(
+        f'{annotations_path}: cannot read file: {error}') from None
+  except UnicodeDecodeError as error:
+    raise DatasetError(f'{annotations_path}: not UTF-8 text: {error}') from None
+  except json.JSONDecodeError as error:
+    raise DatasetError(f'{annotations_path}: invalid json: {error}') from None
+  except RecursionError:
+    raise DatasetError(
+        f'{annotations_path}: json is nested too deeply') from None
 
 
 def _top_level_sections(data, annotations_path):
-    """Returns (images, annotations, categories) lists or raises DatasetError."""
-    if not isinstance(data, dict):
-        raise DatasetError(
-            f'{annotations_path}: json top level is {_describe(data)}, not an object')
-    sections = []
-    for key in ('images', 'annotations', 'categories'):
-        if key not in data:
-            raise DatasetError(f'{annotations_path}: json has no "{key}" list')
-        if not isinstance(data[key], list):
-            raise DatasetError(
-                f'{annotations_path}: "{key}" is {_describe(data[key])}, not a list')
-        sections.append(data[key])
-    return sections
+  """Returns the images, annotations and categories lists."""
+  if not isinstance(data, dict):
+    raise DatasetError(f'{annotations_path}: json top level is '
+                       f'{_describe(data)}, not an object')
+  sections = []
+  for key in ('images', 'annotations', 'categories'):
+    if key not in data:
+      raise DatasetError(f'{annotations_path}: json has no "{key}" list')
+    if not isinstance(data[key], list):
+      raise DatasetError(f'{annotations_path}: "{key}" is '
+                         f'{_describe(data[key])}, not a list')
+    sections.append(data[key])
+  return sections
 
 
 def _problems_message(annotations_path, problems):
-    lines = [f'{annotations_path}: {len(problems)} problem(s) found (strict mode):']
-    lines += [f'  {problem}' for problem in problems[:MAX_PROBLEMS_IN_MESSAGE]]
-    if len(problems) > MAX_PROBLEMS_IN_MESSAGE:
-        lines.append(f'  and {len(problems) - MAX_PROBLEMS_IN_MESSAGE} more')
-    return '\n'.join(lines)
+  lines = [f'{annotations_path}: {len(problems)} problem(s) found '
+           '(strict mode):']
+  lines += [f'  {problem}' for problem in problems[:MAX_PROBLEMS_IN_MESSAGE]]
+  if len(problems) > MAX_PROBLEMS_IN_MESSAGE:
+    lines.append(f'  and {len(problems) - MAX_PROBLEMS_IN_MESSAGE} more')
+  return '\n'.join(lines)
 
 
-def _count_kinds(problems) -> dict:
-    counts = {}
-    for problem in problems:
-        counts[problem.kind] = counts.get(problem.kind, 0) + 1
-    return counts
+def _count_kinds(problems) -> dict[str, int]:
+  counts = {}
+  for problem in problems:
+    counts[problem.kind] = counts.get(problem.kind, 0) + 1
+  return counts
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+  return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_finite_number(value) -> bool:
-    if not _is_number(value):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # ints too large for a float
-        return False
+  if not _is_number(value):
+    return False
+  try:
+    return math.isfinite(value)
+  except OverflowError:  # an int too large for a float
+    return False
 
 
 def _entry_label(what, position, entry):
-    """'annotation 7' when the entry has an integer id, else 'annotation #<list index>'."""
-    if isinstance(entry, dict) and _is_int(entry.get('id')):
-        return f'{what} {entry["id"]}'
-    return f'{what} #{position}'
+  """'annotation 7' when the entry has an integer id, else 'annotation #3'."""
+  if isinstance(entry, dict) and _is_int(entry.get('id')):
+    return f'{what} {entry["id"]}'
+  return f'{what} #{position}'
 
 
 def _format_box(bbox):
-    return '[' + ', '.join(f'{value:g}' for value in bbox) + ']'
+  return '[' + ', '.join(f'{value:g}' for value in bbox) + ']'
 
 
 def _describe(value) -> str:
-    """A short description of a bad json value for messages, without dumping huge data."""
-    if value is None:
-        return 'missing'
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + '...'
-    return f'{type(value).__name__} {text}'
+  """A bad json value for a message: its type and a clipped repr."""
+  if value is None:
+    return 'missing (or null)'
+  return f'{type(value).__name__} {_SHORT_REPR.repr(value)}'

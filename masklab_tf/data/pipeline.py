@@ -72,15 +72,32 @@ def _round_up(value: tf.Tensor, multiple: int) -> tf.Tensor:
   return (value + multiple - 1) // multiple * multiple
 
 
-def _select_instances(example, max_instances):
+def _select_instances(areas, is_crowd, max_instances):
   """Regular (non-crowd) instances, the largest max_instances of them."""
-  regular = tf.logical_not(example['is_crowd'])
-  areas = tf.reduce_sum(tf.cast(example['masks'], tf.float32), [1, 2])
+  regular = tf.logical_not(is_crowd)
   areas = tf.where(regular, areas, -1.0)
   num_regular = tf.reduce_sum(tf.cast(regular, tf.int32))
   order = tf.argsort(areas, direction='DESCENDING', stable=True)
   keep = order[:tf.minimum(num_regular, max_instances)]
   return tf.sort(keep)
+
+
+def _resize_nearest(tensor, size, axis=0):
+  """Nearest-neighbour resize of dims (axis, axis + 1) to `size`.
+
+  Gathers source rows and columns at the half-pixel-centred positions that
+  tf.image.resize(method='nearest') uses; unlike it, this works for any
+  dtype and for an empty leading dimension (images without instances).
+  """
+  def source_indices(in_size, out_size):
+    ratio = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
+    position = (tf.cast(tf.range(out_size), tf.float32) + 0.5) * ratio
+    return tf.minimum(tf.cast(tf.floor(position), tf.int32), in_size - 1)
+
+  shape = tf.shape(tensor)
+  rows = source_indices(shape[axis], size[0])
+  cols = source_indices(shape[axis + 1], size[1])
+  return tf.gather(tf.gather(tensor, rows, axis=axis), cols, axis=axis + 1)
 
 
 def _pad_rows(tensor, rows, value):
@@ -123,37 +140,45 @@ class Preprocessor:
     boxes = tf.cast(example['boxes'], tf.float32)
     original_size = tf.shape(image)[:2]
 
-    keep = _select_instances(example, cfg.max_instances)
+    areas = tf.reduce_sum(tf.cast(masks, tf.float32), [1, 2])
+    keep = _select_instances(areas, example['is_crowd'], cfg.max_instances)
     # Box-relative mask targets from the original masks: a crop over a box is
     # independent of image scale, so no resize error reaches them.
     mask_targets = crop.crop_masks(tf.gather(masks, keep),
                                    tf.gather(boxes, keep),
                                    geometry.mask_crop_size)
+    # Who owns each pixel, decided once at the source resolution; resizing
+    # and flipping this one map replaces doing so for every mask.
+    instances = targets.instance_map(masks, example['is_crowd'], areas)
+    kept_masks = tf.gather(masks, keep) if cfg.keep_full_masks else None
 
     size = resized_size(original_size[0], original_size[1],
                         self._min_size(size_seed), cfg.max_size)
     scale = tf.cast(size, tf.float32) / tf.cast(original_size, tf.float32)
     image = tf.image.resize(image, size, method='bilinear')
     image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    masks = tf.image.resize(masks[..., tf.newaxis], size,
-                            method='nearest')[..., 0]
+    instances = _resize_nearest(instances, size)
     boxes = boxes * tf.tile(scale, [2])
+    if kept_masks is not None:
+      kept_masks = _resize_nearest(kept_masks, size, axis=1)
 
     if self.is_training and cfg.flip:
       flip = tf.random.stateless_uniform([], flip_seed) < 0.5
       width = tf.cast(size[1], tf.float32)
-      image, masks, boxes, mask_targets = tf.cond(
-          flip,
-          lambda: (image[:, ::-1], masks[:, :, ::-1],
-                   tf.stack([boxes[:, 0], width - boxes[:, 3],
-                             boxes[:, 2], width - boxes[:, 1]], axis=-1),
-                   mask_targets[:, :, ::-1]),
-          lambda: (image, masks, boxes, mask_targets))
+      flipped_boxes = tf.stack([boxes[:, 0], width - boxes[:, 3],
+                                boxes[:, 2], width - boxes[:, 1]], axis=-1)
+      image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
+      instances = tf.cond(flip, lambda: instances[:, ::-1], lambda: instances)
+      boxes = tf.cond(flip, lambda: flipped_boxes, lambda: boxes)
+      mask_targets = tf.cond(flip, lambda: mask_targets[:, :, ::-1],
+                             lambda: mask_targets)
+      if kept_masks is not None:
+        kept_masks = tf.cond(flip, lambda: kept_masks[:, :, ::-1],
+                             lambda: kept_masks)
 
-    dense = targets.dense_targets(masks, boxes, example['classes'],
-                                  example['is_crowd'],
-                                  geometry.num_directions,
-                                  geometry.num_distance_bins)
+    dense = targets.labels_from_instance_map(
+        instances, boxes, example['classes'], geometry.num_directions,
+        geometry.num_distance_bins)
 
     if cfg.pad_to:
       padded = tf.constant(cfg.pad_to, tf.int32)
@@ -180,8 +205,8 @@ class Preprocessor:
         'num_instances': num,
         **dense,
     }
-    if cfg.keep_full_masks:
-      full = tf.pad(tf.gather(masks, keep), [[0, 0], [0, pad_h], [0, pad_w]])
+    if kept_masks is not None:
+      full = tf.pad(kept_masks, [[0, 0], [0, pad_h], [0, pad_w]])
       features['gt_masks'] = _pad_rows(full, max_instances, 0)
     if cfg.pad_to:
       features = _set_static_sizes(features, cfg.pad_to)

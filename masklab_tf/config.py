@@ -122,3 +122,77 @@ def from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS,
       value = tuple(item_type(v) for v in value)
     values[field.name] = value
   return cls(**values)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+  """The network (MaskLab sec. 3 and 4.1; TF Object Detection API defaults
+  where the paper is silent, since MaskLab was built on it).
+
+  Attributes:
+    num_classes: K, object classes without background.
+    backbone_depth: ResNet depth: 101, 50 (paper) or 10, 18, 26 (CPU).
+    output_stride: 8 (paper) or 16.
+    backbone_multigrid: multi-grid of the shared res5 block (semantic and
+      direction logits); rates are base rate x these (paper Table 5).
+    box_classifier_multigrid: rates of the duplicated res5 block of the box
+      classifier (paper best: 1, 2, 4).
+    norm_momentum, norm_epsilon, use_sync_bn: batch norm.
+    anchor_sizes: RPN anchor sides in pixels (paper: 5 scales).
+    anchor_aspect_ratios: width / height of anchors.
+    rpn_head_channels: channels of the RPN's 3x3 conv.
+    rpn_batch_size_per_image, rpn_positive_fraction, rpn_positive_iou,
+      rpn_negative_iou: RPN anchor sampling and matching.
+    rpn_pre_nms_top_k, rpn_nms_iou, num_proposals, test_num_proposals:
+      proposal generation (paper: 300 proposals).
+    roi_crop_size: RoI crop side on res4 before 2x2 max pooling (TF OD API:
+      14 -> 7).
+    deformable_crop: MaskLab's deformable crop-and-resize for the box
+      classifier.
+    num_sampled_rois, roi_foreground_fraction, roi_foreground_iou: RoIs
+      sampled per image to train the box classifier.
+    mask_head: name in the mask-head registry (modeling/mask_heads.py).
+    mask_features: 'both', 'semantic' or 'direction' (paper Table 2).
+    refine: hypercolumn refinement on or off (paper Table 4).
+    hypercolumn_channels: if > 0, a 1x1 conv reduces conv1 and res2 to this
+      many channels each on the whole image before cropping (cheaper refinement
+      at many detections); 0 crops them whole (paper).
+    refine_filters: filters of the three 5x5 refinement convs (paper: 64).
+    semantic_loss_weight, direction_loss_weight: optional dense auxiliary
+      losses (0 = off: the paper trains both branches through the masks).
+    max_detections, detection_nms_iou, detection_score_threshold: inference.
+  """
+  num_classes: int = 80
+  backbone_depth: int = 101
+  output_stride: int = 8
+  backbone_multigrid: tuple[int, ...] = (1, 2, 1)
+  box_classifier_multigrid: tuple[int, ...] = (1, 2, 4)
+  norm_momentum: float = 0.997
+  norm_epsilon: float = 1e-5
+  use_sync_bn: bool = False
+  anchor_sizes: tuple[float, ...] = (32.0, 64.0, 128.0, 256.0, 512.0)
+  anchor_aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+  rpn_head_channels: int = 512
+  rpn_batch_size_per_image: int = 256
+  rpn_positive_fraction: float = 0.5
+  rpn_positive_iou: float = 0.7
+  rpn_negative_iou: float = 0.3
+  rpn_pre_nms_top_k: int = 6000
+  rpn_nms_iou: float = 0.7
+  num_proposals: int = 300
+  test_num_proposals: int = 300
+  roi_crop_size: int = 14
+  deformable_crop: bool = False
+  num_sampled_rois: int = 64
+  roi_foreground_fraction: float = 0.25
+  roi_foreground_iou: float = 0.5
+  mask_head: str = 'masklab'
+  mask_features: str = 'both'
+  refine: bool = True
+  hypercolumn_channels: int = 0
+  refine_filters: int = 64
+  semantic_loss_weight: float = 0.0
+  direction_loss_weight: float = 0.0
+  max_detections: int = 100
+  detection_nms_iou: float = 0.6
+  detection_score_threshold: float = 0.0

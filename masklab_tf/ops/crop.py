@@ -54,12 +54,17 @@ def crop_masks(masks: tf.Tensor, boxes: tf.Tensor,
   Returns:
     float32 [N, S, S] bilinear mask values in [0, 1].
   """
-  height = tf.shape(masks)[1]
-  width = tf.shape(masks)[2]
+  # Edge samples of a box that touches the image border sit half a pixel
+  # outside the image, where crop_and_resize would return 0; one replicated
+  # border pixel makes them read the edge pixel instead.
+  padded = tf.pad(masks, [[0, 0], [1, 1], [1, 1]], mode='SYMMETRIC')
+  height = tf.shape(padded)[1]
+  width = tf.shape(padded)[2]
   num = tf.shape(masks)[0]
   crops = tf.image.crop_and_resize(
-      masks[..., tf.newaxis],
-      to_crop_and_resize_boxes(boxes, height, width),
+      padded[..., tf.newaxis],
+      to_crop_and_resize_boxes(tf.cast(boxes, tf.float32) + 1.0, height,
+                               width),
       box_indices=tf.range(num),
       crop_size=(crop_size, crop_size),
       method='bilinear',

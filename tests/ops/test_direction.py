@@ -90,3 +90,17 @@ def test_channel_is_float_safe_at_two_pi():
   assert int(channel) // 4 == 7
   assert math.isclose(float(tf.math.floormod(-1e-9, 2 * math.pi)),
                       2 * math.pi, rel_tol=1e-6)
+
+
+def test_crop_masks_convention_and_border():
+  from masklab_tf.ops import crop
+  mask = np.zeros([1, 20, 30], np.uint8)
+  mask[0, 0:10, 5:25] = 1  # touches the top border
+  crops = crop.crop_masks(mask, tf.constant([[0.0, 5.0, 10.0, 25.0]]),
+                          11).numpy()[0]
+  # Samples include both box edges: inner edges sit between a mask pixel and
+  # a background pixel (0.5); the border edge reads the edge pixel (1).
+  np.testing.assert_allclose(crops[0, 1:-1], 1.0)
+  np.testing.assert_allclose(crops[-1, 1:-1], 0.5)
+  np.testing.assert_allclose(crops[1:-1, 0], 0.5)
+  np.testing.assert_allclose(crops[5, 5], 1.0)

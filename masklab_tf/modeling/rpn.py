@@ -1,0 +1,196 @@
+"""Region Proposal Network on res4 (Faster R-CNN, as in MaskLab sec. 3).
+
+A 3x3 conv and two 1x1 convs give, per cell and anchor, an objectness logit
+(sigmoid, as Model Garden) and box deltas; proposals are decoded, clipped and
+NMS'd with Model Garden's ROI generator on one level. Targets are assigned in
+the graph (not in tf.data), so the input pipeline knows nothing about anchors.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras
+from official.vision.modeling.layers import roi_generator
+from official.vision.ops import box_ops
+
+from masklab_tf.ops import anchors as anchor_ops
+
+# Model Garden's ROI generator takes per-level dicts; the RPN has one level.
+_LEVEL = '1'
+
+
+@tf_keras.utils.register_keras_serializable(package='masklab')
+class RpnHead(tf_keras.layers.Layer):
+  """3x3 conv + ReLU, then 1x1 objectness [.., A] and 1x1 deltas [.., 4A]."""
+
+  def __init__(self, num_anchors: int, channels: int = 512,
+               kernel_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.num_anchors = num_anchors
+    self.channels = channels
+    self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+
+  def build(self, input_shape):
+    init = tf_keras.initializers.RandomNormal(stddev=0.01)
+    common = dict(kernel_initializer=init,
+                  kernel_regularizer=self.kernel_regularizer)
+    self.conv = tf_keras.layers.Conv2D(self.channels, 3, padding='same',
+                                       activation='relu', name='conv',
+                                       **common)
+    self.scores = tf_keras.layers.Conv2D(self.num_anchors, 1, name='scores',
+                                         **common)
+    self.deltas = tf_keras.layers.Conv2D(4 * self.num_anchors, 1,
+                                         name='deltas', **common)
+    super().build(input_shape)
+
+  def call(self, features):
+    """features [B, h, w, C] -> (scores [B, h, w, A], deltas [B, h, w, 4A])."""
+    hidden = self.conv(features)
+    return self.scores(hidden), self.deltas(hidden)
+
+  def get_config(self):
+    return {**super().get_config(), 'num_anchors': self.num_anchors,
+            'channels': self.channels,
+            'kernel_regularizer': tf_keras.regularizers.serialize(
+                self.kernel_regularizer) if self.kernel_regularizer else None}
+
+
+@tf_keras.utils.register_keras_serializable(package='masklab')
+class RpnAnchors(tf_keras.layers.Layer):
+  """Grid anchors for a feature map: [h, w, A * 4] in image pixels."""
+
+  def __init__(self, stride: int, sizes, aspect_ratios, **kwargs):
+    super().__init__(**kwargs)
+    self.stride = stride
+    self.sizes = tuple(float(s) for s in sizes)
+    self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
+
+  @property
+  def num_anchors(self) -> int:
+    return len(self.sizes) * len(self.aspect_ratios)
+
+  def call(self, features):
+    shape = tf.shape(features)
+    return anchor_ops.grid_anchors(shape[1], shape[2], self.stride,
+                                   self.sizes, self.aspect_ratios)
+
+  def get_config(self):
+    return {**super().get_config(), 'stride': self.stride,
+            'sizes': list(self.sizes),
+            'aspect_ratios': list(self.aspect_ratios)}
+
+
+@tf_keras.utils.register_keras_serializable(package='masklab')
+class ProposalGenerator(tf_keras.layers.Layer):
+  """RPN outputs -> proposals [B, P, 4] and objectness scores [B, P].
+
+  Decodes deltas against the anchors, clips to the valid image, drops tiny
+  boxes, keeps the top-k, NMS at `nms_iou` (Model Garden's ROI generator).
+  """
+
+  def __init__(self, pre_nms_top_k: int = 6000, nms_iou: float = 0.7,
+               num_proposals: int = 300, test_pre_nms_top_k: int = 6000,
+               test_num_proposals: int = 300, **kwargs):
+    super().__init__(**kwargs)
+    self.pre_nms_top_k = pre_nms_top_k
+    self.nms_iou = nms_iou
+    self.num_proposals = num_proposals
+    self.test_pre_nms_top_k = test_pre_nms_top_k
+    self.test_num_proposals = test_num_proposals
+    self._generator = roi_generator.MultilevelROIGenerator(
+        pre_nms_top_k=pre_nms_top_k, nms_iou_threshold=nms_iou,
+        num_proposals=num_proposals, test_pre_nms_top_k=test_pre_nms_top_k,
+        test_nms_iou_threshold=nms_iou, test_num_proposals=test_num_proposals,
+        pre_nms_min_size_threshold=1.0, test_pre_nms_min_size_threshold=1.0)
+
+  def call(self, scores, deltas, anchors, image_size, training=None):
+    """Args: scores [B,h,w,A], deltas [B,h,w,4A], anchors [h,w,4A],
+    image_size int [B, 2] (valid height, width). Returns (boxes, scores)."""
+    batch = tf.shape(scores)[0]
+    flat_anchors = tf.tile(tf.reshape(anchors, [1, -1, 4]), [batch, 1, 1])
+    boxes, box_scores = self._generator(
+        {_LEVEL: tf.cast(deltas, tf.float32)},
+        {_LEVEL: tf.cast(scores, tf.float32)},
+        {_LEVEL: flat_anchors}, tf.cast(image_size, tf.float32),
+        training=training)
+    return tf.stop_gradient(boxes), tf.stop_gradient(box_scores)
+
+  def get_config(self):
+    return {**super().get_config(), 'pre_nms_top_k': self.pre_nms_top_k,
+            'nms_iou': self.nms_iou, 'num_proposals': self.num_proposals,
+            'test_pre_nms_top_k': self.test_pre_nms_top_k,
+            'test_num_proposals': self.test_num_proposals}
+
+
+def rpn_targets(anchors: tf.Tensor, gt_boxes: tf.Tensor,
+                batch_size_per_image: int = 256,
+                positive_fraction: float = 0.5, positive_iou: float = 0.7,
+                negative_iou: float = 0.3, seed=None):
+  """Labels and samples anchors for the RPN losses (Faster R-CNN rules).
+
+  An anchor is positive at IoU >= positive_iou with some box, or when it is
+  the best anchor of a box (so every box gets one); negative below
+  negative_iou; ignored otherwise. Per image, up to
+  batch_size_per_image anchors are sampled, at most positive_fraction of them
+  positive, negatives filling the rest.
+
+  Args:
+    anchors: [h, w, 4A] image-pixel boxes.
+    gt_boxes: [B, M, 4], padded with -1.
+    batch_size_per_image, positive_fraction, positive_iou, negative_iou: as
+      above.
+    seed: optional int seed of the sampling.
+
+  Returns:
+    labels: int32 [B, h*w*A]: 1 positive, 0 negative, -1 not sampled.
+    box_targets: float32 [B, h*w*A, 4], encoded matched boxes (zeros for
+      non-positives).
+  """
+  flat = tf.reshape(anchors, [-1, 4])
+  batch = tf.shape(gt_boxes)[0]
+  batched_anchors = tf.tile(flat[tf.newaxis], [batch, 1, 1])
+  valid_gt = gt_boxes[..., 0] >= 0  # [B, M]
+  # [B, num_anchors, M]; -1 against padded boxes.
+  iou = box_ops.bbox_overlap(batched_anchors, gt_boxes)
+  iou = tf.where(valid_gt[:, tf.newaxis, :], iou, -1.0)
+  best_iou = tf.reduce_max(iou, axis=2)
+  best_gt = tf.argmax(iou, axis=2, output_type=tf.int32)
+  # The best anchor(s) of each valid box count as positive too.
+  best_per_gt = tf.reduce_max(iou, axis=1, keepdims=True)  # [B, 1, M]
+  is_best = tf.reduce_any(
+      (iou >= best_per_gt - 1e-6) & (iou > 0) & valid_gt[:, tf.newaxis, :],
+      axis=2)
+  positive = (best_iou >= positive_iou) | is_best
+  negative = (best_iou < negative_iou) & (best_iou >= 0) & ~positive
+  # Images without boxes: every anchor is a negative candidate.
+  negative |= ~tf.reduce_any(valid_gt, axis=1, keepdims=True)
+
+  labels = _sample(positive, negative, batch_size_per_image,
+                   positive_fraction, seed)
+  matched = tf.gather(gt_boxes, best_gt, batch_dims=1)
+  encoded = box_ops.encode_boxes(matched, batched_anchors)
+  box_targets = tf.where((labels == 1)[..., tf.newaxis], encoded, 0.0)
+  return tf.stop_gradient(labels), tf.stop_gradient(box_targets)
+
+
+def _sample(positive, negative, sample_size, positive_fraction, seed=None):
+  """Random subset: <= fraction * size positives, negatives fill the rest.
+
+  Args: positive, negative: bool [B, N]. Returns int32 [B, N] in {1, 0, -1}.
+  """
+  max_positive = int(sample_size * positive_fraction)
+  noise = tf.random.uniform(tf.shape(positive), seed=seed)
+  # Rank candidates by noise; take the first k of each kind.
+  def take(mask, k):
+    k = tf.cast(k, tf.int32)
+    score = tf.where(mask, noise, -1.0)
+    order = tf.argsort(score, axis=1, direction='DESCENDING')
+    ranks = tf.argsort(order, axis=1)
+    return mask & (ranks < k[:, tf.newaxis])
+
+  num_positive = tf.minimum(
+      tf.reduce_sum(tf.cast(positive, tf.int32), axis=1), max_positive)
+  chosen_positive = take(positive, num_positive)
+  num_negative = sample_size - num_positive
+  chosen_negative = take(negative, num_negative)
+  return tf.where(chosen_positive, 1, tf.where(chosen_negative, 0, -1))

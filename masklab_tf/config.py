@@ -196,3 +196,21 @@ class ModelConfig:
   max_detections: int = 100
   detection_nms_iou: float = 0.6
   detection_score_threshold: float = 0.0
+
+
+CONFIG_CLASSES = (DataConfig, GeometryConfig, ModelConfig)
+
+
+def define_all_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Flags of every config dataclass (what a configs/*.flags file sets)."""
+  for cls in CONFIG_CLASSES:
+    define_flags(cls, flag_values)
+
+
+def from_flagfile(path: str, overrides: tuple[str, ...] = ()) -> tuple:
+  """(DataConfig, GeometryConfig, ModelConfig) of a flags file, parsed in a
+  private FlagValues so that it never touches the program's own flags."""
+  flag_values = flags.FlagValues()
+  define_all_flags(flag_values)
+  flag_values(['configs', f'--flagfile={path}', *overrides])
+  return tuple(from_flags(cls, flag_values) for cls in CONFIG_CLASSES)

@@ -2,7 +2,7 @@
 
 A 3x3 conv and two 1x1 convs give, per cell and anchor, an objectness logit
 (sigmoid, as Model Garden) and box deltas; proposals are decoded, clipped and
-NMS'd with Model Garden's ROI generator on one level. Targets are assigned in
+NMS'd in the graph for any image size. Targets are assigned in
 the graph (not in tf.data), so the input pipeline knows nothing about anchors.
 """
 
@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tf_keras
-from official.vision.modeling.layers import roi_generator
 from official.vision.ops import box_ops
 
 from masklab_tf.ops import anchors as anchor_ops
-
-# Model Garden's ROI generator takes per-level dicts; the RPN has one level.
-_LEVEL = '1'
-
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class RpnHead(tf_keras.layers.Layer):
@@ -84,42 +79,59 @@ class RpnAnchors(tf_keras.layers.Layer):
 class ProposalGenerator(tf_keras.layers.Layer):
   """RPN outputs -> proposals [B, P, 4] and objectness scores [B, P].
 
-  Decodes deltas against the anchors, clips to the valid image, drops tiny
-  boxes, keeps the top-k, NMS at `nms_iou` (Model Garden's ROI generator).
+  Keeps the pre_nms_top_k highest-scoring anchors, decodes their deltas,
+  clips to the valid image, drops boxes under min_size pixels, and runs NMS
+  at nms_iou down to P proposals (padded with zero boxes of score 0). Works
+  on any feature map size (Model Garden's ROI generator needs static ones,
+  and serving takes any image size).
   """
 
   def __init__(self, pre_nms_top_k: int = 6000, nms_iou: float = 0.7,
                num_proposals: int = 300, test_pre_nms_top_k: int = 6000,
-               test_num_proposals: int = 300, **kwargs):
+               test_num_proposals: int = 300, min_size: float = 1.0,
+               **kwargs):
     super().__init__(**kwargs)
     self.pre_nms_top_k = pre_nms_top_k
     self.nms_iou = nms_iou
     self.num_proposals = num_proposals
     self.test_pre_nms_top_k = test_pre_nms_top_k
     self.test_num_proposals = test_num_proposals
-    self._generator = roi_generator.MultilevelROIGenerator(
-        pre_nms_top_k=pre_nms_top_k, nms_iou_threshold=nms_iou,
-        num_proposals=num_proposals, test_pre_nms_top_k=test_pre_nms_top_k,
-        test_nms_iou_threshold=nms_iou, test_num_proposals=test_num_proposals,
-        pre_nms_min_size_threshold=1.0, test_pre_nms_min_size_threshold=1.0)
+    self.min_size = min_size
 
   def call(self, scores, deltas, anchors, image_size, training=None):
     """Args: scores [B,h,w,A], deltas [B,h,w,4A], anchors [h,w,4A],
     image_size int [B, 2] (valid height, width). Returns (boxes, scores)."""
+    top_k = self.pre_nms_top_k if training else self.test_pre_nms_top_k
+    num_proposals = (self.num_proposals if training
+                     else self.test_num_proposals)
     batch = tf.shape(scores)[0]
-    flat_anchors = tf.tile(tf.reshape(anchors, [1, -1, 4]), [batch, 1, 1])
-    boxes, box_scores = self._generator(
-        {_LEVEL: tf.cast(deltas, tf.float32)},
-        {_LEVEL: tf.cast(scores, tf.float32)},
-        {_LEVEL: flat_anchors}, tf.cast(image_size, tf.float32),
-        training=training)
-    return tf.stop_gradient(boxes), tf.stop_gradient(box_scores)
+    scores = tf.reshape(tf.sigmoid(tf.cast(scores, tf.float32)), [batch, -1])
+    deltas = tf.reshape(tf.cast(deltas, tf.float32), [batch, -1, 4])
+    anchors = tf.reshape(anchors, [-1, 4])
+    k = tf.minimum(top_k, tf.shape(scores)[1])
+    top_scores, top_index = tf.math.top_k(scores, k=k, sorted=True)
+    boxes = box_ops.decode_boxes(tf.gather(deltas, top_index, batch_dims=1),
+                                 tf.gather(anchors, top_index))
+    size = tf.cast(image_size, tf.float32)[:, tf.newaxis, :]
+    boxes = box_ops.clip_boxes(boxes, size)
+    heights = boxes[..., 2] - boxes[..., 0]
+    widths = boxes[..., 3] - boxes[..., 1]
+    large = (heights >= self.min_size) & (widths >= self.min_size)
+    top_scores = tf.where(large, top_scores, -1.0)
+    nmsed = tf.image.combined_non_max_suppression(
+        boxes[:, :, tf.newaxis, :], top_scores[..., tf.newaxis],
+        max_output_size_per_class=num_proposals,
+        max_total_size=num_proposals, iou_threshold=self.nms_iou,
+        score_threshold=0.0, pad_per_class=False, clip_boxes=False)
+    return tf.stop_gradient(nmsed.nmsed_boxes), tf.stop_gradient(
+        nmsed.nmsed_scores)
 
   def get_config(self):
     return {**super().get_config(), 'pre_nms_top_k': self.pre_nms_top_k,
             'nms_iou': self.nms_iou, 'num_proposals': self.num_proposals,
             'test_pre_nms_top_k': self.test_pre_nms_top_k,
-            'test_num_proposals': self.test_num_proposals}
+            'test_num_proposals': self.test_num_proposals,
+            'min_size': self.min_size}
 
 
 def rpn_targets(anchors: tf.Tensor, gt_boxes: tf.Tensor,
@@ -165,7 +177,7 @@ def rpn_targets(anchors: tf.Tensor, gt_boxes: tf.Tensor,
   # Images without boxes: every anchor is a negative candidate.
   negative |= ~tf.reduce_any(valid_gt, axis=1, keepdims=True)
 
-  labels = _sample(positive, negative, batch_size_per_image,
+  labels = sample_labels(positive, negative, batch_size_per_image,
                    positive_fraction, seed)
   matched = tf.gather(gt_boxes, best_gt, batch_dims=1)
   encoded = box_ops.encode_boxes(matched, batched_anchors)
@@ -173,7 +185,8 @@ def rpn_targets(anchors: tf.Tensor, gt_boxes: tf.Tensor,
   return tf.stop_gradient(labels), tf.stop_gradient(box_targets)
 
 
-def _sample(positive, negative, sample_size, positive_fraction, seed=None):
+def sample_labels(positive, negative, sample_size, positive_fraction,
+                  seed=None):
   """Random subset: <= fraction * size positives, negatives fill the rest.
 
   Args: positive, negative: bool [B, N]. Returns int32 [B, N] in {1, 0, -1}.

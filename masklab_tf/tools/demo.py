@@ -32,8 +32,7 @@ flags.DEFINE_bool('regenerate', False, 'Regenerate the set if it exists.')
 flags.DEFINE_integer('batch_size', 4, 'Global batch size.')
 flags.DEFINE_integer('num_batches', 100, 'Batches to pull through the '
                      'pipeline.')
-config.define_flags(config.DataConfig)
-config.define_flags(config.GeometryConfig)
+config.define_all_flags()
 
 
 def _make_data(output_dir):

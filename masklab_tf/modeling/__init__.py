@@ -1,0 +1,1 @@
+"""MaskLab's Keras model: atrous ResNet backbone, RPN, box and mask heads."""

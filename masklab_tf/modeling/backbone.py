@@ -1,0 +1,470 @@
+"""Atrous (dilated) ResNet backbone and the duplicated conv5 block.
+
+MaskLab (sec. 3, 4.1) extracts features with a ResNet whose last blocks trade
+stride for atrous rate, so that res5 keeps output stride 8 (or 16); the res5
+units take multi-grid rates (base rate x (1, 2, 4), Table 5). The box
+classifier of Faster R-CNN gets "one extra duplicate conv5 block" on res4
+crops, with its own weights (initialised from the same ImageNet ResNet,
+Table 6) and its own multi-grid rates.
+
+Model Garden's `DilatedResNet` starts at depth 50 and drops the res4 endpoint
+once dilation starts, so the network is assembled here from
+`official.vision.modeling.layers.nn_blocks`, in the same layer order as
+`official.vision.modeling.backbones.ResNet`: its checkpoints then map onto
+ours layer by layer (`load_resnet_checkpoint`). Basic (two 3x3) blocks need a
+dilation rate, which `nn_blocks.ResidualBlock` lacks; `AtrousResidualBlock`
+adds it with the same sublayers in the same order.
+
+Endpoints (stride for output stride 8 / 16 / 32; channels for basic
+blocks (depth 10, 18, 26, 34) / bottlenecks (50, 101)):
+
+  conv1  2 / 2 / 2      64 / 64     first conv of the stem, after BN + ReLU
+  res2   4 / 4 / 4      64 / 256
+  res3   8 / 8 / 8     128 / 512
+  res4   8 / 16 / 16   256 / 1024   (res4 at rate 2 for output stride 8)
+  res5   8 / 16 / 32   512 / 2048   (rate 4 / 2 / 1, times multi-grid)
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+from official.modeling import tf_utils
+from official.vision.modeling import backbones as mg_backbones
+from official.vision.modeling.backbones import resnet as mg_resnet
+from official.vision.modeling.layers import nn_blocks
+
+# (block type, filters, repeats) per stage res2..res5: Model Garden's table.
+# Note depth 26 is basic blocks [3, 3, 3, 3] there, not bottlenecks.
+RESNET_SPECS = {
+    depth: mg_resnet.RESNET_SPECS[depth] for depth in (10, 18, 26, 34, 50,
+                                                       101)
+}
+STAGES = ('res2', 'res3', 'res4', 'res5')
+_STEM_STRIDE = 4  # conv1 (stride 2) then max pooling (stride 2).
+
+
+def _check_depth(depth: int):
+  if depth not in RESNET_SPECS:
+    raise ValueError(f'ResNet depth {depth} is not supported; choose one of '
+                     f'{sorted(RESNET_SPECS)}.')
+
+
+def endpoint_channels(depth: int) -> dict[str, int]:
+  """{'conv1': 64, 'res2': ..., 'res5': ...} channels of each endpoint."""
+  _check_depth(depth)
+  expansion = 4 if RESNET_SPECS[depth][0][0] == 'bottleneck' else 1
+  channels = {'conv1': 64}
+  for stage, (_, filters, _) in zip(STAGES, RESNET_SPECS[depth]):
+    channels[stage] = filters * expansion
+  return channels
+
+
+def stage_strides_and_rates(output_stride: int) -> dict[str, tuple]:
+  """{stage: (block stride, accumulated stride, atrous rate)} for res2..res5.
+
+  DeepLab style: once the accumulated stride reaches `output_stride`, a stage
+  that would downsample runs at stride 1 and multiplies the atrous rate
+  instead, so every later 3x3 conv sees the receptive field it had in the
+  plain network (as Model Garden's DilatedResNet does, the whole stage,
+  first unit included, takes the new rate).
+  """
+  if output_stride not in (8, 16, 32):
+    raise ValueError(f'output_stride must be 8, 16 or 32, got {output_stride}.')
+  result = {}
+  current_stride, rate = _STEM_STRIDE, 1
+  for i, stage in enumerate(STAGES):
+    stride = 1 if i == 0 else 2
+    if current_stride * stride > output_stride:
+      rate *= stride
+      stride = 1
+    current_stride *= stride
+    result[stage] = (stride, current_stride, rate)
+  return result
+
+
+def endpoint_strides(output_stride: int) -> dict[str, int]:
+  """{'conv1': 2, 'res2': 4, ..., 'res5': output_stride}."""
+  strides = {'conv1': 2}
+  for stage, (_, stride, _) in stage_strides_and_rates(output_stride).items():
+    strides[stage] = stride
+  return strides
+
+
+@tf_keras.utils.register_keras_serializable(package='masklab')
+class AtrousResidualBlock(tf_keras.layers.Layer):
+  """Basic ResNet block (two 3x3 convs) with an atrous rate.
+
+  [B, H, W, C] -> [B, H / strides, W / strides, filters]. Same sublayers,
+  attribute names and creation order as `nn_blocks.ResidualBlock` (so its
+  weights, and object-based checkpoints, line up one to one), plus
+  `dilation_rate` on both 3x3 convs, which ResNet-10/18/26/34 need for output
+  stride 8 or 16. A conv cannot both stride and dilate, so strides > 1 needs
+  dilation_rate 1.
+  """
+
+  def __init__(self,
+               filters: int,
+               strides: int,
+               dilation_rate: int = 1,
+               use_projection: bool = False,
+               kernel_initializer='VarianceScaling',
+               kernel_regularizer=None,
+               bias_regularizer=None,
+               activation: str = 'relu',
+               use_sync_bn: bool = False,
+               norm_momentum: float = 0.99,
+               norm_epsilon: float = 0.001,
+               bn_trainable: bool = True,
+               **kwargs):
+    super().__init__(**kwargs)
+    if strides > 1 and dilation_rate > 1:
+      raise ValueError('A block cannot both stride and dilate (strides='
+                       f'{strides}, dilation_rate={dilation_rate}).')
+    self._filters = filters
+    self._strides = strides
+    self._dilation_rate = dilation_rate
+    self._use_projection = use_projection
+    self._kernel_initializer = kernel_initializer
+    self._kernel_regularizer = kernel_regularizer
+    self._bias_regularizer = bias_regularizer
+    self._activation = activation
+    self._use_sync_bn = use_sync_bn
+    self._norm_momentum = norm_momentum
+    self._norm_epsilon = norm_epsilon
+    self._bn_trainable = bn_trainable
+    self._activation_fn = tf_utils.get_activation(activation)
+
+  def _make_conv(self, kernel_size, strides, dilation_rate):
+    return tf_keras.layers.Conv2D(
+        filters=self._filters,
+        kernel_size=kernel_size,
+        strides=strides,
+        dilation_rate=dilation_rate,
+        padding='same',
+        use_bias=False,
+        kernel_initializer=tf_utils.clone_initializer(self._kernel_initializer),
+        kernel_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer)
+
+  def _make_norm(self):
+    return tf_keras.layers.BatchNormalization(
+        axis=-1,
+        momentum=self._norm_momentum,
+        epsilon=self._norm_epsilon,
+        trainable=self._bn_trainable,
+        synchronized=self._use_sync_bn)
+
+  def build(self, input_shape):
+    if self._use_projection:
+      self._shortcut = self._make_conv(1, self._strides, 1)
+      self._norm0 = self._make_norm()
+    self._conv1 = self._make_conv(3, self._strides, self._dilation_rate)
+    self._norm1 = self._make_norm()
+    self._conv2 = self._make_conv(3, 1, self._dilation_rate)
+    self._norm2 = self._make_norm()
+    super().build(input_shape)
+
+  def call(self, inputs, training=None):
+    shortcut = inputs
+    if self._use_projection:
+      shortcut = self._norm0(self._shortcut(shortcut), training=training)
+    x = self._conv1(inputs)
+    x = self._activation_fn(self._norm1(x, training=training))
+    x = self._norm2(self._conv2(x), training=training)
+    return self._activation_fn(x + shortcut)
+
+  def get_config(self):
+    config = {
+        'filters': self._filters,
+        'strides': self._strides,
+        'dilation_rate': self._dilation_rate,
+        'use_projection': self._use_projection,
+        'kernel_initializer': self._kernel_initializer,
+        'kernel_regularizer': self._kernel_regularizer,
+        'bias_regularizer': self._bias_regularizer,
+        'activation': self._activation,
+        'use_sync_bn': self._use_sync_bn,
+        'norm_momentum': self._norm_momentum,
+        'norm_epsilon': self._norm_epsilon,
+        'bn_trainable': self._bn_trainable,
+    }
+    base_config = super().get_config()
+    return dict(list(base_config.items()) + list(config.items()))
+
+
+def _make_block(block_type: str, name: str, **kwargs):
+  """One ResNet unit: nn_blocks.BottleneckBlock or AtrousResidualBlock."""
+  if block_type == 'bottleneck':
+    return nn_blocks.BottleneckBlock(name=name, **kwargs)
+  return AtrousResidualBlock(name=name, **kwargs)
+
+
+def _block_group(x, block_type: str, filters: int, strides: int,
+                 rates: Sequence[int], name: str, unit_prefix: str,
+                 **norm_args):
+  """len(rates) units f'{unit_prefix}_unit{i}'; the first projects, strides.
+
+  Mirrors Model Garden's `ResNet._block_group` (ending in a linear Activation
+  named `name`), so layer order matches its checkpoints.
+  """
+  for i, rate in enumerate(rates):
+    x = _make_block(
+        block_type,
+        name=f'{unit_prefix}_unit{i + 1}',
+        filters=filters,
+        strides=strides if i == 0 else 1,
+        dilation_rate=rate,
+        use_projection=(i == 0),
+        **norm_args)(x)
+  return tf_keras.layers.Activation('linear', name=name)(x)
+
+
+def _norm_args(norm_momentum, norm_epsilon, use_sync_bn, kernel_regularizer):
+  return dict(norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
+              use_sync_bn=use_sync_bn, kernel_regularizer=kernel_regularizer)
+
+
+def _unit_rates(base_rate: int, multigrid: Sequence[int], repeats: int):
+  return [base_rate * multigrid[i % len(multigrid)] for i in range(repeats)]
+
+
+def build_backbone(depth: int,
+                   output_stride: int = 8,
+                   multigrid: Sequence[int] = (1, 1, 1),
+                   *,
+                   norm_momentum: float = 0.997,
+                   norm_epsilon: float = 1e-5,
+                   use_sync_bn: bool = False,
+                   kernel_regularizer=None,
+                   input_specs: Optional[tf_keras.layers.InputSpec] = None
+                   ) -> tf_keras.Model:
+  """Atrous ResNet: images [B, H, W, 3] -> dict of endpoint features.
+
+  Args:
+    depth: 10, 18, 26, 34 (basic blocks) or 50, 101 (bottlenecks).
+    output_stride: 8, 16 or 32 (32 is the plain ResNet), the stride of res5.
+    multigrid: res5's unit i uses atrous rate base_rate * multigrid[i % len]
+      (MaskLab Table 5: (1, 2, 4) at output stride 8 gives rates 4, 8, 16).
+    norm_momentum: batch norm moving-average momentum.
+    norm_epsilon: batch norm epsilon.
+    use_sync_bn: synchronise batch statistics across replicas.
+    kernel_regularizer: applied to every conv kernel.
+    input_specs: InputSpec of the images; default [None, None, None, 3].
+
+  Returns:
+    A functional tf_keras.Model (layer order as Model Garden's ResNet) whose
+    output is {'conv1', 'res2', 'res3', 'res4', 'res5'} -> [B, ceil(H / s),
+    ceil(W / s), C], strides s from `endpoint_strides(output_stride)` and
+    channels C from `endpoint_channels(depth)`. 'conv1' is the stem conv's
+    output after BN + ReLU, before max pooling (MaskLab's hypercolumn).
+  """
+  _check_depth(depth)
+  if not multigrid:
+    raise ValueError('multigrid must hold at least one rate.')
+  plan = stage_strides_and_rates(output_stride)
+  norm_args = _norm_args(norm_momentum, norm_epsilon, use_sync_bn,
+                         kernel_regularizer)
+  if input_specs is None:
+    input_specs = tf_keras.layers.InputSpec(shape=[None, None, None, 3])
+
+  inputs = tf_keras.Input(shape=input_specs.shape[1:], name='images')
+  x = tf_keras.layers.Conv2D(
+      filters=64, kernel_size=7, strides=2, use_bias=False, padding='same',
+      kernel_initializer='VarianceScaling',
+      kernel_regularizer=kernel_regularizer, name='conv1_conv')(inputs)
+  x = tf_keras.layers.BatchNormalization(
+      axis=-1, momentum=norm_momentum, epsilon=norm_epsilon,
+      synchronized=use_sync_bn, name='conv1_bn')(x)
+  x = tf_keras.layers.Activation('relu', name='conv1')(x)
+  endpoints = {'conv1': x}
+  x = tf_keras.layers.MaxPool2D(pool_size=3, strides=2, padding='same',
+                                name='pool1')(x)
+
+  for stage, (block_type, filters, repeats) in zip(STAGES,
+                                                   RESNET_SPECS[depth]):
+    stride, _, rate = plan[stage]
+    if stage == 'res5':
+      rates = _unit_rates(rate, multigrid, repeats)
+    else:
+      rates = [rate] * repeats
+    x = _block_group(x, block_type, filters, stride, rates, name=stage,
+                     unit_prefix=stage, **norm_args)
+    endpoints[stage] = x
+
+  return tf_keras.Model(inputs=inputs, outputs=endpoints,
+                        name=f'resnet{depth}_os{output_stride}')
+
+
+def build_conv5_block(depth: int,
+                      rates: Sequence[int] = (1, 2, 4),
+                      *,
+                      name: str = 'box_classifier_res5',
+                      norm_momentum: float = 0.997,
+                      norm_epsilon: float = 1e-5,
+                      use_sync_bn: bool = False,
+                      kernel_regularizer=None) -> tf_keras.Model:
+  """A duplicate of the backbone's res5 stage for the box classifier.
+
+  MaskLab's box classifier runs "one extra duplicate conv5 block" with its
+  own weights on res4 crops of each RoI. As in TF Object Detection API's
+  ResNet Faster R-CNN the block runs at stride 1 (the crops were pooled
+  before), with unit i at atrous rate rates[i % len(rates)] (paper best:
+  (1, 2, 4)). Same units, in the same order, as res5 of `build_backbone`, so
+  `load_resnet_checkpoint` can copy ImageNet res5 weights into it.
+
+  Args:
+    depth: ResNet depth, as for `build_backbone`.
+    rates: atrous rates of the units, cycled.
+    name: model name; its units are named f'{name}_unit{i}'.
+    norm_momentum: batch norm moving-average momentum.
+    norm_epsilon: batch norm epsilon.
+    use_sync_bn: synchronise batch statistics across replicas.
+    kernel_regularizer: applied to every conv kernel.
+
+  Returns:
+    A functional tf_keras.Model: crops [N, h, w, C_res4] -> [N, h, w, C_res5].
+  """
+  _check_depth(depth)
+  if not rates:
+    raise ValueError('rates must hold at least one rate.')
+  block_type, filters, repeats = RESNET_SPECS[depth][-1]
+  channels = endpoint_channels(depth)
+  inputs = tf_keras.Input(shape=[None, None, channels['res4']],
+                          name=f'{name}_crops')
+  outputs = _block_group(
+      inputs, block_type, filters, 1, _unit_rates(1, rates, repeats),
+      name=f'{name}_out', unit_prefix=name,
+      **_norm_args(norm_momentum, norm_epsilon, use_sync_bn,
+                   kernel_regularizer))
+  return tf_keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+def _weighted_layers(model: tf_keras.Model) -> list:
+  return [layer for layer in model.layers if layer.weights]
+
+
+def _copy_layers(ours: list, theirs: list, our_prefix: str, report: dict,
+                 used_theirs: set):
+  """Copies weights pairwise, layer by layer, where all shapes agree."""
+  for i, layer in enumerate(ours):
+    source = theirs[i] if i < len(theirs) else None
+    names = [f'{our_prefix}/{w.name}' for w in layer.weights]
+    if source is not None and len(source.weights) == len(layer.weights) and all(
+        w.shape == v.shape for w, v in zip(layer.weights, source.weights)):
+      for w, v in zip(layer.weights, source.weights):
+        w.assign(v)
+        used_theirs.add(v.ref())
+      report['matched'].extend(names)
+    else:
+      report['unmatched_ours'].extend(names)
+
+
+def _restore_model_garden_resnet(resnet, checkpoint_path: str,
+                                 depth: int) -> str:
+  """Restores `resnet` from the first layout that fits; returns its name.
+
+  Model Garden's image classification trainer writes
+  tf.train.Checkpoint(model=ClassificationModel, ...); the functional model
+  tracks its backbone as '_backbone' (and 'layer_with_weights-0'), not as
+  'backbone'. Detection tasks read ImageNet checkpoints that hold the ResNet
+  directly as 'backbone='. Each layout must match every ResNet variable.
+  """
+  layouts = (
+      ('backbone', lambda: tf.train.Checkpoint(backbone=resnet)),
+      ('model._backbone', lambda: tf.train.Checkpoint(
+          model=tf.train.Checkpoint(_backbone=resnet))),
+      ('model.backbone', lambda: tf.train.Checkpoint(
+          model=tf.train.Checkpoint(backbone=resnet))),
+  )
+  errors = []
+  for layout, make_checkpoint in layouts:
+    try:
+      status = make_checkpoint().read(checkpoint_path).expect_partial()
+      status.assert_existing_objects_matched()
+      return layout
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+      errors.append(f'{layout}: {str(e).splitlines()[0][:200]}')
+  raise ValueError(
+      f'Checkpoint {checkpoint_path!r} holds no Model Garden ResNet-{depth} '
+      'under any of the layouts tried:\n  ' + '\n  '.join(errors))
+
+
+def _resolve_checkpoint_path(checkpoint_path: str) -> str:
+  """A checkpoint prefix from a prefix or a directory; clear error if none."""
+  if not checkpoint_path:
+    raise FileNotFoundError('No ResNet checkpoint path given.')
+  if tf.io.gfile.isdir(checkpoint_path):
+    latest = tf.train.latest_checkpoint(checkpoint_path)
+    if latest is None:
+      raise FileNotFoundError(
+          f'ResNet checkpoint directory {checkpoint_path!r} holds no '
+          'checkpoint.')
+    return latest
+  if not (tf.io.gfile.exists(checkpoint_path + '.index') or
+          tf.io.gfile.exists(checkpoint_path)):
+    raise FileNotFoundError(
+        f'ResNet checkpoint {checkpoint_path!r} not found (looked for '
+        f'{checkpoint_path + ".index"!r} and a directory of that name).')
+  if checkpoint_path.endswith('.index'):
+    return checkpoint_path[:-len('.index')]
+  return checkpoint_path
+
+
+def load_resnet_checkpoint(backbone: tf_keras.Model,
+                           checkpoint_path: str,
+                           depth: int,
+                           conv5_blocks: Sequence[tf_keras.Model] = ()
+                           ) -> dict[str, list[str]]:
+  """Initialises the backbone (and duplicate conv5 blocks) from ImageNet.
+
+  Builds Model Garden's plain `ResNet(model_id=depth)`, restores the
+  checkpoint into it, then copies its weights into `backbone` layer by layer
+  in creation order (stem conv, stem BN, then one layer per unit), where all
+  shapes agree; atrous rates do not change shapes, so any output stride
+  loads. Each conv5 block (from `build_conv5_block`) gets a copy of the
+  checkpoint's res5 units (MaskLab Table 6: ImageNet-initialised box
+  classifier). Nothing is downloaded.
+
+  Args:
+    backbone: from `build_backbone(depth, ...)`.
+    checkpoint_path: checkpoint prefix (or a directory: its latest one).
+    depth: ResNet depth of the checkpoint and of `backbone`.
+    conv5_blocks: models from `build_conv5_block(depth, ...)`.
+
+  Returns:
+    {'matched': [our variable names], 'unmatched_ours': [...],
+     'unmatched_checkpoint': [Model Garden ResNet variables copied nowhere]}.
+    Names are prefixed with the model name ('checkpoint' for Model Garden's).
+
+  Raises:
+    FileNotFoundError: no checkpoint at `checkpoint_path`.
+    ValueError: the checkpoint holds no ResNet-`depth` in a known layout.
+  """
+  _check_depth(depth)
+  path = _resolve_checkpoint_path(checkpoint_path)
+  # Every variable is restored, so skip the costly random initialisation.
+  resnet = mg_backbones.ResNet(model_id=depth, kernel_initializer='zeros')
+  layout = _restore_model_garden_resnet(resnet, path, depth)
+
+  report = {'matched': [], 'unmatched_ours': [], 'unmatched_checkpoint': []}
+  used = set()
+  theirs = _weighted_layers(resnet)
+  _copy_layers(_weighted_layers(backbone), theirs, backbone.name, report,
+               used)
+  num_res5_units = RESNET_SPECS[depth][-1][2]
+  for block in conv5_blocks:
+    _copy_layers(_weighted_layers(block), theirs[-num_res5_units:],
+                 block.name, report, used)
+  report['unmatched_checkpoint'] = [
+      f'checkpoint/{v.name}' for v in resnet.weights if v.ref() not in used]
+  logging.info(
+      'Loaded ResNet-%d from %s (layout %s): %d variables matched, %d of ours '
+      'and %d of the checkpoint unmatched.', depth, path, layout,
+      len(report['matched']), len(report['unmatched_ours']),
+      len(report['unmatched_checkpoint']))
+  return report

@@ -26,16 +26,15 @@ class RpnHead(tf_keras.layers.Layer):
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
 
   def build(self, input_shape):
-    init = tf_keras.initializers.RandomNormal(stddev=0.01)
-    common = dict(kernel_initializer=init,
-                  kernel_regularizer=self.kernel_regularizer)
-    self.conv = tf_keras.layers.Conv2D(self.channels, 3, padding='same',
-                                       activation='relu', name='conv',
-                                       **common)
-    self.scores = tf_keras.layers.Conv2D(self.num_anchors, 1, name='scores',
-                                         **common)
-    self.deltas = tf_keras.layers.Conv2D(4 * self.num_anchors, 1,
-                                         name='deltas', **common)
+    def conv(filters, size, name, **kwargs):
+      return tf_keras.layers.Conv2D(
+          filters, size, padding='same', name=name,
+          kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
+          kernel_regularizer=self.kernel_regularizer, **kwargs)
+
+    self.conv = conv(self.channels, 3, 'conv', activation='relu')
+    self.scores = conv(self.num_anchors, 1, 'scores')
+    self.deltas = conv(4 * self.num_anchors, 1, 'deltas')
     super().build(input_shape)
 
   def call(self, features):

@@ -61,7 +61,7 @@ def _sample_neighbours(edge_min, edge_max, num_samples, size, stride):
     indices of the two neighbours and float32 weights. Samples outside
     [0, size - 1] in pixel-index space (the centre of pixel k is at k) get
     zero weights, as crop_and_resize's extrapolation_value=0; their indices
-    stay in range, so gathers never need a bounds check.
+    are kept in range all the same.
   """
   edge_min = edge_min / stride - 0.5
   edge_max = edge_max / stride - 0.5
@@ -93,8 +93,9 @@ def assemble(features: tf.Tensor, boxes: tf.Tensor, channel_map: tf.Tensor,
   compiles with XLA.
 
   Args:
-    features: float [B, H, W, C] at stride `feature_stride` of the image.
-      bfloat16 / float16 are interpolated in float32 and cast back.
+    features: float [B, H, W, C] at stride `feature_stride` of the image,
+      B * H * W * C < 2^31 (int32 flat indices). bfloat16 / float16 are
+      interpolated in float32 and cast back.
     boxes: float [B, N, 4] continuous image [ymin, xmin, ymax, xmax].
     channel_map: int32 [S_h, S_w], channel read at each crop position.
     channel_offsets: int32 [B, N], added to the map per box (e.g. the class,
@@ -133,8 +134,8 @@ def assemble(features: tf.Tensor, boxes: tf.Tensor, channel_map: tf.Tensor,
     bottom = (bottom * row_size)[..., tf.newaxis]
     left = (left * channels)[:, :, tf.newaxis]
     right = (right * channels)[:, :, tf.newaxis]
-    # One gather of [B, N, S_h, S_w, 4] compiles to faster XLA:CPU code
-    # than four gathers or a [..., 2, 2] reduction (benchmarks/assemble.py).
+    # One gather of [B, N, S_h, S_w, 4] compiled to faster XLA:CPU code
+    # than four gathers, gather_nd, or a [..., 2, 2] reduction did.
     index = tf.stack([start + top + left, start + top + right,
                       start + bottom + left, start + bottom + right], -1)
     values = tf.gather(tf.reshape(features, [-1]), index)

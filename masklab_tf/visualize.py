@@ -16,75 +16,77 @@ _IGNORE_COLOR = (255, 255, 255)
 
 
 def palette(num_colors: int, seed: int = 3) -> np.ndarray:
-    """Distinct, stable colours: uint8 [num_colors, 3]; colour 0 is black."""
-    rng = np.random.default_rng(seed)
-    hues = (np.arange(num_colors) * 0.618034 + rng.uniform()) % 1.0
-    colors = [colorsys.hsv_to_rgb(h, 0.75, 0.95) for h in hues]
-    colors = (np.array(colors) * 255).astype(np.uint8)
-    colors[0] = 0
-    return colors
+  """Distinct, stable colours: uint8 [num_colors, 3]; colour 0 is black."""
+  rng = np.random.default_rng(seed)
+  hues = (np.arange(num_colors) * 0.618034 + rng.uniform()) % 1.0
+  colors = [colorsys.hsv_to_rgb(h, 0.75, 0.95) for h in hues]
+  colors = (np.array(colors) * 255).astype(np.uint8)
+  colors[0] = 0
+  return colors
 
 
 def color_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Semantic label map [H, W] -> uint8 [H, W, 3]; ignore is white."""
-    colors = palette(max(num_classes, 1) + 1)
-    out = colors[np.minimum(labels, len(colors) - 1)]
-    out[labels == IGNORE_LABEL] = _IGNORE_COLOR
-    return out
+  """Semantic label map [H, W] -> uint8 [H, W, 3]; ignore is white."""
+  colors = palette(max(num_classes, 1) + 1)
+  out = colors[np.minimum(labels, len(colors) - 1)]
+  out[labels == IGNORE_LABEL] = _IGNORE_COLOR
+  return out
 
 
 def color_directions(labels: np.ndarray, num_directions: int = 8,
                      num_distance_bins: int = 4) -> np.ndarray:
-    """Direction map [H, W] -> uint8 [H, W, 3]: hue = direction, value = ring.
+  """Direction map [H, W] -> uint8 [H, W, 3]: hue = direction, value = ring.
 
-    Inner rings are dark, outer ones bright, so each instance shows as a
-    colour wheel around its box centre (MaskLab Fig. 3); ignore is white.
-    """
-    labels = labels.astype(np.int64)
-    valid = labels != IGNORE_LABEL
-    direction, distance = np.divmod(np.where(valid, labels, 0), num_distance_bins)
-    out = np.zeros(labels.shape + (3,), np.uint8)
-    for d in range(num_directions):
-        for r in range(num_distance_bins):
-            rgb = colorsys.hsv_to_rgb(d / num_directions, 0.9,
-                                      0.35 + 0.65 * (r + 1) / num_distance_bins)
-            out[valid & (direction == d) & (distance == r)] = np.array(rgb) * 255
-    out[~valid] = _IGNORE_COLOR
-    return out
+  Inner rings are dark, outer ones bright, so each instance shows as a
+  colour wheel around its box centre (MaskLab Fig. 3); ignore is white.
+  """
+  labels = labels.astype(np.int64)
+  valid = labels != IGNORE_LABEL
+  direction, distance = np.divmod(np.where(valid, labels, 0),
+                                  num_distance_bins)
+  out = np.zeros(labels.shape + (3,), np.uint8)
+  for d in range(num_directions):
+    for r in range(num_distance_bins):
+      rgb = colorsys.hsv_to_rgb(d / num_directions, 0.9,
+                                0.35 + 0.65 * (r + 1) / num_distance_bins)
+      out[valid & (direction == d) & (distance == r)] = np.array(rgb) * 255
+  out[~valid] = _IGNORE_COLOR
+  return out
 
 
 def overlay_masks(image: np.ndarray, masks: np.ndarray, boxes=None,
                   alpha: float = 0.5) -> np.ndarray:
-    """Instance masks [N, H, W] and boxes [N, 4] (ymin, xmin, ymax, xmax)."""
-    out = image.astype(np.float32).copy()
-    colors = palette(len(masks) + 1)[1:].astype(np.float32)
-    for mask, color in zip(masks, colors):
-        on = mask > 0
-        out[on] = (1 - alpha) * out[on] + alpha * color
-    out = out.astype(np.uint8)
-    if boxes is not None:
-        for box, color in zip(boxes, colors.astype(np.uint8)):
-            _draw_box(out, box, color)
-    return out
+  """Instance masks [N, H, W] and boxes [N, 4] (ymin, xmin, ymax, xmax)."""
+  out = image.astype(np.float32).copy()
+  count = max(len(masks), 0 if boxes is None else len(boxes))
+  colors = palette(count + 1)[1:].astype(np.float32)
+  for mask, color in zip(masks, colors):
+    on = mask > 0
+    out[on] = (1 - alpha) * out[on] + alpha * color
+  out = out.astype(np.uint8)
+  if boxes is not None:
+    for box, color in zip(boxes, colors.astype(np.uint8)):
+      _draw_box(out, box, color)
+  return out
 
 
 def _draw_box(image, box, color):
-    height, width = image.shape[:2]
-    ymin, xmin, ymax, xmax = np.round(box).astype(int)
-    ymin, ymax = np.clip([ymin, ymax - 1], 0, height - 1)
-    xmin, xmax = np.clip([xmin, xmax - 1], 0, width - 1)
-    image[ymin, xmin:xmax + 1] = color
-    image[ymax, xmin:xmax + 1] = color
-    image[ymin:ymax + 1, xmin] = color
-    image[ymin:ymax + 1, xmax] = color
+  height, width = image.shape[:2]
+  ymin, xmin, ymax, xmax = np.round(box).astype(int)
+  ymin, ymax = np.clip([ymin, ymax - 1], 0, height - 1)
+  xmin, xmax = np.clip([xmin, xmax - 1], 0, width - 1)
+  image[ymin, xmin:xmax + 1] = color
+  image[ymax, xmin:xmax + 1] = color
+  image[ymin:ymax + 1, xmin] = color
+  image[ymin:ymax + 1, xmax] = color
 
 
 def save_row(path: str, panels: list[np.ndarray], scale: int = 1) -> None:
-    """Saves panels [H, W, 3] side by side (padded to one height) as PNG."""
-    height = max(p.shape[0] for p in panels)
-    padded = [np.pad(p, [[0, height - p.shape[0]], [0, 2], [0, 0]],
-                     constant_values=128) for p in panels]
-    row = np.concatenate(padded, axis=1)
-    if scale > 1:
-        row = row.repeat(scale, axis=0).repeat(scale, axis=1)
-    Image.fromarray(row).save(path)
+  """Saves panels [H, W, 3] side by side (padded to one height) as PNG."""
+  height = max(p.shape[0] for p in panels)
+  padded = [np.pad(p, [[0, height - p.shape[0]], [0, 2], [0, 0]],
+                   constant_values=128) for p in panels]
+  row = np.concatenate(padded, axis=1)
+  if scale > 1:
+    row = row.repeat(scale, axis=0).repeat(scale, axis=1)
+  Image.fromarray(row).save(path)

@@ -52,7 +52,7 @@ class RpnTargets(tf_keras.layers.Layer):
 
   def __init__(self, batch_size_per_image=256, positive_fraction=0.5,
                positive_iou=0.7, negative_iou=0.3, **kwargs):
-    super().__init__(trainable=False, **kwargs)
+    super().__init__(**kwargs)
     self.batch_size_per_image = batch_size_per_image
     self.positive_fraction = positive_fraction
     self.positive_iou = positive_iou
@@ -237,3 +237,14 @@ def model_inputs(batch: dict, training: bool) -> dict:
   keys = ('image', 'image_size', 'gt_boxes', 'gt_classes') if training else (
       'image', 'image_size')
   return {k: batch[k] for k in keys}
+
+
+def load_imagenet_checkpoint(models: MaskLabModels, checkpoint_path: str,
+                             cfg: config_lib.ModelConfig) -> dict:
+  """ImageNet ResNet weights into the backbone and the box classifier's
+  duplicated conv5 block (paper Table 6 "BC": initialise the box classifier
+  from the same checkpoint). Returns the matched / unmatched report."""
+  classifier = models.train_model.get_layer('box_classifier')
+  return backbone_lib.load_resnet_checkpoint(
+      models.backbone, checkpoint_path, cfg.backbone_depth,
+      conv5_blocks=[classifier.conv5])

@@ -57,7 +57,7 @@ class Detections(tf_keras.layers.Layer):
 
   def __init__(self, max_detections: int = 100, nms_iou: float = 0.6,
                score_threshold: float = 0.0, **kwargs):
-    super().__init__(trainable=False, **kwargs)
+    super().__init__(**kwargs)
     self.max_detections = max_detections
     self.nms_iou = nms_iou
     self.score_threshold = score_threshold

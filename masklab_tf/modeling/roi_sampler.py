@@ -75,7 +75,7 @@ class RoiSampler(tf_keras.layers.Layer):
 
   def __init__(self, num_samples: int = 64, foreground_fraction: float = 0.25,
                foreground_iou: float = 0.5, **kwargs):
-    super().__init__(trainable=False, **kwargs)
+    super().__init__(**kwargs)
     self.num_samples = num_samples
     self.foreground_fraction = foreground_fraction
     self.foreground_iou = foreground_iou

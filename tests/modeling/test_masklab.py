@@ -188,3 +188,80 @@ def test_configs_build(flagfile):
     grads = tape.gradient(losses['total'],
                           models.train_model.trainable_variables)
     assert all(g is not None for g in grads)
+
+
+def test_imagenet_checkpoint_initialises_backbone_and_box_classifier(
+    tmp_path):
+  from official.vision.modeling import backbones
+  tf_keras.utils.set_random_seed(3)
+  resnet = backbones.ResNet(model_id=10, input_specs=tf_keras.layers.InputSpec(
+      shape=[None, None, None, 3]))
+  path = tf.train.Checkpoint(backbone=resnet).save(str(tmp_path / 'ckpt'))
+  cfg = tiny_config()
+  models = masklab.build_masklab(cfg, max_instances=MAX_INSTANCES)
+  report = masklab.load_imagenet_checkpoint(models, path, cfg)
+  assert report['matched'] and not report['unmatched_ours']
+  classifier = models.train_model.get_layer('box_classifier')
+  # The duplicated conv5 block now holds res5's ImageNet weights.
+  res5_kernels = sorted(v.numpy().sum() for v in models.backbone.weights
+                        if 'kernel' in v.name)
+  conv5_kernels = [v.numpy().sum() for v in classifier.conv5.weights
+                   if 'kernel' in v.name]
+  for value in conv5_kernels:
+    assert min(abs(value - k) for k in res5_kernels) < 1e-3
+
+
+@pytest.mark.parametrize('layer', [
+    masklab.ImageNormalization(), masklab.RpnTargets(128, 0.25, 0.6, 0.2),
+    masklab.SemanticMap()], ids=lambda l: type(l).__name__)
+def test_model_layers_round_trip_config(layer):
+  clone = tf_keras.layers.deserialize(tf_keras.layers.serialize(layer))
+  assert type(clone) is type(layer)
+  assert clone.get_config() == layer.get_config()
+
+
+def test_head_and_classifier_layers_round_trip(tiny_models):
+  from masklab_tf.modeling import postprocess
+  from masklab_tf.modeling import roi_sampler
+  layers = [tiny_models.train_model.get_layer('box_classifier'),
+            tiny_models.train_model.get_layer('roi_sampler'),
+            tiny_models.inference_model.get_layer('detections')]
+  assert isinstance(layers[1], roi_sampler.RoiSampler)
+  assert isinstance(layers[2], postprocess.Detections)
+  for layer in layers:
+    clone = layer.__class__.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_whole_inference_model_rebuilds_from_config(tiny_models):
+  model = tiny_models.inference_model
+  clone = tf_keras.Model.from_config(model.get_config())
+  clone.set_weights(model.get_weights())
+  batch = masklab.model_inputs(fixed_batch(), False)
+  want = model(batch, training=False)
+  got = clone(batch, training=False)
+  np.testing.assert_allclose(got['semantic_logits'].numpy(),
+                             want['semantic_logits'].numpy(), atol=1e-5)
+  np.testing.assert_allclose(got['detection_boxes'].numpy(),
+                             want['detection_boxes'].numpy(), atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('flagfile', ['masklab_r50_coco', 'masklab_r101_coco'])
+def test_paper_configs_forward_backward(flagfile):
+  """The paper's configs train on the CPU (slow: run with -m slow)."""
+  _, geometry, model_cfg = config.from_flagfile(
+      os.path.join(REPO, 'configs', f'{flagfile}.flags'))
+  models = masklab.build_masklab(model_cfg, geometry,
+                                 max_instances=MAX_INSTANCES)
+  batch = fixed_batch(batch_size=1, size=128)
+  with tf.GradientTape() as tape:
+    losses = masklab.compute_losses(
+        models.train_model(masklab.model_inputs(batch, True), training=True),
+        batch, model_cfg)
+  grads = tape.gradient(losses['total'],
+                        models.train_model.trainable_variables)
+  assert np.isfinite(float(losses['total']))
+  assert sum(g is None for g in grads) == 0
+  out = models.inference_model(masklab.model_inputs(batch, False))
+  assert out['detection_masks'].shape[1:] == (100, 41, 41)

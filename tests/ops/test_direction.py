@@ -7,16 +7,9 @@ import pytest
 import tensorflow as tf
 
 from masklab_tf.ops import direction
+from reference import numpy_channel
 
 
-def numpy_channel(u, v, num_directions=8, num_distance_bins=4):
-  """Independent numpy model of DESIGN.md's convention."""
-  angle = np.mod(np.arctan2(v, u), 2 * np.pi)
-  d = np.minimum(np.floor(angle / (2 * np.pi) * num_directions),
-                 num_directions - 1)
-  r = np.minimum(np.floor(np.hypot(u, v) * num_distance_bins),
-                 num_distance_bins - 1)
-  return (d * num_distance_bins + r).astype(np.int32)
 
 
 @pytest.mark.parametrize('u, v, expected', [

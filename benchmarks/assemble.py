@@ -3,6 +3,7 @@
 Usage:
   python benchmarks/assemble.py [--sizes=64,128] [--num_boxes=100]
       [--channels=32] [--crop_size=41] [--num_runs=50] [--in_graph=5]
+      [--skip_model_cost]
 
 For B=1 feature maps of each size with C channels at stride 8, N random
 boxes and MaskLab's direction-pooling channel map, prints a markdown table
@@ -18,6 +19,8 @@ paid per op; forward + backward to the features per eager call) of:
       edges, so (d) differs in values; it is here for speed only.
 Runs are interleaved round-robin, so load from other processes on the
 machine hits every path alike; the load average is printed with the table.
+Then, unless --skip_model_cost, benchmarks/model_cost.py's table: time and
+FLOPs of each part of the r50 model at 512 px with 100 detections.
 """
 
 import os
@@ -199,6 +202,9 @@ def define_flags():
   flags.DEFINE_integer('num_runs', 50, 'Timed calls per path.')
   flags.DEFINE_integer('num_warmup', 5, 'Untimed calls per path first.')
   flags.DEFINE_integer('in_graph', 5, 'Ops per graph for the in-graph times.')
+  flags.DEFINE_bool('skip_model_cost', False,
+                    'Skip the per-part time and FLOPs table of the r50 model '
+                    '(benchmarks/model_cost.py; a few minutes on a CPU).')
 
 
 def main(argv):
@@ -212,6 +218,16 @@ def main(argv):
       in_graph=FLAGS.in_graph)
   print(format_table(rows, FLAGS.num_boxes, FLAGS.channels,
                      FLAGS.crop_size, FLAGS.in_graph))
+  if not FLAGS.skip_model_cost:
+    # The assembling layer's speed only matters against the per-box parts
+    # of the model around it. Imported here: the sibling script is on the
+    # path when this file runs as a script, from the repo root otherwise.
+    try:
+      from benchmarks import model_cost  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      import model_cost  # pylint: disable=g-import-not-at-top
+    print()
+    print(model_cost.format_table(model_cost.run_model_cost_table()))
 
 
 if __name__ == '__main__':

@@ -232,7 +232,7 @@ def run_model_cost_table(flagfile='configs/masklab_r50_coco.flags',
   overrides = [f'--max_detections={num_detections}']
   if output_stride:
     overrides.append(f'--output_stride={output_stride}')
-  data_cfg, geometry, model_cfg = config_lib.from_flagfile(
+  data_cfg, geometry, model_cfg, _ = config_lib.from_flagfile(
       flagfile, tuple(overrides))
   models = masklab.build_masklab(model_cfg, geometry,
                                  max_instances=data_cfg.max_instances)

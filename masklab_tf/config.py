@@ -198,7 +198,76 @@ class ModelConfig:
   detection_score_threshold: float = 0.0
 
 
-CONFIG_CLASSES = (DataConfig, GeometryConfig, ModelConfig)
+@dataclasses.dataclass
+class TrainConfig:
+  """Training (bin/train). The paper trains with SGD + momentum (TF Object
+  Detection API); this adds warmup and cosine or step decay.
+
+  Attributes:
+    train_annotations, train_images, train_tfrecords: training data (COCO
+      json + image folder, or a TFRecord pattern).
+    val_annotations, val_images: validation data for evaluation during
+      training (optional).
+    strategy: 'default' (one device), 'mirrored' (all local GPUs, or
+      num_cpu_replicas logical CPUs), 'multi_worker_mirrored' (TF_CONFIG),
+      'tpu'.
+    tpu: TPU address for the 'tpu' strategy.
+    num_cpu_replicas: with 'mirrored' and no GPU, split the CPU into this
+      many logical devices (tests, and reproducing multi-device runs).
+    batch_size: global batch, split across replicas.
+    train_steps: total optimizer steps.
+    learning_rate, warmup_steps, lr_schedule ('cosine' | 'step'),
+      lr_decay_steps, lr_decay_rate: schedule; step decay multiplies by
+      lr_decay_rate at each boundary in lr_decay_steps.
+    momentum, weight_decay (L2 on kernels), clip_norm (global, 0 = off).
+    mixed_precision: '', 'mixed_bfloat16' or 'mixed_float16' (with dynamic
+      loss scaling).
+    max_bad_steps: stop after this many non-finite steps in a row.
+    checkpoint_every, keep_checkpoints: checkpoint cadence and retention.
+    log_every: a progress line every this many steps.
+    image_summary_every: TensorBoard images with predictions (0 = off).
+    eval_every: COCO evaluation on the val set (0 = only at the end).
+    init_checkpoint: ImageNet ResNet checkpoint for the backbone.
+    seed: global seed.
+  """
+  train_annotations: str = ''
+  train_images: str = ''
+  train_tfrecords: str = ''
+  val_annotations: str = ''
+  val_images: str = ''
+  strategy: str = 'default'
+  tpu: str = ''
+  num_cpu_replicas: int = 1
+  batch_size: int = 4
+  train_steps: int = 1000
+  learning_rate: float = 0.02
+  warmup_steps: int = 100
+  lr_schedule: str = 'cosine'
+  lr_decay_steps: tuple[int, ...] = ()
+  lr_decay_rate: float = 0.1
+  momentum: float = 0.9
+  weight_decay: float = 1e-4
+  clip_norm: float = 10.0
+  mixed_precision: str = ''
+  max_bad_steps: int = 20
+  checkpoint_every: int = 200
+  keep_checkpoints: int = 3
+  log_every: int = 20
+  image_summary_every: int = 200
+  eval_every: int = 0
+  init_checkpoint: str = ''
+  seed: int = 0
+
+
+
+class Configs(typing.NamedTuple):
+  data: DataConfig
+  geometry: GeometryConfig
+  model: ModelConfig
+  train: TrainConfig
+
+
+CONFIG_CLASSES = (DataConfig, GeometryConfig, ModelConfig, TrainConfig)
 
 
 def define_all_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -207,10 +276,14 @@ def define_all_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     define_flags(cls, flag_values)
 
 
-def from_flagfile(path: str, overrides: tuple[str, ...] = ()) -> tuple:
-  """(DataConfig, GeometryConfig, ModelConfig) of a flags file, parsed in a
-  private FlagValues so that it never touches the program's own flags."""
+def all_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Configs:
+  return Configs(*(from_flags(cls, flag_values) for cls in CONFIG_CLASSES))
+
+
+def from_flagfile(path: str, overrides: tuple[str, ...] = ()) -> Configs:
+  """The configs of a flags file (plus `--name=value` overrides), parsed in
+  a private FlagValues so that it never touches the program's own flags."""
   flag_values = flags.FlagValues()
   define_all_flags(flag_values)
   flag_values(['configs', f'--flagfile={path}', *overrides])
-  return tuple(from_flags(cls, flag_values) for cls in CONFIG_CLASSES)
+  return all_from_flags(flag_values)

@@ -12,7 +12,9 @@ raised to the largest ground-truth count when images hold more).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import json
 import logging
 
 import numpy as np
@@ -21,6 +23,8 @@ from pycocotools import coco as coco_api
 from pycocotools import cocoeval
 from pycocotools import mask as mask_api
 
+from masklab_tf.data import coco
+from masklab_tf.data import pipeline
 from masklab_tf.modeling import postprocess
 
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
@@ -126,3 +130,27 @@ def format_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
         f'{mask["AP75"]:.1f} | {mask["APs"]:.1f} | {mask["APm"]:.1f} | '
         f'{mask["APl"]:.1f} |')
   return '\n'.join(lines)
+
+
+class Evaluator:
+  """COCO evaluation of an inference model on one annotated set."""
+
+  def __init__(self, configs, annotations: str, images: str,
+               batch_size: int = 4):
+    self.dataset = coco.read_coco(annotations, images)
+    data_cfg = dataclasses.replace(configs.data, annotations=annotations,
+                                   images=images, keep_full_masks=False)
+    self.batches = pipeline.build_dataset(
+        data_cfg, configs.geometry, batch_size, is_training=False,
+        source=pipeline.make_source(data_cfg, dataset=self.dataset))
+    self.ground_truth = self.dataset.to_coco_dict()
+    self.category_ids = [c.id for c in self.dataset.categories]
+
+  def run(self, inference_model, results_path: str | None = None) -> dict:
+    predictions = predict(inference_model, self.batches)
+    results = to_coco_results(predictions, self.category_ids)
+    if results_path:
+      with open(results_path, 'w') as f:
+        json.dump(results, f)
+    return coco_metrics(self.ground_truth, results,
+                        self.dataset.max_instances_per_image)

@@ -240,7 +240,7 @@ def _fits(patch, top, left, image_size):
 
 
 def _hits(occupied, patch, top, left):
-  """Whether patch at (top, left) overlaps occupied; off-canvas parts ignored."""
+  """Whether patch at (top, left) overlaps occupied (off-canvas: ignored)."""
   h, w = patch.shape
   size_y, size_x = occupied.shape
   y0, x0 = max(top, 0), max(left, 0)
@@ -252,7 +252,7 @@ def _hits(occupied, patch, top, left):
 
 
 def _place_free(rng, instance, occupied, margin, allow_overlap, tries=40):
-  """Drops the instance at a random spot, away from occupied pixels if it can."""
+  """Puts the instance at a random spot, clear of others if it can."""
   image_size = occupied.shape[0]
   keepout = _dilate(instance.patch, margin) if margin else instance.patch
   h, w = instance.patch.shape
@@ -366,8 +366,9 @@ def _drop_hidden(instances, image_size):
 
 
 def _paint(background, instances, labels):
+  """Paints only visible pixels, so image and masks agree by construction."""
   image = background.copy()
-  light = 0.4
+  light = 0.4  # weight of the instance colour in the pale texture colour
   for index, instance in enumerate(instances):
     rows, cols = instance.slices
     visible = labels[rows, cols] == index

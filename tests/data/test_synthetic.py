@@ -101,3 +101,23 @@ def test_make_shapes_tool(tmp_path):
   assert 'train: images=5' in result.stdout
   assert 'val: images=2' in result.stdout
   assert os.path.exists(tmp_path / 'val' / 'annotations.json')
+
+
+def test_easy_instances_keep_their_full_extent(tmp_path):
+  path = synthetic.write_split(str(tmp_path), 'train', 15, seed=5, easy=True)
+  for ann in coco_api.COCO(path).dataset['annotations']:
+    extent = max(ann['bbox'][2:])
+    assert synthetic.MIN_EXTENT <= extent <= synthetic.MAX_EXTENT
+
+
+def test_touching_same_class_pair_uses_8_neighbours():
+  def square(top, left):
+    mask = np.zeros([20, 20], bool)
+    mask[top:top + 4, left:left + 4] = True
+    return mask
+
+  touching = synthetic.touching_same_class_pair
+  assert touching([square(2, 2), square(2, 6)], [1, 1])
+  assert touching([square(2, 2), square(6, 6)], [2, 2])  # diagonal
+  assert not touching([square(2, 2), square(2, 7)], [1, 1])  # 1 px gap
+  assert not touching([square(2, 2), square(2, 6)], [1, 2])  # other class

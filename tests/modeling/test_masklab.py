@@ -168,7 +168,7 @@ def test_ablation_switches_change_the_fuse_conv():
 @pytest.mark.parametrize('flagfile', ['shapes_cpu', 'masklab_r50_coco',
                                       'masklab_r101_coco'])
 def test_configs_build(flagfile):
-  _, geometry, model_cfg = config.from_flagfile(
+  _, geometry, model_cfg, _ = config.from_flagfile(
       os.path.join(REPO, 'configs', f'{flagfile}.flags'))
   models = masklab.build_masklab(model_cfg, geometry, max_instances=8)
   params = models.inference_model.count_params()
@@ -250,7 +250,7 @@ def test_whole_inference_model_rebuilds_from_config(tiny_models):
 @pytest.mark.parametrize('flagfile', ['masklab_r50_coco', 'masklab_r101_coco'])
 def test_paper_configs_forward_backward(flagfile):
   """The paper's configs train on the CPU (slow: run with -m slow)."""
-  _, geometry, model_cfg = config.from_flagfile(
+  _, geometry, model_cfg, _ = config.from_flagfile(
       os.path.join(REPO, 'configs', f'{flagfile}.flags'))
   models = masklab.build_masklab(model_cfg, geometry,
                                  max_instances=MAX_INSTANCES)

@@ -1,0 +1,88 @@
+"""Trains MaskLab (bin/train), evaluating on the val set as it goes.
+
+Usage:
+  bin/train --flagfile=configs/shapes_cpu.flags --model_dir=runs/shapes \
+      --train_annotations=demo_data/train/annotations.json \
+      --train_images=demo_data/train/images \
+      --val_annotations=demo_data/val/annotations.json \
+      --val_images=demo_data/val/images [--train_steps=N ...]
+
+Every config field is a flag (configs/*.flags set them; the command line
+overrides). Killed runs resume from the last checkpoint in --model_dir.
+With a val set, COCO box and mask AP are computed every --eval_every steps
+and at the end (metrics.json); the best checkpoint by mask AP is kept in
+MODEL_DIR/best.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+from masklab_tf import config
+from masklab_tf import evaluate
+from masklab_tf import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('model_dir', None, 'Checkpoints, summaries, metrics.')
+flags.mark_flag_as_required('model_dir')
+config.define_all_flags()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  configs = config.all_from_flags()
+  if configs.train.strategy == 'mirrored':
+    train.split_cpu(configs.train.num_cpu_replicas)
+  os.makedirs(FLAGS.model_dir, exist_ok=True)
+  trainer = train.Trainer(configs, FLAGS.model_dir)
+  print(trainer.restore_or_initialise(), flush=True)
+  evaluator = None
+  if configs.train.val_annotations:
+    evaluator = evaluate.Evaluator(configs, configs.train.val_annotations,
+                                   configs.train.val_images)
+  best = BestCheckpoint(trainer, FLAGS.model_dir)
+
+  def on_log(step, _):
+    every = configs.train.eval_every
+    if evaluator and every and step % every == 0:
+      best.update(step, evaluator.run(trainer.models.inference_model))
+
+  trainer.train(on_log=on_log)
+  if evaluator:
+    metrics = evaluator.run(trainer.models.inference_model)
+    best.update(int(trainer.step), metrics)
+    path = os.path.join(FLAGS.model_dir, 'metrics.json')
+    with open(path, 'w') as f:
+      json.dump({'step': int(trainer.step), **metrics}, f, indent=1)
+    print(evaluate.format_table({f'step {int(trainer.step)}': metrics}))
+
+
+class BestCheckpoint:
+  """Keeps the checkpoint with the best mask AP in MODEL_DIR/best."""
+
+  def __init__(self, trainer, model_dir):
+    self.trainer = trainer
+    self.path = os.path.join(model_dir, 'best', 'best.json')
+    self.manager = tf.train.CheckpointManager(
+        trainer.checkpoint, os.path.dirname(self.path), max_to_keep=1)
+    self.best = -1.0
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self.best = json.load(f)['mask']['AP']
+
+  def update(self, step, metrics):
+    print(f'eval at step {step}: box AP {metrics["box"]["AP"]:.1f}  '
+          f'mask AP {metrics["mask"]["AP"]:.1f}', flush=True)
+    if metrics['mask']['AP'] > self.best:
+      self.best = metrics['mask']['AP']
+      self.manager.save(checkpoint_number=step)
+      with open(self.path, 'w') as f:
+        json.dump({'step': step, **metrics}, f, indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)

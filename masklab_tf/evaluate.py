@@ -92,8 +92,8 @@ def coco_metrics(ground_truth: dict, results: list[dict],
       100, COCO's default; more when images hold more ground truth).
 
   Returns:
-    {'box': {...}, 'mask': {...}}; zeros (with a warning) when there are no
-    results at all.
+    {'box': {...}, 'mask': {...}}, -1 where undefined; zeros (with a
+    warning) when there are no results at all.
   """
   if not results:
     logging.warning('no detections at all: AP is 0')
@@ -111,10 +111,35 @@ def coco_metrics(ground_truth: dict, results: list[dict],
     with contextlib.redirect_stdout(io.StringIO()):
       evaluator.evaluate()
       evaluator.accumulate()
-      evaluator.summarize()
-    metrics[name] = {key: float(max(value, 0.0)) * 100 for key, value in
-                     zip(METRIC_NAMES, evaluator.stats[:6])}
+    metrics[name] = _summarize(evaluator)
   return metrics
+
+
+def _summarize(evaluator: cocoeval.COCOeval) -> dict[str, float]:
+  """AP, AP50, AP75, APs, APm, APl (%) at the largest maxDets.
+
+  COCOeval.summarize() asks for maxDets=100 by a default argument, so with
+  any other maxDets its headline AP is -1; read the precision array
+  instead. -1 means undefined (no ground truth of that size).
+  """
+  precision = evaluator.eval['precision']  # [T, R, K, A, M]
+  thresholds = evaluator.params.iouThrs
+
+  def mean(values):
+    values = values[values > -1]
+    return float(values.mean()) * 100 if values.size else -1.0
+
+  def at(iou):
+    return int(np.argmin(np.abs(thresholds - iou)))
+
+  return {
+      'AP': mean(precision[:, :, :, 0, -1]),
+      'AP50': mean(precision[at(0.5), :, :, 0, -1]),
+      'AP75': mean(precision[at(0.75), :, :, 0, -1]),
+      'APs': mean(precision[:, :, :, 1, -1]),
+      'APm': mean(precision[:, :, :, 2, -1]),
+      'APl': mean(precision[:, :, :, 3, -1]),
+  }
 
 
 def format_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -122,13 +147,14 @@ def format_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
   lines = ['| run | box AP | box AP50 | box AP75 | mask AP | mask AP50 | '
            'mask AP75 | mask APs | mask APm | mask APl |',
            '|---|---|---|---|---|---|---|---|---|---|']
+  def cell(value):
+    return '-' if value < 0 else f'{value:.1f}'
+
   for name, metrics in rows.items():
     box, mask = metrics['box'], metrics['mask']
-    lines.append(
-        f'| {name} | {box["AP"]:.1f} | {box["AP50"]:.1f} | '
-        f'{box["AP75"]:.1f} | {mask["AP"]:.1f} | {mask["AP50"]:.1f} | '
-        f'{mask["AP75"]:.1f} | {mask["APs"]:.1f} | {mask["APm"]:.1f} | '
-        f'{mask["APl"]:.1f} |')
+    values = [box['AP'], box['AP50'], box['AP75']] + [
+        mask[key] for key in METRIC_NAMES]
+    lines.append(f'| {name} | ' + ' | '.join(cell(v) for v in values) + ' |')
   return '\n'.join(lines)
 
 

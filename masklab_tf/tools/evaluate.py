@@ -1,0 +1,62 @@
+"""COCO evaluation of a trained MaskLab checkpoint (bin/evaluate).
+
+Usage:
+  bin/evaluate --flagfile=configs/shapes_cpu.flags --model_dir=runs/shapes \
+      --annotations=demo_data/val/annotations.json \
+      --images=demo_data/val/images [--checkpoint=PATH] [--output_dir=DIR]
+
+Restores the latest checkpoint of --model_dir (or --checkpoint, e.g.
+runs/shapes/best/ckpt-300), writes DIR/results.json (COCO results with RLE
+masks) and DIR/metrics.json, and prints box and mask AP, AP50, AP75, APs,
+APm, APl from pycocotools COCOeval.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+from masklab_tf import config
+from masklab_tf import evaluate
+from masklab_tf.modeling import masklab
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('model_dir', None, 'Training directory.')
+flags.DEFINE_string('checkpoint', '', 'Checkpoint path (default: latest in '
+                    '--model_dir).')
+flags.DEFINE_string('output_dir', '', 'Where results.json and metrics.json '
+                    'go (default: --model_dir).')
+flags.mark_flag_as_required('model_dir')
+config.define_all_flags()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  configs = config.all_from_flags()
+  if not configs.data.annotations:
+    raise app.UsageError('--annotations and --images name the set to '
+                         'evaluate')
+  path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
+  if not path:
+    raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to evaluate')
+  models = masklab.build_masklab(configs.model, configs.geometry,
+                                 configs.data.max_instances)
+  tf.train.Checkpoint(model=models.train_model).restore(
+      path).expect_partial().assert_existing_objects_matched()
+  output_dir = FLAGS.output_dir or FLAGS.model_dir
+  os.makedirs(output_dir, exist_ok=True)
+  evaluator = evaluate.Evaluator(configs, configs.data.annotations,
+                                 configs.data.images)
+  metrics = evaluator.run(models.inference_model,
+                          os.path.join(output_dir, 'results.json'))
+  with open(os.path.join(output_dir, 'metrics.json'), 'w') as f:
+    json.dump({'checkpoint': path, **metrics}, f, indent=1)
+  print(f'checkpoint: {path}')
+  print(evaluate.format_table({os.path.basename(path): metrics}))
+
+
+if __name__ == '__main__':
+  app.run(main)

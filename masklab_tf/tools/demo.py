@@ -1,14 +1,17 @@
 """The main job on the built-in demo data (README's first command).
 
-For now (foundation): generate the synthetic shapes set, check both splits
-with the COCO reader, run the training input pipeline over it, print a
-summary and save a picture of the targets. Training, evaluation, export and
-prediction join this job as they land.
+Generates the synthetic shapes set, checks both splits with the COCO reader,
+runs the input pipeline over it (summary + a picture of the targets), trains
+MaskLab on it (configs/shapes_cpu.flags: 300 steps, resumable), evaluates on
+the val split with pycocotools and saves a picture of the predictions.
+Export and prediction join this job as they land.
 
 Usage:
   bin/demo --output_dir=demo_data [--flagfile=configs/shapes_cpu.flags]
 """
 
+import dataclasses
+import json
 import os
 import time
 
@@ -17,6 +20,8 @@ from absl import app
 from absl import flags
 
 from masklab_tf import config
+from masklab_tf import evaluate
+from masklab_tf import train
 from masklab_tf import visualize
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
@@ -32,6 +37,7 @@ flags.DEFINE_bool('regenerate', False, 'Regenerate the set if it exists.')
 flags.DEFINE_integer('batch_size', 4, 'Global batch size.')
 flags.DEFINE_integer('num_batches', 100, 'Batches to pull through the '
                      'pipeline.')
+flags.DEFINE_bool('train', True, 'Train and evaluate after the data steps.')
 config.define_all_flags()
 
 
@@ -41,15 +47,15 @@ def _make_data(output_dir):
     start = time.time()
     synthetic.make_shapes(output_dir, num_train=FLAGS.num_train,
                           num_val=FLAGS.num_val, seed=0)
-    print(f'[1/3] generated the shapes set in {output_dir} '
+    print(f'[1/5] generated the shapes set in {output_dir} '
           f'({time.time() - start:.1f} s)')
   else:
-    print(f'[1/3] reusing the shapes set in {output_dir} '
+    print(f'[1/5] reusing the shapes set in {output_dir} '
           '(--regenerate to rebuild)')
 
 
 def _check(output_dir):
-  print('[2/3] checking both splits')
+  print('[2/5] checking both splits')
   datasets = {}
   for split in ('train', 'val'):
     dataset = coco.read_coco(
@@ -62,7 +68,7 @@ def _check(output_dir):
 
 
 def _run_pipeline(dataset, data_cfg, geometry, output_dir):
-  print(f'[3/3] input pipeline: {FLAGS.num_batches} batches of '
+  print(f'[3/5] input pipeline: {FLAGS.num_batches} batches of '
         f'{FLAGS.batch_size}')
   batches = pipeline.build_dataset(
       data_cfg, geometry, FLAGS.batch_size, is_training=True,
@@ -124,9 +130,52 @@ def main(argv):
   output_dir = FLAGS.output_dir
   _make_data(output_dir)
   datasets = _check(output_dir)
-  data_cfg = config.from_flags(config.DataConfig)
-  geometry = config.from_flags(config.GeometryConfig)
-  _run_pipeline(datasets['train'], data_cfg, geometry, output_dir)
+  configs = config.all_from_flags()
+  _run_pipeline(datasets['train'], configs.data, configs.geometry, output_dir)
+  if FLAGS.train:
+    _train_and_evaluate(configs, output_dir, datasets['val'])
+
+
+def _train_and_evaluate(configs, output_dir, val_set):
+  """Trains shapes_cpu, evaluates on val, draws the predictions."""
+  split = lambda name, part: os.path.join(output_dir, name, part)
+  configs = configs._replace(train=dataclasses.replace(
+      configs.train, train_annotations=split('train', 'annotations.json'),
+      train_images=split('train', 'images')))
+  model_dir = os.path.join(output_dir, 'model')
+  print(f'[4/5] training {configs.train.train_steps} steps into {model_dir} '
+        f'(batch {configs.train.batch_size}; rerun to resume)')
+  trainer = train.Trainer(configs, model_dir)
+  print('  ' + trainer.restore_or_initialise(), flush=True)
+  trainer.train()
+  print(f'[5/5] COCO evaluation on {len(val_set.records)} val images')
+  evaluator = evaluate.Evaluator(configs, split('val', 'annotations.json'),
+                                 split('val', 'images'))
+  metrics = evaluator.run(trainer.models.inference_model,
+                          os.path.join(model_dir, 'results.json'))
+  with open(os.path.join(model_dir, 'metrics.json'), 'w') as f:
+    json.dump({'step': int(trainer.step), **metrics}, f, indent=1)
+  print(evaluate.format_table({f'shapes_cpu, step {int(trainer.step)}':
+                               metrics}))
+  preview = os.path.join(output_dir, 'predictions_preview.png')
+  _save_predictions(trainer.models.inference_model, evaluator, val_set,
+                    preview)
+  print(f'  predictions (score > 0.5) under the images: {preview}')
+
+
+def _save_predictions(inference_model, evaluator, val_set, path):
+  predictions = evaluate.predict(inference_model, evaluator.batches.take(2))
+  records = {r.image_id: r for r in val_set.records}
+  panels = []
+  for prediction in predictions[:6]:
+    image = val_set.load_image(records[prediction['image_id']])
+    gray = (image.mean(-1, keepdims=True).repeat(3, -1) * 0.5).astype(
+        np.uint8)
+    keep = prediction['scores'] > 0.5
+    panels.append(np.concatenate([image, visualize.overlay_masks(
+        gray, prediction['masks'][keep], prediction['boxes'][keep],
+        alpha=0.8)], axis=0))
+  visualize.save_row(path, panels, scale=2)
 
 
 if __name__ == '__main__':

@@ -388,3 +388,21 @@ def test_ideal_direction_logits_reproduce_random_ellipses():
   # one-hot logits mixes channels.
   assert iou.mean() > 0.9
   assert iou.min() > 0.85
+
+
+@pytest.mark.parametrize('height, width, num, crop_size', [
+    (9, 11, 5, 41),    # small map, many samples
+    (48, 64, 1, 3),    # large map, few samples
+], ids=['small_map', 'large_map'])
+def test_map_and_crop_sizes_match_crop_and_resize(height, width, num,
+                                                  crop_size):
+  rng = np.random.default_rng(11)
+  features, boxes, channel_map, offsets = random_inputs(
+      rng, num=num, height=height, width=width, crop_size=(crop_size,) * 2)
+  want, want_grad = loss_and_gradient(crop_and_select, features, boxes,
+                                      channel_map, offsets, 8)
+  for op in (assemble.assemble, assemble.assemble_xla):
+    got, got_grad = loss_and_gradient(op, features, boxes, channel_map,
+                                      offsets, 8)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(got_grad, want_grad, atol=1e-4)

@@ -142,6 +142,12 @@ def _summarize(evaluator: cocoeval.COCOeval) -> dict[str, float]:
   }
 
 
+def write_metrics(path: str, metrics: dict, **info) -> None:
+  """metrics.json: `info` (step, checkpoint, ...) and box / mask metrics."""
+  with open(path, 'w') as f:
+    json.dump({**info, **metrics}, f, indent=1)
+
+
 def format_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
   """Markdown table of several runs' box and mask metrics."""
   lines = ['| run | box AP | box AP50 | box AP75 | mask AP | mask AP50 | '

@@ -197,8 +197,12 @@ class Trainer:
     return losses, applied
 
   def train(self, num_steps: int | None = None,
-            on_log=None) -> dict[str, float]:
-    """Runs up to train_steps (or num_steps more); returns the last losses."""
+            after_step=None) -> dict[str, float]:
+    """Runs up to train_steps (or num_steps more); returns the last losses.
+
+    `after_step(step, losses)`, if given, runs after every step (e.g.
+    evaluation on its own cadence, independent of --log_every).
+    """
     train_cfg = self.configs.train
     end = train_cfg.train_steps
     if num_steps is not None:
@@ -238,8 +242,8 @@ class Trainer:
           tf.summary.scalar('learning_rate',
                             float(self.optimizer.learning_rate))
           tf.summary.scalar('steps_per_second', rate)
-        if on_log:
-          on_log(step, last)
+      if after_step:
+        after_step(step, last)
     self.manager.save(checkpoint_number=self.step, check_interval=False)
     if len(self.skipped):
       logging.warning('%d images could not be read and were skipped:\n%s',

@@ -11,7 +11,6 @@ Usage:
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -153,8 +152,8 @@ def _train_and_evaluate(configs, output_dir, val_set):
                                  split('val', 'images'))
   metrics = evaluator.run(trainer.models.inference_model,
                           os.path.join(model_dir, 'results.json'))
-  with open(os.path.join(model_dir, 'metrics.json'), 'w') as f:
-    json.dump({'step': int(trainer.step), **metrics}, f, indent=1)
+  evaluate.write_metrics(os.path.join(model_dir, 'metrics.json'), metrics,
+                         step=int(trainer.step))
   print(evaluate.format_table({f'shapes_cpu, step {int(trainer.step)}':
                                metrics}))
   preview = os.path.join(output_dir, 'predictions_preview.png')

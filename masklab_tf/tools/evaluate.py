@@ -11,7 +11,6 @@ masks) and DIR/metrics.json, and prints box and mask AP, AP50, AP75, APs,
 APm, APl from pycocotools COCOeval.
 """
 
-import json
 import os
 
 from absl import app
@@ -52,8 +51,8 @@ def main(argv):
                                  configs.data.images)
   metrics = evaluator.run(models.inference_model,
                           os.path.join(output_dir, 'results.json'))
-  with open(os.path.join(output_dir, 'metrics.json'), 'w') as f:
-    json.dump({'checkpoint': path, **metrics}, f, indent=1)
+  evaluate.write_metrics(os.path.join(output_dir, 'metrics.json'), metrics,
+                         checkpoint=path)
   print(f'checkpoint: {path}')
   print(evaluate.format_table({os.path.basename(path): metrics}))
 

@@ -46,19 +46,26 @@ def main(argv):
                                    configs.train.val_images)
   best = BestCheckpoint(trainer, FLAGS.model_dir)
 
-  def on_log(step, _):
+  evaluated = {}  # step -> metrics, so the last step is evaluated once
+
+  def evaluate_at(step):
+    if step not in evaluated:
+      evaluated[step] = evaluator.run(trainer.models.inference_model)
+      best.update(step, evaluated[step])
+    return evaluated[step]
+
+  def after_step(step, _):
     every = configs.train.eval_every
     if evaluator and every and step % every == 0:
-      best.update(step, evaluator.run(trainer.models.inference_model))
+      evaluate_at(step)
 
-  trainer.train(on_log=on_log)
+  trainer.train(after_step=after_step)
   if evaluator:
-    metrics = evaluator.run(trainer.models.inference_model)
-    best.update(int(trainer.step), metrics)
-    path = os.path.join(FLAGS.model_dir, 'metrics.json')
-    with open(path, 'w') as f:
-      json.dump({'step': int(trainer.step), **metrics}, f, indent=1)
-    print(evaluate.format_table({f'step {int(trainer.step)}': metrics}))
+    step = int(trainer.step)
+    metrics = evaluate_at(step)
+    evaluate.write_metrics(os.path.join(FLAGS.model_dir, 'metrics.json'),
+                           metrics, step=step)
+    print(evaluate.format_table({f'step {step}': metrics}))
 
 
 class BestCheckpoint:
@@ -80,8 +87,7 @@ class BestCheckpoint:
     if metrics['mask']['AP'] > self.best:
       self.best = metrics['mask']['AP']
       self.manager.save(checkpoint_number=step)
-      with open(self.path, 'w') as f:
-        json.dump({'step': step, **metrics}, f, indent=1)
+      evaluate.write_metrics(self.path, metrics, step=step)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,5 @@
 """The tf.data pipeline: shapes, flips, scale jitter, determinism, sharding."""
 
-import dataclasses
 
 import numpy as np
 import pytest

@@ -1,11 +1,13 @@
 """Training loop: tf.data under a tf.distribute strategy, checkpoints, resume.
 
-One custom loop serves every strategy. Each replica's losses are divided by
-the number of replicas, so that the all-reduced (summed) gradients are the
-global batch's. A step whose loss or gradients are not finite on any replica
-is skipped on all of them (the decision is all-reduced, then the update runs
-under a cross-replica tf.cond) and reported; `max_bad_steps` in a row stop
-the run with a clear message.
+One custom loop serves every strategy. Each replica's losses are its share
+of the global batch's (modeling/losses.py normalises by all-reduced counts),
+so the all-reduced (summed) gradients are the global batch's, equal to one
+device's on the same batch; weight decay, the same on every replica, is
+divided by the number of replicas. A step whose loss or gradients are not
+finite on any replica is skipped on all of them (the decision is
+all-reduced, then the update runs under a cross-replica tf.cond) and
+reported; `max_bad_steps` in a row stop the run with a clear message.
 
 Checkpoints: tf.train.CheckpointManager every `checkpoint_every` steps and at
 exit. The manager writes the checkpoint files before it rewrites the
@@ -23,13 +25,16 @@ import os
 import time
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
+from masklab_tf import visualize
 from masklab_tf.data import pipeline
 from masklab_tf.data import sources
 from masklab_tf.modeling import masklab
+from masklab_tf.modeling import postprocess
 
 
 class TrainingStopped(RuntimeError):
@@ -65,14 +70,29 @@ def split_cpu(num_replicas: int) -> None:
         cpu, [tf.config.LogicalDeviceConfiguration()] * num_replicas)
 
 
-def learning_rate_at(step, cfg: config_lib.TrainConfig):
-  """Linear warmup, then cosine decay to 0 or step decay."""
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes checkpoints, summaries and configs: the
+  chief, or worker 0 of a cluster without one, or a single process."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not resolver.task_type:
+    return True
+  if resolver.task_type == 'chief':
+    return True
+  return (resolver.task_type == 'worker' and resolver.task_id == 0 and
+          'chief' not in resolver.cluster_spec().as_dict())
+
+
+def learning_rate_at(step, cfg: config_lib.TrainConfig, total_steps=None):
+  """Linear warmup, then cosine decay to 0 (at `total_steps`, by default
+  cfg.train_steps; a tensor when a time budget sets it) or step decay."""
   step = tf.cast(step, tf.float32)
   warmup = tf.minimum(1.0, (step + 1.0) / max(cfg.warmup_steps, 1))
   if cfg.lr_schedule == 'cosine':
+    total = tf.cast(cfg.train_steps if total_steps is None else total_steps,
+                    tf.float32)
     progress = tf.clip_by_value(
-        (step - cfg.warmup_steps) / max(cfg.train_steps - cfg.warmup_steps, 1),
-        0.0, 1.0)
+        (step - cfg.warmup_steps) /
+        tf.maximum(total - cfg.warmup_steps, 1.0), 0.0, 1.0)
     decay = 0.5 * (1.0 + tf.cos(math.pi * progress))
   elif cfg.lr_schedule == 'step':
     passed = tf.add_n([tf.cast(step >= b, tf.float32)
@@ -81,6 +101,48 @@ def learning_rate_at(step, cfg: config_lib.TrainConfig):
   else:
     raise ValueError(f'unknown lr_schedule {cfg.lr_schedule!r}')
   return cfg.learning_rate * warmup * decay
+
+
+class TimeBudget:
+  """Training time allowed, in wall-clock or process CPU seconds.
+
+  Benchmarks compare systems at equal time, not equal steps. The clock
+  starts at the first step (tracing counts) and covers training only. CPU
+  mode counts all threads of this process (`time.process_time`), so other
+  jobs on the machine do not change what a run gets.
+  """
+
+  def __init__(self, seconds: float, mode: str = 'wall',
+               skip_steps: int = 10):
+    if mode not in ('wall', 'cpu'):
+      raise ValueError(f'budget mode must be wall or cpu, not {mode!r}')
+    self.seconds, self.mode, self.skip_steps = seconds, mode, skip_steps
+    self._start = None
+    self._rate_start = None  # (step, clock) once the tracing steps are past
+
+  def _clock(self) -> float:
+    return time.time() if self.mode == 'wall' else time.process_time()
+
+  def start(self) -> None:
+    self._start = self._clock()
+
+  def used(self) -> float:
+    return self._clock() - self._start
+
+  def spent(self) -> bool:
+    return self.used() >= self.seconds
+
+  def estimate_total_steps(self, step: int) -> int | None:
+    """Steps the whole budget allows at the rate measured since skip_steps
+    (None until there is a rate)."""
+    if step < self.skip_steps:
+      return None
+    if self._rate_start is None or step <= self._rate_start[0]:
+      self._rate_start = self._rate_start or (step, self._clock())
+      return None
+    rate = (step - self._rate_start[0]) / max(
+        self._clock() - self._rate_start[1], 1e-9)
+    return step + int(rate * max(self.seconds - self.used(), 0.0))
 
 
 class Trainer:
@@ -117,21 +179,41 @@ class Trainer:
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
                               name='global_step')
       self.bad_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+      # Where the cosine schedule reaches 0; a TimeBudget re-estimates it
+      # as it goes (a variable, so that never retraces the step).
+      self.total_steps = tf.Variable(train_cfg.train_steps, dtype=tf.int64,
+                                     trainable=False)
     self.checkpoint = tf.train.Checkpoint(
         model=self.models.train_model, optimizer=self.optimizer,
         step=self.step)
+    # Under multi-worker strategies every worker takes part in a save; only
+    # the chief's lands in model_dir, the others' in a scratch folder.
+    self.is_chief = is_chief(self.strategy)
+    save_dir = model_dir
+    if not self.is_chief:
+      resolver = self.strategy.cluster_resolver
+      save_dir = os.path.join(model_dir, '.workers',
+                              f'{resolver.task_type}_{resolver.task_id}')
     self.manager = tf.train.CheckpointManager(
-        self.checkpoint, model_dir, max_to_keep=train_cfg.keep_checkpoints,
+        self.checkpoint, save_dir,
+        max_to_keep=train_cfg.keep_checkpoints if self.is_chief else 1,
         step_counter=self.step,
         checkpoint_interval=train_cfg.checkpoint_every)
     self._train_step = tf.function(self._distributed_step)
+    self._predict = tf.function(
+        lambda inputs: self.models.inference_model(inputs, training=False))
+
+  @property
+  def current_step(self) -> int:
+    # .numpy(): distributed variables (MultiWorkerMirrored) refuse int().
+    return int(self.step.numpy())
 
   def restore_or_initialise(self) -> str:
     """Resumes from the latest checkpoint, else loads init_checkpoint."""
-    latest = self.manager.latest_checkpoint
+    latest = tf.train.latest_checkpoint(self.model_dir)
     if latest:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
-      return f'resumed from {latest} at step {int(self.step)}'
+      return f'resumed from {latest} at step {self.current_step}'
     if self.configs.train.init_checkpoint:
       report = masklab.load_imagenet_checkpoint(
           self.models, self.configs.train.init_checkpoint,
@@ -151,7 +233,7 @@ class Trainer:
       kernels = [v for v in model.trainable_variables if 'kernel' in v.name]
       decay = train_cfg.weight_decay * tf.add_n(
           [tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
-      total = (losses['total'] + decay) / replicas
+      total = losses['total'] + decay / replicas
       if isinstance(self.optimizer,
                     tf_keras.mixed_precision.LossScaleOptimizer):
         total = self.optimizer.get_scaled_loss(total)
@@ -175,7 +257,7 @@ class Trainer:
   def _distributed_step(self, batch):
     strategy = self.strategy
     self.optimizer.learning_rate.assign(
-        learning_rate_at(self.step, self.configs.train))
+        learning_rate_at(self.step, self.configs.train, self.total_steps))
     grads, losses, finite = strategy.run(self._replica_gradients,
                                          args=(batch,))
     all_finite = strategy.reduce(tf.distribute.ReduceOp.SUM, finite,
@@ -192,64 +274,111 @@ class Trainer:
 
     applied = tf.cond(all_finite, apply, skip)
     self.step.assign_add(1)
-    losses = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-              for k, v in losses.items()}
+    # Loss terms are per-replica shares (they sum to the global value);
+    # weight decay is the same on every replica.
+    losses = {k: strategy.reduce(
+        tf.distribute.ReduceOp.MEAN if k == 'weight_decay' else
+        tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in losses.items()}
     return losses, applied
 
-  def train(self, num_steps: int | None = None,
-            after_step=None) -> dict[str, float]:
+  def train(self, num_steps: int | None = None, after_step=None,
+            budget: TimeBudget | None = None) -> dict[str, float]:
     """Runs up to train_steps (or num_steps more); returns the last losses.
 
     `after_step(step, losses)`, if given, runs after every step (e.g.
-    evaluation on its own cadence, independent of --log_every).
+    evaluation on its own cadence, independent of --log_every). With a
+    `budget`, training runs until the budget is spent instead, and the
+    cosine schedule ends at the step count the budget is estimated to allow
+    (re-estimated every 50 steps).
     """
     train_cfg = self.configs.train
-    end = train_cfg.train_steps
+    end = train_cfg.train_steps if budget is None else 2**62
     if num_steps is not None:
-      end = min(end, int(self.step) + num_steps)
-    writer = tf.summary.create_file_writer(os.path.join(self.model_dir,
-                                                        'train'))
+      end = min(end, self.current_step + num_steps)
+    if budget is not None:
+      budget.start()
+    writer = (tf.summary.create_file_writer(
+        os.path.join(self.model_dir, 'train')) if self.is_chief else
+              tf.summary.create_noop_writer())
     iterator = iter(self.dataset)
-    start_step, start_time = int(self.step), time.time()
+    start_step, start_time = self.current_step, time.time()
     last = {}
-    while int(self.step) < end:
-      losses, applied = self._train_step(next(iterator))
-      step = int(self.step)
+    picture_batch = None  # First images seen, drawn with the predictions.
+    while self.current_step < end:
+      batch = next(iterator)
+      if picture_batch is None:
+        picture_batch = self.strategy.experimental_local_results(batch)[0]
+      losses, applied = self._train_step(batch)
+      step = self.current_step
       last = {k: float(v) for k, v in losses.items()}
       if not bool(applied):
         logging.warning('step %d: non-finite loss or gradients, skipped '
-                        '(%d in a row)', step, int(self.bad_steps))
-        if int(self.bad_steps) >= train_cfg.max_bad_steps:
+                        '(%d in a row)', step, int(self.bad_steps.numpy()))
+        if int(self.bad_steps.numpy()) >= train_cfg.max_bad_steps:
           self.manager.save(checkpoint_number=self.step, check_interval=False)
           raise TrainingStopped(
-              f'{int(self.bad_steps)} non-finite steps in a row at step '
+              f'{int(self.bad_steps.numpy())} non-finite steps in a row at step '
               f'{step}: lower the learning rate or check the data; the last '
               f'good weights are in {self.manager.latest_checkpoint}')
       self.manager.save(checkpoint_number=self.step)
       if step % train_cfg.log_every == 0 or step == end:
         elapsed = time.time() - start_time
         rate = (step - start_step) / max(elapsed, 1e-9)
-        eta = (end - step) / max(rate, 1e-9)
-        line = (f'step {step}/{end}  loss {last["total"]:.3f}  ' +
+        shown_end = end if budget is None else int(self.total_steps.numpy())
+        eta = (shown_end - step) / max(rate, 1e-9)
+        line = (f'step {step}/{shown_end}  loss {last["total"]:.3f}  ' +
                 '  '.join(f'{k} {v:.3f}' for k, v in last.items()
                           if k != 'total') +
-                f'  lr {float(self.optimizer.learning_rate):.4g}  '
+                f'  lr {float(self.optimizer.learning_rate.numpy()):.4g}  '
                 f'{rate:.2f} steps/s  eta {eta / 60:.1f} min')
         print(line, flush=True)
         with writer.as_default(step=step):
           for key, value in last.items():
             tf.summary.scalar(f'loss/{key}', value)
           tf.summary.scalar('learning_rate',
-                            float(self.optimizer.learning_rate))
+                            float(self.optimizer.learning_rate.numpy()))
           tf.summary.scalar('steps_per_second', rate)
+      every = train_cfg.image_summary_every
+      if every and step % every == 0 and self.is_chief:
+        with writer.as_default(step=step):
+          tf.summary.image('predictions',
+                           self.prediction_pictures(picture_batch),
+                           max_outputs=4)
       if after_step:
         after_step(step, last)
+      if budget is not None:
+        if budget.spent():
+          break
+        if step % 50 == 0 or step == budget.skip_steps:
+          total = budget.estimate_total_steps(step)
+          if total is not None:
+            self.total_steps.assign(total)
     self.manager.save(checkpoint_number=self.step, check_interval=False)
     if len(self.skipped):
       logging.warning('%d images could not be read and were skipped:\n%s',
                       len(self.skipped), '\n'.join(self.skipped.messages))
-    self._write_config()
+    if self.is_chief:
+      self._write_config()
     return last
+
+  def prediction_pictures(self, batch: dict, max_images: int = 2
+                          ) -> np.ndarray:
+    """uint8 [N, H, 2W + 2, 3]: the model's current masks and boxes on the
+    batch's first images, beside its semantic map (TensorBoard images)."""
+    images = batch['image'][:max_images]
+    outputs = self._predict({'image': images,
+                             'image_size': batch['image_size'][:max_images]})
+    outputs = {k: v.numpy() for k, v in outputs.items()}
+    pictures = []
+    for i, image in enumerate(images.numpy()):
+      num = int(outputs['num_detections'][i])
+      boxes = outputs['detection_boxes'][i, :num]
+      masks = postprocess.paste_masks(outputs['detection_masks'][i, :num],
+                                      boxes, image.shape[0], image.shape[1])
+      pictures.append(visualize.prediction_panel(
+          image, boxes, masks >= 0.5, outputs['semantic_map'][i],
+          self.configs.model.num_classes))
+    return np.stack(pictures)
 
   def _write_config(self):
     with open(os.path.join(self.model_dir, 'configs.json'), 'w') as f:

@@ -90,3 +90,26 @@ def save_row(path: str, panels: list[np.ndarray], scale: int = 1) -> None:
   if scale > 1:
     row = row.repeat(scale, axis=0).repeat(scale, axis=1)
   Image.fromarray(row).save(path)
+
+
+def prediction_panel(image: np.ndarray, boxes: np.ndarray,
+                     masks: np.ndarray, semantic_map: np.ndarray | None,
+                     num_classes: int) -> np.ndarray:
+  """One image's predictions side by side: masks + boxes | semantic map.
+
+  Args:
+    image: uint8 [H, W, 3].
+    boxes: [N, 4] (ymin, xmin, ymax, xmax) in the image's pixels.
+    masks: [N, H, W] binary, pasted into the image.
+    semantic_map: int [H, W] class map, or None.
+    num_classes: K, for the semantic map's colours.
+
+  Returns:
+    uint8 [H, 2 W + 2, 3] (or the first panel alone without a map).
+  """
+  panels = [overlay_masks(image, masks, boxes)]
+  if semantic_map is not None:
+    panels.append(color_labels(semantic_map, num_classes))
+  panels = [np.pad(p, [[0, 0], [0, 2], [0, 0]], constant_values=128)
+            for p in panels]
+  return np.concatenate(panels, axis=1)[:, :-2]

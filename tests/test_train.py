@@ -1,5 +1,7 @@
 """The training loop: steps, checkpoints and resume, the NaN guard."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -35,22 +37,72 @@ def test_learning_rate_schedule():
                             lr_schedule='step', lr_decay_steps=(5, 8))
   assert float(train.learning_rate_at(6, step)) == pytest.approx(0.01)
   assert float(train.learning_rate_at(9, step)) == pytest.approx(0.001)
+  # A time budget moves the cosine's end (a tensor, no retracing).
+  assert float(train.learning_rate_at(
+      60, cfg, tf.constant(210, tf.int64))) == pytest.approx(
+          0.05 * (1 + np.cos(np.pi / 4)))
 
 
-def test_resume_continues_at_the_saved_step(shapes_train, tmp_path):
-  configs = configs_for(shapes_train, '--train_steps=3')
-  first = train.Trainer(configs, str(tmp_path))
-  assert first.restore_or_initialise() == 'initialised from scratch'
-  first.train(num_steps=2)
-  weights = [v.numpy() for v in first.models.train_model.weights]
+def test_time_budget_estimates_the_steps_it_allows():
+  budget = train.TimeBudget(100.0, 'cpu', skip_steps=10)
+  clock = [0.0]
+  budget._clock = lambda: clock[0]  # pylint: disable=protected-access
+  budget.start()
+  clock[0] = 5.0  # Steps 1-10 (tracing) took 5 s: not a rate.
+  assert budget.estimate_total_steps(10) is None
+  clock[0] = 25.0  # Steps 11-50 at 2 steps/s; 75 s left.
+  assert budget.estimate_total_steps(50) == 50 + 150
+  assert not budget.spent()
+  clock[0] = 100.0
+  assert budget.spent()
+  with pytest.raises(ValueError, match='wall or cpu'):
+    train.TimeBudget(1.0, 'gpu')
+
+
+@pytest.fixture(scope='module')
+def two_steps(shapes_train, tmp_path_factory):
+  """A trainer after 2 steps (checkpoint at 2, pictures at step 2), and
+  its weights then."""
+  model_dir = tmp_path_factory.mktemp('two_steps')
+  configs = configs_for(shapes_train, '--train_steps=3',
+                        '--image_summary_every=2')
+  trainer = train.Trainer(configs, str(model_dir))
+  assert trainer.restore_or_initialise() == 'initialised from scratch'
+  trainer.train(num_steps=2)
+  weights = [v.numpy() for v in trainer.models.train_model.weights]
+  return configs, model_dir, weights
+
+
+def test_resume_continues_at_the_saved_step(two_steps):
+  configs, model_dir, weights = two_steps
   # A new process-like trainer on the same model_dir picks up step 2.
-  second = train.Trainer(configs, str(tmp_path))
+  second = train.Trainer(configs, str(model_dir))
   assert 'at step 2' in second.restore_or_initialise()
   for saved, restored in zip(weights, second.models.train_model.weights):
     np.testing.assert_array_equal(saved, restored.numpy())
   losses = second.train()
-  assert int(second.step) == 3 and np.isfinite(losses['total'])
+  assert second.current_step == 3 and np.isfinite(losses['total'])
   assert second.manager.latest_checkpoint.endswith('ckpt-3')
+
+
+def test_tensorboard_gets_loss_scalars_and_prediction_pictures(two_steps):
+  import glob
+  _, model_dir, _ = two_steps
+  tags, pictures = set(), {}
+  for path in glob.glob(str(model_dir / 'train' / 'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.add(value.tag)
+        if value.tag == 'predictions':
+          pictures[event.step] = value.tensor.string_val
+  assert {'loss/total', 'loss/mask_refined', 'learning_rate'} <= tags
+  assert list(pictures) == [2]  # Every 2 steps, and before step 3.
+  width, height, *pngs = pictures[2]
+  assert len(pngs) == 2  # The first two images of the batch.
+  picture = tf.io.decode_png(pngs[0]).numpy()
+  # 96-px input: the predictions panel, a 2-px gap, the semantic map.
+  assert picture.shape == (96, 2 * 96 + 2, 3)
+  assert (int(width), int(height)) == (2 * 96 + 2, 96)
 
 
 def test_non_finite_steps_are_skipped_then_stop(shapes_train, tmp_path):
@@ -68,6 +120,7 @@ def test_non_finite_steps_are_skipped_then_stop(shapes_train, tmp_path):
     np.testing.assert_array_equal(old, new.numpy())
   _, applied = trainer._train_step(batch)
   assert bool(applied) and int(trainer.bad_steps) == 0
+
 
 
 def test_train_tool_evaluates_on_its_own_cadence(shapes_dir, tmp_path):
@@ -94,3 +147,46 @@ def test_train_tool_evaluates_on_its_own_cadence(shapes_dir, tmp_path):
   metrics = json.load(open(model_dir / 'metrics.json'))
   assert metrics['step'] == 3 and 'AP' in metrics['mask']
   assert os.path.exists(model_dir / 'best' / 'best.json')
+
+
+
+def test_kill_during_save_leaves_a_restorable_latest(shapes_train, tmp_path):
+  """SIGKILL a process that saves back to back, 3 times at random moments:
+  every restart restores "latest" (all objects matched) at the last save
+  it reported, or at the next one if the kill fell between that save's
+  completion and its report.
+  """
+  import random
+  import subprocess
+  import sys
+  import time
+  script = os.path.join(os.path.dirname(__file__), 'save_loop.py')
+  model_dir = str(tmp_path / 'model')
+  rng = random.Random(0)
+  last_saved = None
+  for kill in range(4):
+    with open(tmp_path / f'stderr{kill}.txt', 'w') as stderr:
+      process = subprocess.Popen(
+          [sys.executable, script, *shapes_train, model_dir],
+          stdout=subprocess.PIPE, stderr=stderr, text=True)
+    first = process.stdout.readline()
+    if last_saved is None:
+      assert first.startswith('initialised from scratch'), (
+          first, (tmp_path / f'stderr{kill}.txt').read_text()[-2000:])
+    else:
+      assert first.startswith('resumed from'), (
+          first, (tmp_path / f'stderr{kill}.txt').read_text()[-2000:])
+      step = int(first.split('at step ')[1])
+      assert step in (last_saved, last_saved + 1), (first, last_saved)
+      last_saved = step
+    if kill == 3:
+      process.kill()
+      process.wait()
+      break
+    line = process.stdout.readline()  # The first save of this run is done.
+    assert line.startswith('saved'), line
+    time.sleep(rng.uniform(0.0, 0.5))
+    process.kill()
+    process.wait()
+    lines = [line] + process.stdout.read().splitlines()
+    last_saved = max(int(l.split()[1]) for l in lines if l.startswith('saved'))

@@ -1,9 +1,13 @@
 """MaskLab's losses as free functions (Detectron2 style), with shapes.
 
-Every function returns a scalar: the mean over this replica's examples of
-the quantity the paper or TF Object Detection API uses. Under tf.distribute,
-the train step divides each by the number of replicas so that gradients
-summed over replicas equal those of the global batch.
+Every function returns a scalar: a sum over this replica's examples of the
+quantity the paper or TF Object Detection API uses, divided by the count of
+its terms over the *global* batch (all-reduced when called on a replica of a
+tf.distribute strategy). So each replica returns its share of the global
+batch's loss, the shares add up to it, and gradients summed over replicas
+are exactly those of one device on the whole batch, however the batch is
+split and however many anchors, RoIs or labelled pixels each part holds.
+Outside a strategy (or with one replica) it is the plain mean.
 """
 
 from __future__ import annotations
@@ -17,8 +21,18 @@ from masklab_tf.ops import direction as direction_ops
 IGNORE_LABEL = direction_ops.IGNORE_LABEL
 
 
+def global_count(count):
+  """`count` summed over the replicas in sync (itself outside a strategy)."""
+  count = tf.stop_gradient(tf.cast(count, tf.float32))
+  context = tf.distribute.get_replica_context()
+  if context is not None and context.num_replicas_in_sync > 1:
+    count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+  return count
+
+
 def _safe_mean(total, count):
-  return total / tf.maximum(tf.cast(count, tf.float32), 1.0)
+  """total / (global count, at least 1): this replica's share of the mean."""
+  return total / tf.maximum(global_count(count), 1.0)
 
 
 def huber(x, delta: float = 1.0):

@@ -153,8 +153,8 @@ def _train_and_evaluate(configs, output_dir, val_set):
   metrics = evaluator.run(trainer.models.inference_model,
                           os.path.join(model_dir, 'results.json'))
   evaluate.write_metrics(os.path.join(model_dir, 'metrics.json'), metrics,
-                         step=int(trainer.step))
-  print(evaluate.format_table({f'shapes_cpu, step {int(trainer.step)}':
+                         step=trainer.current_step)
+  print(evaluate.format_table({f'shapes_cpu, step {trainer.current_step}':
                                metrics}))
   preview = os.path.join(output_dir, 'predictions_preview.png')
   _save_predictions(trainer.models.inference_model, evaluator, val_set,

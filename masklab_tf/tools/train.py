@@ -61,7 +61,7 @@ def main(argv):
 
   trainer.train(after_step=after_step)
   if evaluator:
-    step = int(trainer.step)
+    step = trainer.current_step
     metrics = evaluate_at(step)
     evaluate.write_metrics(os.path.join(FLAGS.model_dir, 'metrics.json'),
                            metrics, step=step)

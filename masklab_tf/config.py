@@ -9,6 +9,7 @@ training dataclasses here.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from typing import Any
 
@@ -287,3 +288,30 @@ def from_flagfile(path: str, overrides: tuple[str, ...] = ()) -> Configs:
   define_all_flags(flag_values)
   flag_values(['configs', f'--flagfile={path}', *overrides])
   return all_from_flags(flag_values)
+
+
+CONFIGS_FILE = 'configs.json'
+
+
+def to_json(configs: Configs, path: str) -> None:
+  """Writes every config (bin/train leaves it in the model directory)."""
+  with open(path, 'w') as f:
+    json.dump({name: dataclasses.asdict(value)
+               for name, value in configs._asdict().items()}, f, indent=1)
+
+
+def from_json(path: str) -> Configs:
+  """Configs written by `to_json`; fields it lacks keep their defaults."""
+  with open(path) as f:
+    saved = json.load(f)
+  parts = []
+  for name, cls in zip(Configs._fields, CONFIG_CLASSES):
+    values = {}
+    for field in dataclasses.fields(cls):
+      if field.name in saved.get(name, {}):
+        value = saved[name][field.name]
+        if typing.get_origin(_field_type(cls, field)) is tuple:
+          value = tuple(value)
+        values[field.name] = value
+    parts.append(cls(**values))
+  return Configs(*parts)

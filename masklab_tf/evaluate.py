@@ -58,6 +58,32 @@ def predict(inference_model, dataset: tf.data.Dataset,
   return predictions
 
 
+def predict_saved_model(loaded, dataset: coco.CocoDataset,
+                        mask_threshold: float = 0.5) -> list[dict]:
+  """`predict` through an exported SavedModel (serving/export.py).
+
+  Each original image goes in as it is (batch 1, its own size) through the
+  `serving_default` signature, which resizes and pads in the graph and
+  answers in the image's pixels, as a served model would.
+  """
+  serve = loaded.signatures['serving_default']
+  predictions = []
+  for record in dataset.records:
+    image = dataset.load_image(record)
+    outputs = {k: v.numpy()[0] for k, v in
+               serve(images=tf.constant(image[np.newaxis])).items()}
+    num = int(outputs['num_detections'])
+    boxes = outputs['detection_boxes'][:num]
+    masks = postprocess.paste_masks(outputs['detection_masks'][:num], boxes,
+                                    record.height, record.width)
+    predictions.append({
+        'image_id': record.image_id, 'boxes': boxes,
+        'scores': outputs['detection_scores'][:num],
+        'classes': outputs['detection_classes'][:num],
+        'masks': (masks >= mask_threshold).astype(np.uint8)})
+  return predictions
+
+
 def to_coco_results(predictions: list[dict],
                     category_ids: list[int]) -> list[dict]:
   """COCO results json entries; category_ids[k - 1] is class k's COCO id."""
@@ -178,8 +204,14 @@ class Evaluator:
     self.ground_truth = self.dataset.to_coco_dict()
     self.category_ids = [c.id for c in self.dataset.categories]
 
-  def run(self, inference_model, results_path: str | None = None) -> dict:
-    predictions = predict(inference_model, self.batches)
+  def run(self, inference_model, results_path: str | None = None,
+          saved_model=None) -> dict:
+    """Scores `inference_model` on the eval pipeline's batches, or a loaded
+    SavedModel (then inference_model is unused) on the raw images."""
+    if saved_model is not None:
+      predictions = predict_saved_model(saved_model, self.dataset)
+    else:
+      predictions = predict(inference_model, self.batches)
     results = to_coco_results(predictions, self.category_ids)
     if results_path:
       with open(results_path, 'w') as f:

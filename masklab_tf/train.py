@@ -19,7 +19,6 @@ restores it and continues at its step.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -295,6 +294,8 @@ class Trainer:
     end = train_cfg.train_steps if budget is None else 2**62
     if num_steps is not None:
       end = min(end, self.current_step + num_steps)
+    if self.is_chief:  # What load_model() needs, from the first step on.
+      self._write_config()
     if budget is not None:
       budget.start()
     writer = (tf.summary.create_file_writer(
@@ -357,8 +358,6 @@ class Trainer:
     if len(self.skipped):
       logging.warning('%d images could not be read and were skipped:\n%s',
                       len(self.skipped), '\n'.join(self.skipped.messages))
-    if self.is_chief:
-      self._write_config()
     return last
 
   def prediction_pictures(self, batch: dict, max_images: int = 2
@@ -381,6 +380,5 @@ class Trainer:
     return np.stack(pictures)
 
   def _write_config(self):
-    with open(os.path.join(self.model_dir, 'configs.json'), 'w') as f:
-      json.dump({name: dataclasses.asdict(value) for name, value in
-                 self.configs._asdict().items()}, f, indent=1)
+    config_lib.to_json(self.configs,
+                       os.path.join(self.model_dir, config_lib.CONFIGS_FILE))

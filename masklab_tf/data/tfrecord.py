@@ -80,7 +80,8 @@ def encode_record(dataset: coco.CocoDataset,
       'image/object/area': _floats([i.area for i in record.instances]),
       'image/object/annotation_id': _ints(
           [i.annotation_id for i in record.instances]),
-      'image/object/mask': _bytes([_png(m * 255) for m in masks]),
+      # 0/1 PNGs, as Model Garden's converter writes and its decoder reads.
+      'image/object/mask': _bytes([_png(m) for m in masks]),
   }
   example = tf.train.Example(features=tf.train.Features(feature=features))
   return example.SerializeToString()
@@ -190,7 +191,7 @@ def decode_example(serialized: tf.Tensor,
       'boxes': boxes,
       'classes': table.lookup(dense['image/object/class/label']),
       'is_crowd': dense['image/object/is_crowd'] > 0,
-      'masks': tf.cast(masks > 127, tf.uint8),
+      'masks': tf.cast(masks > 0, tf.uint8),  # 0/1 (and older 0/255)
   }
 
 

@@ -5,10 +5,16 @@ Usage:
       --annotations=demo_data/val/annotations.json \
       --images=demo_data/val/images [--checkpoint=PATH] [--output_dir=DIR]
 
+  bin/evaluate --flagfile=configs/shapes_cpu.flags \
+      --saved_model=demo_data/export/1 --output_dir=DIR \
+      --annotations=demo_data/val/annotations.json \
+      --images=demo_data/val/images
+
 Restores the latest checkpoint of --model_dir (or --checkpoint, e.g.
-runs/shapes/best/ckpt-300), writes DIR/results.json (COCO results with RLE
-masks) and DIR/metrics.json, and prints box and mask AP, AP50, AP75, APs,
-APm, APl from pycocotools COCOeval.
+runs/shapes/best/ckpt-300), or loads an exported SavedModel (bin/export),
+writes DIR/results.json (COCO results with RLE masks) and DIR/metrics.json,
+and prints box and mask AP, AP50, AP75, APs, APm, APl from pycocotools
+COCOeval.
 """
 
 import os
@@ -27,7 +33,8 @@ flags.DEFINE_string('checkpoint', '', 'Checkpoint path (default: latest in '
                     '--model_dir).')
 flags.DEFINE_string('output_dir', '', 'Where results.json and metrics.json '
                     'go (default: --model_dir).')
-flags.mark_flag_as_required('model_dir')
+flags.DEFINE_string('saved_model', '', 'Evaluate this SavedModel '
+                    '(bin/export) instead of a checkpoint.')
 config.define_all_flags()
 
 
@@ -38,22 +45,36 @@ def main(argv):
   if not configs.data.annotations:
     raise app.UsageError('--annotations and --images name the set to '
                          'evaluate')
-  path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
-  if not path:
-    raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to evaluate')
-  models = masklab.build_masklab(configs.model, configs.geometry,
-                                 configs.data.max_instances)
-  tf.train.Checkpoint(model=models.train_model).restore(
-      path).expect_partial().assert_existing_objects_matched()
   output_dir = FLAGS.output_dir or FLAGS.model_dir
+  if not output_dir:
+    raise app.UsageError('--output_dir (or --model_dir) says where results '
+                         'go')
+  if FLAGS.saved_model:
+    if not os.path.exists(os.path.join(FLAGS.saved_model, 'saved_model.pb')):
+      raise app.UsageError(f'{FLAGS.saved_model}: no saved_model.pb')
+    path, inference_model = FLAGS.saved_model, None
+    saved_model = tf.saved_model.load(path)
+  else:
+    if not FLAGS.model_dir:
+      raise app.UsageError('--model_dir or --saved_model names the model')
+    path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
+    if not path:
+      raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to evaluate')
+    models = masklab.build_masklab(configs.model, configs.geometry,
+                                   configs.data.max_instances)
+    tf.train.Checkpoint(model=models.train_model).restore(
+        path).expect_partial().assert_existing_objects_matched()
+    inference_model, saved_model = models.inference_model, None
   os.makedirs(output_dir, exist_ok=True)
   evaluator = evaluate.Evaluator(configs, configs.data.annotations,
                                  configs.data.images)
-  metrics = evaluator.run(models.inference_model,
-                          os.path.join(output_dir, 'results.json'))
+  metrics = evaluator.run(inference_model,
+                          os.path.join(output_dir, 'results.json'),
+                          saved_model=saved_model)
   evaluate.write_metrics(os.path.join(output_dir, 'metrics.json'), metrics,
-                         checkpoint=path)
-  print(f'checkpoint: {path}')
+                         **{'saved_model' if saved_model else 'checkpoint':
+                            path})
+  print(f'model: {path}')
   print(evaluate.format_table({os.path.basename(path): metrics}))
 
 

@@ -43,6 +43,13 @@ def test_shards_and_categories_written(shapes_records):
   assert [c['id'] for c in categories] == [c.id for c in dataset.categories]
   count = sum(1 for p in paths for _ in tf.data.TFRecordDataset(p))
   assert count == len(dataset.records)
+  # Masks are 0/1 PNGs, as Model Garden's converter writes them (its
+  # decoder does not binarise by default).
+  example = tf.train.Example.FromString(
+      next(iter(tf.data.TFRecordDataset(paths[0]))).numpy())
+  masks = example.features.feature['image/object/mask'].bytes_list.value
+  assert masks and all(
+      set(np.unique(tf.io.decode_png(m).numpy())) == {0, 1} for m in masks)
 
 
 def test_tfrecord_pipeline_equals_json_pipeline(shapes_records):

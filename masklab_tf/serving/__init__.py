@@ -1,0 +1,1 @@
+"""Serving: the model on raw images (Keras and SavedModel)."""

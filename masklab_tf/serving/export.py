@@ -1,0 +1,95 @@
+"""SavedModel export for TF Serving: any batch, any image size.
+
+Two signatures over the same variables:
+  serving_default  images: uint8 [B, H, W, 3] (B, H, W dynamic; one size
+                   per request, as a tensor must be)
+  serving_encoded  encoded: string [B] JPEG or PNG bytes, each its own size
+                   (what REST clients send, base64 in the JSON)
+Both resize and pad in the graph to the model's input policy and return the
+outputs of serving/model.py in each image's own pixels. The SavedModel is
+plain TensorFlow: loading it needs neither masklab_tf nor Model Garden.
+The class names travel as an asset (assets/categories.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import tensorflow as tf
+import tf_keras
+
+from masklab_tf import config as config_lib
+from masklab_tf.serving import model as model_lib
+from masklab_tf.serving import preprocess
+
+
+class ServingModule(tf.Module):
+  """The inference model and the input policy behind the signatures."""
+
+  def __init__(self, inference_model: tf_keras.Model,
+               configs: config_lib.Configs, full_image_masks: bool = False,
+               categories_path: str | None = None):
+    super().__init__(name='masklab_serving')
+    self.inference_model = inference_model
+    data = configs.data
+    self.resize_and_pad = preprocess.ResizeAndPad(
+        data.eval_min_size, data.max_size, configs.model.output_stride,
+        data.pad_to)
+    self._policy = dict(min_size=data.eval_min_size, max_size=data.max_size,
+                        stride=configs.model.output_stride,
+                        pad_to=data.pad_to)
+    self._full_image_masks = full_image_masks
+    if categories_path:
+      self.categories = tf.saved_model.Asset(categories_path)
+
+  def _run(self, images, size, scale, original):
+    outputs = self.inference_model({'image': images, 'image_size': size},
+                                   training=False)
+    return model_lib.to_original(outputs, size, scale, original,
+                                 self._full_image_masks)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')])
+  def serve_images(self, images):
+    return self._run(*self.resize_and_pad(images))
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None], tf.string, name='encoded')])
+  def serve_encoded(self, encoded):
+    return self._run(*preprocess.decode_images(encoded, **self._policy))
+
+
+def write_categories(categories: list[dict], directory: str) -> str:
+  """categories.json for the asset: [{id, name}, ...] in class order."""
+  path = os.path.join(directory, 'categories.json')
+  with open(path, 'w') as f:
+    json.dump([{'id': c['id'], 'name': c['name']} for c in categories], f)
+  return path
+
+
+def export_saved_model(inference_model: tf_keras.Model,
+                       configs: config_lib.Configs, export_dir: str,
+                       categories: list[dict] | None = None,
+                       full_image_masks: bool = False) -> str:
+  """Writes the SavedModel; returns export_dir.
+
+  Args:
+    inference_model: MaskLabModels.inference_model with trained weights.
+    configs: the model's configs (input policy, stride).
+    export_dir: output folder (a TF Serving version folder, e.g. .../1).
+    categories: COCO categories [{id, name}] in class order (optional).
+    full_image_masks: add `detection_masks_full` to both signatures.
+  """
+  with tempfile.TemporaryDirectory() as scratch:
+    categories_path = (write_categories(categories, scratch)
+                       if categories else None)
+    module = ServingModule(inference_model, configs, full_image_masks,
+                           categories_path)
+    signatures = {
+        'serving_default': module.serve_images.get_concrete_function(),
+        'serving_encoded': module.serve_encoded.get_concrete_function(),
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+  return export_dir

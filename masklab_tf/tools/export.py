@@ -1,0 +1,72 @@
+"""Exports a trained MaskLab as a SavedModel for TF Serving (bin/export).
+
+Usage:
+  bin/export --flagfile=configs/shapes_cpu.flags --model_dir=runs/shapes \
+      --export_dir=exported/shapes/1 [--checkpoint=PATH] \
+      [--full_image_masks] [--categories=annotations.json]
+
+Signatures (serving/export.py): `serving_default` takes uint8 images
+[batch, height, width, 3], `serving_encoded` JPEG / PNG strings [batch];
+batch and size are dynamic. Class names come from --categories (a COCO
+json or a TFRecord `.categories.json`; default: the training data's) and
+travel in the SavedModel's assets.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+from masklab_tf import config
+from masklab_tf.data import tfrecord
+from masklab_tf.modeling import masklab
+from masklab_tf.serving import export
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('model_dir', None, 'Training directory.')
+flags.DEFINE_string('checkpoint', '', 'Checkpoint (default: latest in '
+                    '--model_dir).')
+flags.DEFINE_string('export_dir', None, 'SavedModel folder to write.')
+flags.DEFINE_bool('full_image_masks', False, 'Also output masks pasted '
+                  'into the image (uint8 [B, D, H, W]).')
+flags.DEFINE_string('categories', '', 'COCO json or .categories.json with '
+                    'the class names (default: from the training data).')
+flags.mark_flags_as_required(['model_dir', 'export_dir'])
+config.define_all_flags()
+
+
+def categories_for(configs) -> list[dict] | None:
+  path = FLAGS.categories
+  if not path and configs.train.train_tfrecords:
+    path = tfrecord.categories_path_for(configs.train.train_tfrecords)
+  path = path or configs.train.train_annotations
+  if not path:
+    return None
+  if not os.path.exists(path):
+    raise app.UsageError(f'{path}: no such categories file')
+  return tfrecord.read_categories(path)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  configs = config.all_from_flags()
+  path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
+  if not path:
+    raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to export')
+  models = masklab.build_masklab(configs.model, configs.geometry,
+                                 configs.data.max_instances)
+  tf.train.Checkpoint(model=models.train_model).restore(
+      path).expect_partial().assert_existing_objects_matched()
+  categories = categories_for(configs)
+  export.export_saved_model(models.inference_model, configs,
+                            FLAGS.export_dir, categories,
+                            FLAGS.full_image_masks)
+  print(f'exported {path} to {FLAGS.export_dir} (signatures '
+        'serving_default, serving_encoded; '
+        f'{len(categories) if categories else "no"} class names)')
+
+
+if __name__ == '__main__':
+  app.run(main)

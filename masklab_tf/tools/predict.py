@@ -1,0 +1,300 @@
+"""Runs an exported MaskLab SavedModel on image files (bin/predict).
+
+Usage:
+  bin/predict --saved_model=exported/shapes/1 --images=photos/ \
+      --output_dir=predictions [--score_threshold=0.5] [--batch_size=1] \
+      [--image_ids_from=annotations.json]
+
+--images is a file, a folder (its .png / .jpg / .jpeg / .bmp / .gif / .webp
+files) or a glob ('photos/*.jpg', quoted). The raw file bytes go to the
+SavedModel's `serving_encoded` signature, so images keep their own size and
+format; --batch_size consecutive files share one call. The model runs from
+the SavedModel alone (tf.saved_model.load); masklab_tf only supplies the
+numpy helpers for pictures and COCO results.
+
+Writes to --output_dir:
+  results.json              COCO results of every detection (any score):
+                            image_id (the id of the file's name in
+                            --image_ids_from, else the file's position
+                            among the matched files, from 1), the
+                            category's COCO id from the model's
+                            categories asset, bbox [x, y, w, h], score and
+                            the mask pasted into the image, thresholded at
+                            0.5, as RLE.
+  <stem>_predictions.png    the image with masks, boxes and "name score"
+                            labels of the detections >= --score_threshold.
+  <stem>_semantic.png       the semantic map (class 0 black).
+
+A file that cannot be read or decoded, or whose name is not in
+--image_ids_from, is reported and skipped; the others are processed and the
+exit code is 1.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+import re
+import sys
+
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
+
+from masklab_tf import evaluate
+from masklab_tf import visualize
+from masklab_tf.modeling import postprocess
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('saved_model', None, 'SavedModel folder (bin/export '
+                    '--export_dir).')
+flags.DEFINE_string('images', None, 'An image file, a folder of images or a '
+                    'glob.')
+flags.DEFINE_string('output_dir', None, 'Where results.json and the '
+                    'pictures go.')
+flags.DEFINE_float('score_threshold', 0.5, 'Detections drawn from this '
+                   'score up (results.json keeps all).')
+flags.DEFINE_integer('batch_size', 1, 'Files per SavedModel call.')
+flags.DEFINE_string('image_ids_from', '', 'COCO json whose image ids '
+                    'results.json uses, matched by file name.')
+flags.mark_flags_as_required(['saved_model', 'images', 'output_dir'])
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
+SIGNATURE = 'serving_encoded'
+MASK_THRESHOLD = 0.5
+
+# One decoded input: its path, raw bytes, uint8 [H, W, 3] pixels, image id.
+Item = collections.namedtuple('Item', ['path', 'data', 'image', 'image_id'])
+
+
+def list_images(pattern: str) -> list[str]:
+  """The files --images names, sorted; UsageError when there are none."""
+  if os.path.isdir(pattern):
+    paths = [os.path.join(pattern, name) for name in os.listdir(pattern)
+             if name.lower().endswith(IMAGE_EXTENSIONS)]
+  elif os.path.isfile(pattern):
+    paths = [pattern]
+  else:
+    # A glob is taken as the user wrote it: no extension filter.
+    paths = [p for p in glob.glob(pattern) if os.path.isfile(p)]
+  if not paths:
+    raise app.UsageError(f'--images={pattern}: no image files matched')
+  paths = sorted(paths)
+  stems = collections.Counter(stem(p) for p in paths)
+  clashes = sorted(s for s, n in stems.items() if n > 1)
+  if clashes:
+    # Output pictures are named by stem; two inputs would overwrite one.
+    raise app.UsageError(
+        f'--images={pattern}: several files share the name(s) '
+        f'{", ".join(clashes[:5])}; their pictures would collide')
+  return paths
+
+
+def stem(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def read_image_ids(path: str) -> dict[str, int | None]:
+  """file name -> image id of a COCO json; None for ambiguous names."""
+  if not os.path.exists(path):
+    raise app.UsageError(f'--image_ids_from={path}: no such file')
+  try:
+    with open(path) as f:
+      images = json.load(f)['images']
+  except (ValueError, KeyError, TypeError) as e:
+    raise app.UsageError(f'--image_ids_from={path}: not a COCO json with '
+                         f'"images" ({e})') from e
+  ids = {}
+  for image in images:
+    # COCO file names may carry folders; the files are matched by base name.
+    name = os.path.basename(image['file_name'])
+    if name in ids and ids[name] != image['id']:
+      ids[name] = None
+    else:
+      ids[name] = image['id']
+  return ids
+
+
+def load_saved_model(path: str):
+  """(signature function, categories [{id, name}] or None)."""
+  if not (os.path.exists(os.path.join(path, 'saved_model.pb')) or
+          os.path.exists(os.path.join(path, 'saved_model.pbtxt'))):
+    raise app.UsageError(f'--saved_model={path}: no SavedModel there '
+                         '(no saved_model.pb)')
+  loaded = tf.saved_model.load(path)
+  if SIGNATURE not in loaded.signatures:
+    raise app.UsageError(
+        f'--saved_model={path}: no {SIGNATURE} signature (has '
+        f'{", ".join(loaded.signatures.keys())}); export it with bin/export')
+  categories = None
+  if hasattr(loaded, 'categories'):
+    with open(loaded.categories.asset_path.numpy().decode()) as f:
+      categories = json.load(f)
+  # The signature function keeps `loaded` (its variables) alive.
+  return loaded.signatures[SIGNATURE], categories
+
+
+def decode(path: str) -> tuple[bytes, np.ndarray]:
+  """Raw bytes and RGB pixels of a file; ValueError naming the problem.
+
+  TensorFlow's decoder, the one inside the signature, so that the picture
+  drawn is the image the model saw and a file is rejected here exactly when
+  the model would reject it (one bad file would fail its whole batch).
+  """
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as e:
+    raise ValueError(f'{path}: cannot read ({e.strerror})') from e
+  try:
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+  except (tf.errors.InvalidArgumentError, ValueError) as e:
+    # TensorFlow wraps the reason in '{{function_node ...}} ... [Op:...]'.
+    message = re.sub(r'\{\{.*?\}\}|\[Op:\w+\]', '',
+                     getattr(e, 'message', str(e))).strip()
+    raise ValueError(f'{path}: cannot decode as an image ({message})') from e
+  return data, image.numpy()
+
+
+def run_batch(signature, items: list[Item]) -> list[dict]:
+  """Model outputs of one batch, split per image and cropped to its size."""
+  outputs = signature(encoded=tf.constant([item.data for item in items]))
+  outputs = {k: v.numpy() for k, v in outputs.items()}
+  results = []
+  for i, item in enumerate(items):
+    height, width = item.image.shape[:2]
+    num = int(outputs['num_detections'][i])
+    boxes = outputs['detection_boxes'][i, :num]
+    # The numpy paste (evaluation's), not `detection_masks_full`: the
+    # SavedModel may have been exported without it.
+    masks = postprocess.paste_masks(outputs['detection_masks'][i, :num],
+                                    boxes, height, width)
+    results.append({
+        'image_id': item.image_id, 'boxes': boxes,
+        'scores': outputs['detection_scores'][i, :num],
+        'classes': outputs['detection_classes'][i, :num],
+        'masks': (masks >= MASK_THRESHOLD).astype(np.uint8),
+        # Padding beyond a smaller image of the batch is cropped off.
+        'semantic_map': outputs['semantic_map'][i, :height, :width],
+    })
+  return results
+
+
+def draw_predictions(image: np.ndarray, prediction: dict, names: list[str],
+                     threshold: float) -> np.ndarray:
+  """Masks, boxes and "name score" labels of the detections >= threshold."""
+  keep = prediction['scores'] >= threshold
+  boxes = prediction['boxes'][keep]
+  picture = Image.fromarray(
+      visualize.overlay_masks(image, prediction['masks'][keep], boxes))
+  draw = ImageDraw.Draw(picture)
+  font = ImageFont.load_default()
+  # overlay_masks' colours, so that a label matches its box.
+  colors = visualize.palette(len(boxes) + 1)[1:]
+  for box, score, cls, color in zip(boxes, prediction['scores'][keep],
+                                    prediction['classes'][keep], colors):
+    label = f'{name_of(names, cls)} {score:.2f}'
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    text_w, text_h = right - left + 2, bottom - top + 2
+    ymin, xmin = float(box[0]), float(box[1])
+    # Above the box; inside its top edge when the box touches the top.
+    y = ymin - text_h if ymin - text_h >= 0 else ymin
+    x = min(max(xmin, 0), max(picture.width - text_w, 0))
+    draw.rectangle([x, y, x + text_w - 1, y + text_h - 1],
+                   fill=tuple(int(c) for c in color))
+    draw.text((x + 1 - left, y + 1 - top), label, fill=(0, 0, 0), font=font)
+  return np.asarray(picture)
+
+
+def name_of(names: list[str], cls) -> str:
+  cls = int(cls)
+  return names[cls - 1] if 0 < cls <= len(names) else f'class {cls}'
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.batch_size < 1:
+    raise app.UsageError(f'--batch_size={FLAGS.batch_size}: must be >= 1')
+  paths = list_images(FLAGS.images)
+  ids = read_image_ids(FLAGS.image_ids_from) if FLAGS.image_ids_from else None
+  signature, categories = load_saved_model(FLAGS.saved_model)
+  if categories is None:
+    print(f'{FLAGS.saved_model}: no categories asset; category ids are the '
+          'class indices 1..K', file=sys.stderr)
+  names = [c['name'] for c in categories or []]
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+
+  skipped, predictions, drawn = [], [], 0
+
+  def process(items):
+    nonlocal drawn
+    for item, prediction in zip(items, run_batch(signature, items)):
+      name = stem(item.path)
+      picture = draw_predictions(item.image, prediction, names,
+                                 FLAGS.score_threshold)
+      Image.fromarray(picture).save(
+          os.path.join(FLAGS.output_dir, f'{name}_predictions.png'))
+      semantic = np.maximum(prediction.pop('semantic_map'), 0)
+      Image.fromarray(visualize.color_labels(
+          semantic, max(len(names), int(semantic.max(initial=0))))).save(
+              os.path.join(FLAGS.output_dir, f'{name}_semantic.png'))
+      above = int((prediction['scores'] >= FLAGS.score_threshold).sum())
+      drawn += above
+      predictions.append(prediction)
+      print(f'{item.path}: {above} detections >= {FLAGS.score_threshold:g} '
+            f'(of {len(prediction["scores"])})', flush=True)
+
+  batch = []
+  for index, path in enumerate(paths, start=1):
+    try:
+      data, image = decode(path)
+    except ValueError as e:
+      print(f'skipping {e}', file=sys.stderr, flush=True)
+      skipped.append((path, str(e)))
+      continue
+    image_id = index
+    if ids is not None:
+      image_id = ids.get(os.path.basename(path))
+      if image_id is None:
+        why = ('is not' if os.path.basename(path) not in ids else
+               'has several ids') + f' in {FLAGS.image_ids_from}'
+        message = f'{path}: {os.path.basename(path)} {why}'
+        print(f'skipping {message}', file=sys.stderr, flush=True)
+        skipped.append((path, message))
+        continue
+    batch.append(Item(path, data, image, image_id))
+    if len(batch) == FLAGS.batch_size:
+      process(batch)
+      batch = []
+  if batch:
+    process(batch)
+
+  # Without the asset, class k is its own category id.
+  max_class = max([int(p['classes'].max(initial=0)) for p in predictions],
+                  default=0)
+  category_ids = ([c['id'] for c in categories] if categories else
+                  list(range(1, max_class + 1)))
+  results = evaluate.to_coco_results(predictions, category_ids)
+  results_path = os.path.join(FLAGS.output_dir, 'results.json')
+  with open(results_path, 'w') as f:
+    json.dump(results, f)
+  print(f'{len(predictions)} images, {len(results)} detections '
+        f'({drawn} >= {FLAGS.score_threshold:g}) -> {results_path}; '
+        f'{len(skipped)} skipped')
+  if skipped:
+    print(f'skipped {len(skipped)} file(s):', file=sys.stderr)
+    for _, message in skipped:
+      print(f'  {message}', file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -3,8 +3,8 @@
 Generates the synthetic shapes set, checks both splits with the COCO reader,
 runs the input pipeline over it (summary + a picture of the targets), trains
 MaskLab on it (configs/shapes_cpu.flags: 300 steps, resumable), evaluates on
-the val split with pycocotools and saves a picture of the predictions.
-Export and prediction join this job as they land.
+the val split with pycocotools, saves a picture of the predictions and
+exports the SavedModel.
 
 Usage:
   bin/demo --output_dir=demo_data [--flagfile=configs/shapes_cpu.flags]
@@ -26,6 +26,7 @@ from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.data import synthetic
 from masklab_tf.data import report
+from masklab_tf.serving import export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('output_dir', 'demo_data', 'Where the shapes set and '
@@ -46,15 +47,15 @@ def _make_data(output_dir):
     start = time.time()
     synthetic.make_shapes(output_dir, num_train=FLAGS.num_train,
                           num_val=FLAGS.num_val, seed=0)
-    print(f'[1/5] generated the shapes set in {output_dir} '
+    print(f'[1/6] generated the shapes set in {output_dir} '
           f'({time.time() - start:.1f} s)')
   else:
-    print(f'[1/5] reusing the shapes set in {output_dir} '
+    print(f'[1/6] reusing the shapes set in {output_dir} '
           '(--regenerate to rebuild)')
 
 
 def _check(output_dir):
-  print('[2/5] checking both splits')
+  print('[2/6] checking both splits')
   datasets = {}
   for split in ('train', 'val'):
     dataset = coco.read_coco(
@@ -67,7 +68,7 @@ def _check(output_dir):
 
 
 def _run_pipeline(dataset, data_cfg, geometry, output_dir):
-  print(f'[3/5] input pipeline: {FLAGS.num_batches} batches of '
+  print(f'[3/6] input pipeline: {FLAGS.num_batches} batches of '
         f'{FLAGS.batch_size}')
   batches = pipeline.build_dataset(
       data_cfg, geometry, FLAGS.batch_size, is_training=True,
@@ -142,12 +143,12 @@ def _train_and_evaluate(configs, output_dir, val_set):
       configs.train, train_annotations=split('train', 'annotations.json'),
       train_images=split('train', 'images')))
   model_dir = os.path.join(output_dir, 'model')
-  print(f'[4/5] training {configs.train.train_steps} steps into {model_dir} '
+  print(f'[4/6] training {configs.train.train_steps} steps into {model_dir} '
         f'(batch {configs.train.batch_size}; rerun to resume)')
   trainer = train.Trainer(configs, model_dir)
   print('  ' + trainer.restore_or_initialise(), flush=True)
   trainer.train()
-  print(f'[5/5] COCO evaluation on {len(val_set.records)} val images')
+  print(f'[5/6] COCO evaluation on {len(val_set.records)} val images')
   evaluator = evaluate.Evaluator(configs, split('val', 'annotations.json'),
                                  split('val', 'images'))
   metrics = evaluator.run(trainer.models.inference_model,
@@ -160,6 +161,14 @@ def _train_and_evaluate(configs, output_dir, val_set):
   _save_predictions(trainer.models.inference_model, evaluator, val_set,
                     preview)
   print(f'  predictions (score > 0.5) under the images: {preview}')
+  export_dir = os.path.join(output_dir, 'export', '1')
+  print(f'[6/6] exporting the SavedModel (TF Serving) to {export_dir}')
+  export.export_saved_model(
+      trainer.models.inference_model, configs, export_dir,
+      categories=[{'id': c.id, 'name': c.name} for c in val_set.categories])
+  print('  signatures serving_default (uint8 images) and serving_encoded '
+        '(JPEG/PNG bytes); try: saved_model_cli show --all --dir '
+        f'{export_dir}')
 
 
 def _save_predictions(inference_model, evaluator, val_set, path):

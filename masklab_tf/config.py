@@ -159,6 +159,9 @@ class ModelConfig:
       many channels each on the whole image before cropping (cheaper refinement
       at many detections); 0 crops them whole (paper).
     refine_filters: filters of the three 5x5 refinement convs (paper: 64).
+    ps_grid_size, ps_grid_size_fine, ps_feature_channels: position-sensitive
+      heads (fcis, biseg): k x k cells of the res5 score maps (paper: 7),
+      of BiSeg's res3 maps (9), and the 1x1 reduction of res5 (1024).
     semantic_loss_weight, direction_loss_weight: optional dense auxiliary
       losses (0 = off: the paper trains both branches through the masks).
     max_detections, detection_nms_iou, detection_score_threshold: inference.
@@ -192,6 +195,9 @@ class ModelConfig:
   refine: bool = True
   hypercolumn_channels: int = 0
   refine_filters: int = 64
+  ps_grid_size: int = 7
+  ps_grid_size_fine: int = 9
+  ps_feature_channels: int = 1024
   semantic_loss_weight: float = 0.0
   direction_loss_weight: float = 0.0
   max_detections: int = 100

@@ -13,6 +13,7 @@ side on one model and one training loop.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import tensorflow as tf
@@ -21,14 +22,19 @@ import tf_keras
 from masklab_tf.ops import assemble
 from masklab_tf.ops import roi_crop
 
-_REGISTRY: dict[str, Callable[..., tf_keras.layers.Layer]] = {}
+# name -> (factory, the layer class it builds).
+_REGISTRY: dict[str, tuple[Callable[..., tf_keras.layers.Layer], type]] = {}
 
 
-def register(name: str):
-  """Class decorator: makes a head buildable by `build_mask_head(name)`."""
-  def wrap(cls):
-    _REGISTRY[name] = cls
-    return cls
+def register(name: str, builds: type | None = None):
+  """Decorator: makes a head buildable by `build_mask_head(name)`.
+
+  Decorates a layer class, or a factory function of one (then `builds`
+  names the class, whose constructor arguments the factory accepts).
+  """
+  def wrap(factory):
+    _REGISTRY[name] = (factory, builds or factory)
+    return factory
   return wrap
 
 
@@ -36,11 +42,29 @@ def available_heads() -> list[str]:
   return sorted(_REGISTRY)
 
 
+def _constructor_arguments(cls: type) -> set[str]:
+  """Named constructor arguments of cls and its bases up to Layer."""
+  names = {'name', 'dtype', 'trainable'}
+  for klass in cls.__mro__:
+    if klass is tf_keras.layers.Layer:
+      break
+    if '__init__' in vars(klass):
+      names.update(
+          p.name for p in inspect.signature(klass.__init__).parameters.values()
+          if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+  return names - {'self'}
+
+
 def build_mask_head(head: str, **kwargs) -> tf_keras.layers.Layer:
+  """Builds a registered head from the model's common arguments; each head
+  takes those its constructor names (e.g. grid sizes only for the
+  position-sensitive heads) and ignores the rest."""
   if head not in _REGISTRY:
     raise ValueError(f"unknown mask head {head!r}; available: "
                      f'{", ".join(available_heads())}')
-  return _REGISTRY[head](**kwargs)
+  factory, cls = _REGISTRY[head]
+  accepted = _constructor_arguments(cls)
+  return factory(**{k: v for k, v in kwargs.items() if k in accepted})
 
 
 MASK_FEATURES = ('both', 'semantic', 'direction')
@@ -184,11 +208,15 @@ class MaskLabHead(tf_keras.layers.Layer):
     }
 
 
-@register('masklab_semantic_only')
+@register('masklab_semantic_only', builds=MaskLabHead)
 def _semantic_only(**kwargs):
   return MaskLabHead(**{**kwargs, 'features': 'semantic'})
 
 
-@register('masklab_direction_only')
+@register('masklab_direction_only', builds=MaskLabHead)
 def _direction_only(**kwargs):
   return MaskLabHead(**{**kwargs, 'features': 'direction'})
+
+
+# The position-sensitive heads (FCIS, BiSeg) register themselves.
+from masklab_tf.modeling import ps_heads  # noqa: E402,F401  pylint: disable=g-import-not-at-top,unused-import

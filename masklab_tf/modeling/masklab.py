@@ -133,7 +133,10 @@ def build_masklab(cfg: config_lib.ModelConfig,
       num_distance_bins=geometry.num_distance_bins, output_stride=stride,
       features=cfg.mask_features, refine=cfg.refine,
       hypercolumn_channels=cfg.hypercolumn_channels,
-      refine_filters=cfg.refine_filters, use_xla=use_xla, name='mask_head')
+      refine_filters=cfg.refine_filters, ps_grid_size=cfg.ps_grid_size,
+      ps_grid_size_fine=cfg.ps_grid_size_fine,
+      ps_feature_channels=cfg.ps_feature_channels, use_xla=use_xla,
+      name='mask_head')
 
   normalized = ImageNormalization(name='normalize')(image)
   endpoints = backbone(normalized)

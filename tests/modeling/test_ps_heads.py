@@ -1,0 +1,92 @@
+"""FCIS and BiSeg heads: the inside/outside layout by hand, shapes, a
+learning check, config round trips."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from masklab_tf.modeling import mask_heads
+from masklab_tf.modeling import masklab
+from masklab_tf.modeling import ps_heads
+
+from modeling.test_masklab import MAX_INSTANCES, fixed_batch, tiny_config
+
+
+def test_inside_outside_reads_the_class_cells_of_each_quadrant():
+  """One class (C + 1 = 2), a 2x2 grid: 16 maps, map m constant m. A box
+  through the 4 pixel centres of each axis, class 1: its outside cells are maps 4..7, its
+  inside cells 12..15, one per quadrant of the 4x4 crop."""
+  layer = ps_heads._InsideOutside(  # pylint: disable=protected-access
+      num_classes=1, grid_size=2, crop_size=4, feature_stride=1,
+      use_xla=False)
+  maps = tf.broadcast_to(tf.range(16, dtype=tf.float32), [1, 4, 4, 16])
+  box = tf.constant([[[0.5, 0.5, 3.5, 3.5]]])  # Samples at pixel centres.
+  inside, outside = layer(maps, box, tf.constant([[1]]))
+  quadrants = np.array([[0, 0, 1, 1], [0, 0, 1, 1],
+                        [2, 2, 3, 3], [2, 2, 3, 3]])
+  np.testing.assert_array_equal(outside[0, 0], 4 + quadrants)
+  np.testing.assert_array_equal(inside[0, 0], 12 + quadrants)
+  # Class 0 (background) reads the first cells of each half.
+  inside, outside = layer(maps, box, tf.constant([[0]]))
+  np.testing.assert_array_equal(outside[0, 0], quadrants)
+  np.testing.assert_array_equal(inside[0, 0], 8 + quadrants)
+
+
+def test_fcis_mask_logit_is_inside_minus_outside():
+  head = mask_heads.build_mask_head('fcis', num_classes=1, crop_size=4,
+                                    output_stride=1, ps_grid_size=2,
+                                    ps_feature_channels=4, use_xla=False,
+                                    refine=True, features='both')
+  endpoints = {'res5': tf.random.stateless_normal([1, 4, 4, 8], [0, 1])}
+  box = tf.constant([[[0.5, 0.5, 3.5, 3.5]]])  # Samples at pixel centres.
+  out = head(endpoints, box, tf.constant([[1]]))
+  inside, outside = head.inside_outside(
+      head.score_maps(head.reduce(endpoints['res5'])), box,
+      tf.constant([[1]]))
+  np.testing.assert_allclose(out['mask_logits'], inside - outside, atol=1e-6)
+  assert out['semantic_logits'].shape == (1, 4, 4, 2)
+
+
+@pytest.mark.parametrize('name', ['fcis', 'biseg'])
+def test_heads_train_in_the_whole_model(name):
+  tf_keras.utils.set_random_seed(2)
+  cfg = tiny_config(mask_head=name, ps_grid_size=3, ps_grid_size_fine=5,
+                    ps_feature_channels=32, semantic_loss_weight=1.0)
+  models = masklab.build_masklab(cfg, max_instances=MAX_INSTANCES)
+  batch = fixed_batch()
+  batch['semantic_labels'] = tf.zeros([2, 64, 64], tf.uint8)
+  model = models.train_model
+  outputs = model(masklab.model_inputs(batch, True), training=True)
+  assert outputs['mask_logits'].shape == (2, MAX_INSTANCES, 41, 41)
+  optimizer = tf_keras.optimizers.SGD(0.01, momentum=0.9, clipnorm=10.0)
+
+  @tf.function
+  def step():
+    with tf.GradientTape() as tape:
+      losses = masklab.compute_losses(
+          model(masklab.model_inputs(batch, True), training=True), batch,
+          cfg)
+    grads = tape.gradient(losses['total'], model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return losses
+
+  history = [step() for _ in range(8)]
+  assert float(history[-1]['mask_coarse']) < float(
+      history[0]['mask_coarse'])
+  assert all(np.isfinite(float(h['total'])) for h in history)
+  inference = models.inference_model(
+      {'image': batch['image'], 'image_size': batch['image_size']})
+  assert inference['detection_masks'].shape == (2, 5, 41, 41)
+  assert inference['semantic_map'].shape == (2, 64, 64)
+
+
+@pytest.mark.parametrize('name', ['fcis', 'biseg'])
+def test_registry_and_config_round_trip(name):
+  head = mask_heads.build_mask_head(name, num_classes=3, output_stride=8,
+                                    features='both', refine=True,
+                                    num_directions=8)
+  clone = head.__class__.from_config(head.get_config())
+  assert clone.get_config() == head.get_config()
+  assert tf_keras.layers.deserialize(
+      tf_keras.layers.serialize(head)).get_config() == head.get_config()

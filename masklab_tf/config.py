@@ -159,6 +159,8 @@ class ModelConfig:
       many channels each on the whole image before cropping (cheaper refinement
       at many detections); 0 crops them whole (paper).
     refine_filters: filters of the three 5x5 refinement convs (paper: 64).
+    semantic_head: 'conv1x1' (MaskLab) or 'aspp' (the output-fusion paper's
+      atrous pyramid, rates 6, 12, 18, 128 filters) for the semantic logits.
     ps_grid_size, ps_grid_size_fine, ps_feature_channels: position-sensitive
       heads (fcis, biseg): k x k cells of the res5 score maps (paper: 7),
       of BiSeg's res3 maps (9), and the 1x1 reduction of res5 (1024).
@@ -195,6 +197,7 @@ class ModelConfig:
   refine: bool = True
   hypercolumn_channels: int = 0
   refine_filters: int = 64
+  semantic_head: str = 'conv1x1'
   ps_grid_size: int = 7
   ps_grid_size_fine: int = 9
   ps_feature_channels: int = 1024

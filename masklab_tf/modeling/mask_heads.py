@@ -19,6 +19,7 @@ from typing import Callable
 import tensorflow as tf
 import tf_keras
 
+from masklab_tf.modeling import semantic_heads
 from masklab_tf.ops import assemble
 from masklab_tf.ops import roi_crop
 
@@ -90,8 +91,8 @@ class MaskLabHead(tf_keras.layers.Layer):
                num_directions: int = 8, num_distance_bins: int = 4,
                output_stride: int = 8, features: str = 'both',
                refine: bool = True, hypercolumn_channels: int = 0,
-               refine_filters: int = 64, use_xla: bool = True,
-               kernel_regularizer=None, **kwargs):
+               refine_filters: int = 64, semantic_head: str = 'conv1x1',
+               use_xla: bool = True, kernel_regularizer=None, **kwargs):
     super().__init__(**kwargs)
     if features not in MASK_FEATURES:
       raise ValueError(f'features must be one of {MASK_FEATURES}, got '
@@ -105,6 +106,7 @@ class MaskLabHead(tf_keras.layers.Layer):
     self.refine = refine
     self.hypercolumn_channels = hypercolumn_channels
     self.refine_filters = refine_filters
+    self.semantic_head = semantic_head
     self.use_xla = use_xla
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
 
@@ -120,8 +122,8 @@ class MaskLabHead(tf_keras.layers.Layer):
     reg = dict(kernel_regularizer=self.kernel_regularizer)
     # Both dense maps exist in every ablation: the semantic map is an output
     # of its own and the direction loss may be on.
-    self.semantic_conv = tf_keras.layers.Conv2D(
-        self.num_classes + 1, 1, name='semantic_logits', **reg)
+    self.semantic_conv = semantic_heads.build_semantic_head(
+        self.semantic_head, self.num_classes + 1, **reg)
     self.direction_conv = tf_keras.layers.Conv2D(
         self.num_directions * self.num_distance_bins, 1,
         name='direction_logits', **reg)
@@ -202,7 +204,8 @@ class MaskLabHead(tf_keras.layers.Layer):
         'output_stride': self.output_stride, 'features': self.features,
         'refine': self.refine,
         'hypercolumn_channels': self.hypercolumn_channels,
-        'refine_filters': self.refine_filters, 'use_xla': self.use_xla,
+        'refine_filters': self.refine_filters,
+        'semantic_head': self.semantic_head, 'use_xla': self.use_xla,
         'kernel_regularizer': tf_keras.regularizers.serialize(
             self.kernel_regularizer) if self.kernel_regularizer else None,
     }

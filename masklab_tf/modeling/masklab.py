@@ -135,7 +135,8 @@ def build_masklab(cfg: config_lib.ModelConfig,
       hypercolumn_channels=cfg.hypercolumn_channels,
       refine_filters=cfg.refine_filters, ps_grid_size=cfg.ps_grid_size,
       ps_grid_size_fine=cfg.ps_grid_size_fine,
-      ps_feature_channels=cfg.ps_feature_channels, use_xla=use_xla,
+      ps_feature_channels=cfg.ps_feature_channels,
+      semantic_head=cfg.semantic_head, use_xla=use_xla,
       name='mask_head')
 
   normalized = ImageNormalization(name='normalize')(image)

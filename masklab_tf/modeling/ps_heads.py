@@ -34,6 +34,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf.modeling import mask_heads
+from masklab_tf.modeling import semantic_heads
 from masklab_tf.ops import assemble
 
 
@@ -65,7 +66,8 @@ class _PositionSensitiveHead(tf_keras.layers.Layer):
 
   def __init__(self, num_classes: int, crop_size: int = 41,
                output_stride: int = 8, ps_grid_size: int = 7,
-               ps_feature_channels: int = 1024, use_xla: bool = True,
+               ps_feature_channels: int = 1024,
+               semantic_head: str = 'conv1x1', use_xla: bool = True,
                kernel_regularizer=None, **kwargs):
     super().__init__(**kwargs)
     self.num_classes = num_classes
@@ -73,6 +75,7 @@ class _PositionSensitiveHead(tf_keras.layers.Layer):
     self.output_stride = output_stride
     self.ps_grid_size = ps_grid_size
     self.ps_feature_channels = ps_feature_channels
+    self.semantic_head = semantic_head
     self.use_xla = use_xla
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
 
@@ -87,7 +90,9 @@ class _PositionSensitiveHead(tf_keras.layers.Layer):
   def build(self, input_shape):
     # BiSeg / FCIS: a 1x1 conv reduces res5 (2048 channels) to 1024.
     self.reduce = self._conv(self.ps_feature_channels, 'reduce', 'relu')
-    self.semantic_conv = self._conv(self.num_classes + 1, 'semantic_logits')
+    self.semantic_conv = semantic_heads.build_semantic_head(
+        self.semantic_head, self.num_classes + 1,
+        kernel_regularizer=self.kernel_regularizer)
     self.score_maps = self._conv(self._score_channels(self.ps_grid_size),
                                  'score_maps')
     self.inside_outside = _InsideOutside(
@@ -105,7 +110,7 @@ class _PositionSensitiveHead(tf_keras.layers.Layer):
         'output_stride': self.output_stride,
         'ps_grid_size': self.ps_grid_size,
         'ps_feature_channels': self.ps_feature_channels,
-        'use_xla': self.use_xla,
+        'semantic_head': self.semantic_head, 'use_xla': self.use_xla,
         'kernel_regularizer': tf_keras.regularizers.serialize(
             self.kernel_regularizer) if self.kernel_regularizer else None,
     }

@@ -14,14 +14,15 @@ also what we can compute before any mask is pasted.
 
 Which pool votes. MNC and BiSeg vote over the pre-NMS candidates (300 RoIs
 after box regression), each weighted by its score for the kept box's class.
-Our detections (postprocess.detect) come out of per-class NMS at IoU 0.6, so
-the default pool here is the kept detections themselves: a detection's
-voters are itself and the same-class detections NMS let through at box IoU
-in [0.5, 0.6). That is the pool the SavedModel has; it votes far less than
-MNC's. Both functions take an optional `pool` (masks, boxes, scores,
-classes) so that a caller holding pre-NMS candidates (their boxes, class
-scores and pasted masks) can vote with them instead, without changing this
-module.
+Our detections (postprocess.detect) come out of per-class NMS at box IoU
+`detection_nms_iou` (default 0.6), so the default pool here is the kept
+detections themselves: a detection's voters are itself and the same-class
+detections NMS let through at box IoU in [0.5, 0.6). That is the pool the
+SavedModel has; it votes far less than MNC's (hardly at all with an NMS IoU
+of 0.5, not at all below). Both functions take an optional `pool` (masks,
+boxes, scores, classes) so that a caller holding pre-NMS candidates (their
+boxes, class scores and pasted masks) can vote with them instead, without
+changing this module.
 
 Two deviations from MNC's code, both following BiSeg's text: masks are
 averaged as probabilities (MNC binarizes each candidate at 0.4 first), and the

@@ -12,8 +12,10 @@ The fusion keeps each side's strength:
    class ("the instance mask pixels that correspond to background pixels or
    to a different semantic subcategory are deleted").
 3. Where kept instance pixels overlap, the higher-scoring instance wins (the
-   paper does not say; this is Mask R-CNN's usual paste order). Equal scores:
-   the earlier instance wins.
+   paper does not say; this is the usual panoptic merging heuristic, as in
+   Kirillov et al.'s Panoptic Segmentation). Equal scores: the earlier
+   instance wins. Rule 2 is applied first, so an instance can only win
+   pixels it agrees with.
 4. Foreground pixels no instance covers join "the closest labeled pixel with
    direct semantic path", by breadth-first region growing: the path runs
    through pixels of the same semantic category, so a grown pixel is at the
@@ -170,9 +172,10 @@ def fuse(semantic, masks, classes, scores, connectivity: int = 4,
   """`fuse_np` in TF, for one image (works in tf.function; map a batch).
 
   No loop over instances: matching is a masked min over the [N, H, W]
-  stack. Growing and component labelling loop over pixel layers in
-  tf.while_loop; growing takes as many iterations as the largest geodesic
-  distance from an instance, labelling fewer thanks to pointer jumping.
+  stack. Growing and component labelling loop in tf.while_loop: growing
+  takes as many iterations as the largest geodesic distance from an
+  instance (about 1 s for a 480 x 640 scene on 2 busy CPU cores), labelling
+  far fewer (see `_components`).
 
   Args:
     semantic: int [H, W]; masks: bool / uint8 [N, H, W]; classes: int [N];
@@ -227,46 +230,64 @@ def _grow(instance, group, offsets):
           for dy, dx in offsets]
 
   def body(labels, _):
-    candidate = tf.fill(tf.shape(labels), _BIG)
-    for (dy, dx), ok in zip(offsets, same):
-      neighbour = _shift(labels, dy, dx, 0)
-      candidate = tf.minimum(
-          candidate, tf.where(ok & (neighbour > 0), neighbour, _BIG))
-    grow = tf.equal(labels, 0) & (candidate < _BIG)
+    # Unlabelled is _BIG inside the loop, so a plain min ignores it.
+    neighbours = _shifts(labels, offsets, _BIG)
+    candidate = _BIG
+    for neighbour, ok in zip(neighbours, same):
+      candidate = tf.minimum(candidate, tf.where(ok, neighbour, _BIG))
+    grow = tf.equal(labels, _BIG) & (candidate < _BIG)
     return tf.where(grow, candidate, labels), tf.reduce_any(grow)
 
-  labels, _ = tf.while_loop(lambda labels, changed: changed, body,
-                            (instance, tf.constant(True)))
-  return labels
+  labels, _ = tf.while_loop(
+      lambda labels, changed: changed, body,
+      (tf.where(instance > 0, instance, _BIG), tf.constant(True)))
+  return tf.where(labels < _BIG, labels, 0)
 
 
 def _components(free, semantic, offsets, first_id):
   """Rule 5 as min-label propagation over same-class `free` pixels.
 
   Every free pixel starts with its raster index + 1 and repeatedly takes the
-  minimum over itself and its same-class free neighbours, so a component
-  ends with the index of its first pixel in raster order. Pointer jumping
-  (a label names a pixel of the same component, whose own label is no
-  larger: read it) shortens long thin components without changing the
-  fixed point.
+  minimum over the pixels it is linked to, so a component ends with the
+  index of its first pixel in raster order. Three shortcuts that take minima
+  only within a component, and so keep the fixed point, cut the iterations
+  (labelling a 480 x 640 test scene on CPU: 0.9 s with neighbour minima
+  alone, 0.1 s with these): each horizontal and each vertical run of linked
+  pixels takes its minimum in one step (a segment min); 8-connectivity adds
+  the diagonal neighbours; and pointer jumping (a label names a pixel of the
+  same component whose own label is no larger: read it) shortens long thin
+  components.
   """
   shape = tf.shape(free)
   size = shape[0] * shape[1]
   index = tf.reshape(tf.range(1, size + 1), shape)
-  linked = [free & _shift(free, dy, dx, False) &
-            tf.equal(_shift(semantic, dy, dx, -1), semantic)
-            for dy, dx in offsets]
+
+  def linked(dy, dx):
+    return (free & _shift(free, dy, dx, False) &
+            tf.equal(_shift(semantic, dy, dx, -1), semantic))
+
+  # Run ids in raster order (rows) and in column-major order (columns).
+  row_runs = tf.cumsum(tf.reshape(tf.cast(~linked(0, -1), tf.int32),
+                                  [-1])) - 1
+  column_runs = tf.cumsum(tf.reshape(
+      tf.cast(~tf.transpose(linked(-1, 0)), tf.int32), [-1])) - 1
+  diagonals = [(dy, dx) for dy, dx in offsets if dy and dx]
+  diagonal_links = [linked(dy, dx) for dy, dx in diagonals]
 
   def body(labels, _):
-    candidate = labels
-    for (dy, dx), ok in zip(offsets, linked):
-      candidate = tf.minimum(
-          candidate, tf.where(ok, _shift(labels, dy, dx, _BIG), _BIG))
+    flat = tf.reshape(labels, [-1])
+    flat = tf.gather(tf.math.segment_min(flat, row_runs), row_runs)
+    columns = tf.reshape(tf.transpose(tf.reshape(flat, shape)), [-1])
+    columns = tf.gather(tf.math.segment_min(columns, column_runs),
+                        column_runs)
+    candidate = tf.transpose(tf.reshape(columns, [shape[1], shape[0]]))
+    for neighbour, ok in zip(_shifts(candidate, diagonals, _BIG),
+                             diagonal_links):
+      candidate = tf.minimum(candidate, tf.where(ok, neighbour, _BIG))
     flat = tf.reshape(candidate, [-1])
     labelled = flat < _BIG
     jumped = tf.gather(flat, tf.where(labelled, flat - 1, 0))
-    flat = tf.where(labelled, tf.minimum(flat, jumped), _BIG)
-    candidate = tf.reshape(flat, shape)
+    candidate = tf.reshape(tf.minimum(flat, jumped), shape)
     return candidate, tf.reduce_any(tf.not_equal(candidate, labels))
 
   labels, _ = tf.while_loop(lambda labels, changed: changed, body,
@@ -349,5 +370,11 @@ def _groups(labels, class_groups):
 
 def _shift(image, dy: int, dx: int, fill):
   """out[y, x] = image[y + dy, x + dx], `fill` beyond the border."""
+  return _shifts(image, [(dy, dx)], fill)[0]
+
+
+def _shifts(image, offsets, fill):
+  """`_shift` for several offsets, padding once."""
   padded = tf.pad(image, [[1, 1], [1, 1]], constant_values=fill)
-  return tf.slice(padded, [1 + dy, 1 + dx], tf.shape(image))
+  shape = tf.shape(image)
+  return [tf.slice(padded, [1 + dy, 1 + dx], shape) for dy, dx in offsets]

@@ -6,7 +6,9 @@ Two signatures over the same variables:
   serving_encoded  encoded: string [B] JPEG or PNG bytes, each its own size
                    (what REST clients send, base64 in the JSON)
 Both resize and pad in the graph to the model's input policy and return the
-outputs of serving/model.py in each image's own pixels. The SavedModel is
+outputs of serving/model.py in each image's own pixels. Bad requests get
+errors that say what is wrong (rank, channels, an undecodable image); an
+empty batch gets empty outputs. The SavedModel is
 plain TensorFlow: loading it needs neither masklab_tf nor Model Garden.
 The class names travel as an asset (assets/categories.json).
 """
@@ -50,15 +52,44 @@ class ServingModule(tf.Module):
     return model_lib.to_original(outputs, size, scale, original,
                                  self._full_image_masks)
 
+  def _empty_safe(self, batch, run, placeholder):
+    """An empty request gets empty outputs: run one placeholder input (the
+    network cannot run on 0 images) and keep the first `batch` rows."""
+    inputs = tf.cond(batch > 0, lambda: run[1], lambda: placeholder)
+    outputs = run[0](inputs)
+    return {k: v[:batch] for k, v in outputs.items()}
+
   @tf.function(input_signature=[
       tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')])
   def serve_images(self, images):
-    return self._run(*self.resize_and_pad(images))
+    # Signatures do not enforce the spec's static shape: say what is wrong
+    # instead of failing deep inside the network.
+    tf.debugging.assert_rank(
+        images, 4, message='images must be uint8 [batch, height, width, 3]')
+    shape = tf.shape(images)
+    tf.debugging.assert_equal(
+        shape[3], 3, message='images must be RGB: [batch, height, width, 3]')
+    tf.debugging.assert_positive(
+        shape[1:3], message='images must be at least 1x1 pixels')
+    images = tf.ensure_shape(images, [None, None, None, 3])
+    return self._empty_safe(
+        shape[0], (lambda x: self._run(*self.resize_and_pad(x)), images),
+        tf.zeros([1, 1, 1, 3], tf.uint8))
 
   @tf.function(input_signature=[
       tf.TensorSpec([None], tf.string, name='encoded')])
   def serve_encoded(self, encoded):
-    return self._run(*preprocess.decode_images(encoded, **self._policy))
+    tf.debugging.assert_rank(
+        encoded, 1, message='encoded must be a [batch] vector of JPEG / PNG '
+        'strings')
+    return self._empty_safe(
+        tf.shape(encoded)[0],
+        (lambda x: self._run(*preprocess.decode_images(x, **self._policy)),
+         encoded), self._placeholder_png())
+
+  @staticmethod
+  def _placeholder_png():
+    return tf.expand_dims(tf.io.encode_png(tf.zeros([1, 1, 3], tf.uint8)), 0)
 
 
 def write_categories(categories: list[dict], directory: str) -> str:

@@ -74,7 +74,11 @@ def test_a_pre_nms_pool_votes_instead():
 
 def test_tf_matches_numpy_on_the_toy():
   want = mask_voting.vote_masks_np(MASKS, BOXES, SCORES, CLASSES)
-  got = tf.function(mask_voting.vote_masks)(MASKS, BOXES, SCORES, CLASSES)
+  voted = tf.function(mask_voting.vote_masks, input_signature=[
+      tf.TensorSpec([None, None, None], tf.float32),
+      tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.float32),
+      tf.TensorSpec([None], tf.int32)])
+  got = voted(MASKS, BOXES, SCORES, CLASSES.astype(np.int32))
   assert got.dtype == tf.uint8
   np.testing.assert_array_equal(got.numpy(), want)
 

@@ -120,6 +120,34 @@ def test_new_instances_in_raster_order_of_their_first_pixel():
   np.testing.assert_array_equal(new, [3, 2, 1])
 
 
+@pytest.mark.parametrize('connectivity', [4, 8])
+def test_winding_segments_label_as_one(connectivity):
+  # A spiral (one segment however it winds), a U that opens upwards (its
+  # right arm starts on the first row too) and a diagonal staircase (one
+  # segment with 8-connectivity, four with 4).
+  spiral = np.array([[1, 1, 1, 1, 1, 1],
+                     [0, 0, 0, 0, 0, 1],
+                     [1, 1, 1, 1, 0, 1],
+                     [1, 0, 0, 1, 0, 1],
+                     [1, 0, 0, 0, 0, 1],
+                     [1, 1, 1, 1, 1, 1]])
+  u_shape = np.array([[2, 0, 2], [2, 0, 2], [2, 2, 2], [0, 0, 0],
+                      [0, 0, 0], [0, 0, 0]])
+  stairs = np.eye(6, dtype=np.int64)[:, ::-1] * 3
+  semantic = np.concatenate([spiral, np.zeros([6, 1], np.int64), u_shape,
+                             np.zeros([6, 1], np.int64), stairs], axis=1)
+  _, instance, new = _both(semantic, np.zeros([0, 6, 17], np.uint8),
+                           np.zeros([0]), np.zeros([0]),
+                           connectivity=connectivity)
+  # Raster order of first pixels: spiral, U, then the stairs' steps.
+  np.testing.assert_array_equal(
+      new, [1, 2, 3] if connectivity == 8 else [1, 2] + [3] * 6)
+  np.testing.assert_array_equal(np.unique(instance[:, :6]), [0, 1])
+  np.testing.assert_array_equal(np.unique(instance[:, 7:10]), [0, 2])
+  assert instance[0, 9] == 2                           # the U's right arm
+  assert len(np.unique(instance[:, 11:])) == 1 + len(new) - 2
+
+
 def test_padding_rows_keep_their_ids():
   # Serving outputs are padded to D rows of class 0: they get no pixels,
   # and new instances are numbered after them.

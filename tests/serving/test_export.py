@@ -195,3 +195,27 @@ def test_evaluating_the_saved_model_equals_the_checkpoint_path(
     np.testing.assert_allclose(a['scores'], b['scores'], atol=1e-5)
     # Masks may flip where a probability sits at 0.5 +- 1e-6.
     assert np.mean(a['masks'] != b['masks']) < 1e-3
+
+
+def test_bad_requests_get_clear_errors_and_empty_ones_empty_outputs(
+    exported_model):
+  loaded = tf.saved_model.load(exported_model['export_dir'])
+  images = loaded.signatures['serving_default']
+  encoded = loaded.signatures['serving_encoded']
+  for outputs in (images(images=tf.zeros([0, 50, 40, 3], tf.uint8)),
+                  encoded(encoded=tf.zeros([0], tf.string))):
+    assert outputs['num_detections'].shape == (0,)
+    assert outputs['detection_boxes'].shape[0] == 0
+    assert outputs['detection_masks'].shape[0] == 0
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r'\[1,8,8,4\] is not compatible'):
+    images(images=tf.zeros([1, 8, 8, 4], tf.uint8))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match='must be uint8|expected to be a uint8'):
+    images(images=tf.zeros([1, 8, 8, 3], tf.float32))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match='Unknown image file format'):
+    encoded(encoded=tf.constant([b'not an image']))
+  # A 1x1 image is an image; and the model still serves after the errors.
+  outputs = images(images=tf.zeros([1, 1, 1, 3], tf.uint8))
+  assert outputs['semantic_map'].shape == (1, 1, 1)

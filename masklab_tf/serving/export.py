@@ -32,7 +32,8 @@ class ServingModule(tf.Module):
 
   def __init__(self, inference_model: tf_keras.Model,
                configs: config_lib.Configs, full_image_masks: bool = False,
-               categories_path: str | None = None):
+               categories_path: str | None = None, mask_voting: bool = False,
+               panoptic: bool = False):
     super().__init__(name='masklab_serving')
     self.inference_model = inference_model
     data = configs.data
@@ -42,7 +43,8 @@ class ServingModule(tf.Module):
     self._policy = dict(min_size=data.eval_min_size, max_size=data.max_size,
                         stride=configs.model.output_stride,
                         pad_to=data.pad_to)
-    self._full_image_masks = full_image_masks
+    self._options = dict(full_image_masks=full_image_masks,
+                         mask_voting=mask_voting, panoptic=panoptic)
     if categories_path:
       self.categories = tf.saved_model.Asset(categories_path)
 
@@ -50,7 +52,7 @@ class ServingModule(tf.Module):
     outputs = self.inference_model({'image': images, 'image_size': size},
                                    training=False)
     return model_lib.to_original(outputs, size, scale, original,
-                                 self._full_image_masks)
+                                 **self._options)
 
   def _empty_safe(self, batch, run, placeholder):
     """An empty request gets empty outputs: run one placeholder input (the
@@ -103,7 +105,9 @@ def write_categories(categories: list[dict], directory: str) -> str:
 def export_saved_model(inference_model: tf_keras.Model,
                        configs: config_lib.Configs, export_dir: str,
                        categories: list[dict] | None = None,
-                       full_image_masks: bool = False) -> str:
+                       full_image_masks: bool = False,
+                       mask_voting: bool = False,
+                       panoptic: bool = False) -> str:
   """Writes the SavedModel; returns export_dir.
 
   Args:
@@ -112,12 +116,15 @@ def export_saved_model(inference_model: tf_keras.Model,
     export_dir: output folder (a TF Serving version folder, e.g. .../1).
     categories: COCO categories [{id, name}] in class order (optional).
     full_image_masks: add `detection_masks_full` to both signatures.
+    mask_voting: binarise those masks by mask voting (adds them).
+    panoptic: add the output fusion's panoptic_category_map and
+      panoptic_instance_map.
   """
   with tempfile.TemporaryDirectory() as scratch:
     categories_path = (write_categories(categories, scratch)
                        if categories else None)
     module = ServingModule(inference_model, configs, full_image_masks,
-                           categories_path)
+                           categories_path, mask_voting, panoptic)
     signatures = {
         'serving_default': module.serve_images.get_concrete_function(),
         'serving_encoded': module.serve_encoded.get_concrete_function(),

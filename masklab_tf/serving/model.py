@@ -13,8 +13,13 @@ Outputs (D = max_detections, S = mask size; padding rows are zero):
   detection_masks    float32 [B, D, S, S] box-relative probabilities
   semantic_map       int32 [B, H, W] class per original pixel (-1 beyond an
                      image smaller than the batch's largest)
-  detection_masks_full  uint8 [B, D, H, W] (with full_image_masks): masks
-                     pasted into the image and thresholded at 0.5
+  detection_masks_full  uint8 [B, D, H, W] (with full_image_masks or
+                     mask_voting): masks pasted into the image, thresholded
+                     at 0.5 or voted
+  panoptic_category_map, panoptic_instance_map  int32 [B, H, W] (with
+                     panoptic): the output fusion's maps (0 = background /
+                     no instance; instance ids 1..num_detections, then new
+                     instances grown from unclaimed semantic segments)
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import tf_keras
 
 from masklab_tf import config as config_lib
 from masklab_tf.data import pipeline
+from masklab_tf.modeling import mask_voting as mask_voting_lib
 from masklab_tf.modeling import masklab
+from masklab_tf.modeling import output_fusion
 from masklab_tf.modeling import postprocess
 from masklab_tf.serving import preprocess
 
@@ -35,7 +42,8 @@ OUTPUT_KEYS = ('num_detections', 'detection_boxes', 'detection_classes',
 
 
 def to_original(outputs: dict, image_size, scale, original_size,
-                full_image_masks: bool = False) -> dict:
+                full_image_masks: bool = False, mask_voting: bool = False,
+                panoptic: bool = False) -> dict:
   """Inference outputs (model-input pixels) -> original image pixels.
 
   Args:
@@ -43,7 +51,12 @@ def to_original(outputs: dict, image_size, scale, original_size,
     image_size: int32 [B, 2] resized (valid) size of each image.
     scale: float32 [B, 2] image_size / original_size.
     original_size: int32 [B, 2].
-    full_image_masks: also paste the masks into the images.
+    full_image_masks: also output the masks pasted into the images.
+    mask_voting: binarise the pasted masks by mask voting (BiSeg / MNC,
+      modeling/mask_voting.py) instead of at 0.5 each.
+    panoptic: also output the output fusion's (Costea et al.,
+      modeling/output_fusion.py) panoptic_category_map and
+      panoptic_instance_map, int32 [B, H, W].
   """
   scale = tf.cast(scale, tf.float32)
   largest = tf.reduce_max(original_size, axis=0)
@@ -71,39 +84,74 @@ def to_original(outputs: dict, image_size, scale, original_size,
           semantic, (outputs['semantic_map'], image_size, original_size),
           fn_output_signature=tf.TensorSpec([None, None], tf.int32)),
   }
-  if full_image_masks:
-    def paste(args):
-      masks, image_boxes, original = args
-      pasted = postprocess.paste_masks_tf(masks, image_boxes, largest[0],
-                                          largest[1])
-      inside = ((tf.range(largest[0])[:, None] < original[0]) &
-                (tf.range(largest[1])[None, :] < original[1]))
-      return tf.cast((pasted >= 0.5) & inside, tf.uint8)
-    result['detection_masks_full'] = tf.map_fn(
-        paste, (outputs['detection_masks'], boxes, original_size),
-        fn_output_signature=tf.TensorSpec([None, None, None], tf.uint8))
+  if full_image_masks or mask_voting or panoptic:
+    full = tf.map_fn(
+        lambda args: _full_image(*args, largest, mask_voting, panoptic),
+        (outputs['detection_masks'], boxes, outputs['detection_classes'],
+         outputs['detection_scores'], outputs['num_detections'],
+         result['semantic_map'], original_size),
+        fn_output_signature=(
+            tf.TensorSpec([None, None, None], tf.uint8),
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([None, None], tf.int32)))
+    if full_image_masks or mask_voting:
+      result['detection_masks_full'] = full[0]
+    if panoptic:
+      result['panoptic_category_map'] = full[1]
+      result['panoptic_instance_map'] = full[2]
   return result
+
+
+def _full_image(masks, boxes, classes, scores, num, semantic_map, original,
+                largest, mask_voting, panoptic):
+  """One image: pasted binary masks [D, H, W] (voted or at 0.5) and, with
+  `panoptic`, the fused category and instance maps [H, W]."""
+  probabilities = postprocess.paste_masks_tf(masks, boxes, largest[0],
+                                             largest[1])
+  valid = tf.range(tf.shape(classes)[0]) < num
+  classes = tf.where(valid, tf.cast(classes, tf.int32), 0)
+  if mask_voting:
+    binary = mask_voting_lib.vote_masks(probabilities, boxes, scores,
+                                        classes) > 0
+  else:
+    binary = probabilities >= 0.5
+  inside = ((tf.range(largest[0])[:, None] < original[0]) &
+            (tf.range(largest[1])[None, :] < original[1]))
+  binary = binary & inside & valid[:, None, None]
+  if panoptic:
+    category, instance, _ = output_fusion.fuse(
+        semantic_map, binary[:num], classes[:num], scores[:num])
+  else:
+    category = instance = tf.zeros([0, 0], tf.int32)
+  return tf.cast(binary, tf.uint8), category, instance
 
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class ToOriginal(tf_keras.layers.Layer):
   """Layer form of `to_original` for the functional serving model."""
 
-  def __init__(self, full_image_masks: bool = False, **kwargs):
+  def __init__(self, full_image_masks: bool = False,
+               mask_voting: bool = False, panoptic: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.full_image_masks = full_image_masks
+    self.mask_voting = mask_voting
+    self.panoptic = panoptic
 
   def call(self, outputs, image_size, scale, original_size):
     return to_original(outputs, image_size, scale, original_size,
-                       self.full_image_masks)
+                       self.full_image_masks, self.mask_voting,
+                       self.panoptic)
 
   def get_config(self):
-    return {**super().get_config(), 'full_image_masks': self.full_image_masks}
+    return {**super().get_config(), 'full_image_masks': self.full_image_masks,
+            'mask_voting': self.mask_voting, 'panoptic': self.panoptic}
 
 
 def build_serving_model(inference_model: tf_keras.Model,
                         configs: config_lib.Configs,
-                        full_image_masks: bool = False) -> tf_keras.Model:
+                        full_image_masks: bool = False,
+                        mask_voting: bool = False,
+                        panoptic: bool = False) -> tf_keras.Model:
   """uint8 images [B, H, W, 3] (any size, one per batch) -> detections."""
   data = configs.data
   images = tf_keras.Input([None, None, 3], dtype=tf.uint8, name='images')
@@ -111,14 +159,16 @@ def build_serving_model(inference_model: tf_keras.Model,
       data.eval_min_size, data.max_size, configs.model.output_stride,
       data.pad_to, name='resize_and_pad')(images)
   outputs = inference_model({'image': resized, 'image_size': size})
-  outputs = ToOriginal(full_image_masks, name='to_original')(
+  outputs = ToOriginal(full_image_masks, mask_voting, panoptic,
+                       name='to_original')(
       outputs, size, scale, original)
   return tf_keras.Model(images, outputs, name='masklab_serving')
 
 
 def load_model(model_dir: str, checkpoint: str | None = None,
                configs: config_lib.Configs | None = None,
-               full_image_masks: bool = False) -> tf_keras.Model:
+               full_image_masks: bool = False, mask_voting: bool = False,
+               panoptic: bool = False) -> tf_keras.Model:
   """The serving model of a training directory, ready for `predict`.
 
   Args:
@@ -126,6 +176,7 @@ def load_model(model_dir: str, checkpoint: str | None = None,
     checkpoint: a checkpoint path (default: the latest in model_dir).
     configs: override configs.json (e.g. config.from_flagfile(...)).
     full_image_masks: add `detection_masks_full`.
+    mask_voting, panoptic: see `to_original`.
 
   Returns:
     A tf_keras Model: `model.predict(uint8 images [B, H, W, 3])` returns the
@@ -146,4 +197,4 @@ def load_model(model_dir: str, checkpoint: str | None = None,
   tf.train.Checkpoint(model=models.train_model).restore(
       checkpoint).expect_partial().assert_existing_objects_matched()
   return build_serving_model(models.inference_model, configs,
-                             full_image_masks)
+                             full_image_masks, mask_voting, panoptic)

@@ -3,7 +3,8 @@
 Usage:
   bin/export --flagfile=configs/shapes_cpu.flags --model_dir=runs/shapes \
       --export_dir=exported/shapes/1 [--checkpoint=PATH] \
-      [--full_image_masks] [--categories=annotations.json]
+      [--full_image_masks] [--mask_voting] [--panoptic] \
+      [--categories=annotations.json]
 
 Signatures (serving/export.py): `serving_default` takes uint8 images
 [batch, height, width, 3], `serving_encoded` JPEG / PNG strings [batch];
@@ -30,6 +31,10 @@ flags.DEFINE_string('checkpoint', '', 'Checkpoint (default: latest in '
 flags.DEFINE_string('export_dir', None, 'SavedModel folder to write.')
 flags.DEFINE_bool('full_image_masks', False, 'Also output masks pasted '
                   'into the image (uint8 [B, D, H, W]).')
+flags.DEFINE_bool('mask_voting', False, 'Binarise full-image masks by mask '
+                  'voting (BiSeg / MNC); implies full-image masks.')
+flags.DEFINE_bool('panoptic', False, 'Add the output fusion\'s panoptic '
+                  'category and instance maps.')
 flags.DEFINE_string('categories', '', 'COCO json or .categories.json with '
                     'the class names (default: from the training data).')
 flags.mark_flags_as_required(['model_dir', 'export_dir'])
@@ -62,7 +67,8 @@ def main(argv):
   categories = categories_for(configs)
   export.export_saved_model(models.inference_model, configs,
                             FLAGS.export_dir, categories,
-                            FLAGS.full_image_masks)
+                            FLAGS.full_image_masks, FLAGS.mask_voting,
+                            FLAGS.panoptic)
   print(f'exported {path} to {FLAGS.export_dir} (signatures '
         'serving_default, serving_encoded; '
         f'{len(categories) if categories else "no"} class names)')

@@ -26,7 +26,6 @@ detections reach the mask branch; the table says how many there were.
 """
 
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -40,7 +39,8 @@ from absl import flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from masklab_tf import config  # pylint: disable=g-import-not-at-top
+import machine  # pylint: disable=g-import-not-at-top
+from masklab_tf import config
 from masklab_tf.modeling import masklab
 from masklab_tf.serving import export
 
@@ -86,17 +86,6 @@ def folder_mb(path: str) -> float:
   total = sum(os.path.getsize(os.path.join(root, name))
               for root, _, names in os.walk(path) for name in names)
   return total / 2**20
-
-
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown CPU'
 
 
 def main(argv):
@@ -166,7 +155,7 @@ def main(argv):
       f'SavedModel size on disk: {folder_mb(export_dir):.1f} MB (whole '
       f'folder). Build {build_s:.1f} s, export {export_s:.1f} s, load '
       f'{load_s:.1f} s.',
-      f'Machine: {os.cpu_count()} cores, {cpu_model()}; TensorFlow '
+      f'Machine: {os.cpu_count()} cores, {machine.cpu_model()}; TensorFlow '
       f'{tf.__version__}; load average {load_avg:.2f} at the start.',
       f'Command: python benchmarks/serving.py --config={FLAGS.config} '
       f'--size={size} --num_runs={FLAGS.num_runs} '

@@ -231,10 +231,12 @@ def main(argv):
   names = [c['name'] for c in categories or []]
   os.makedirs(FLAGS.output_dir, exist_ok=True)
 
-  skipped, predictions, drawn = [], [], 0
+  # Without the asset, class k is its own category id.
+  category_ids = [c['id'] for c in categories] if categories else None
+  skipped, results, drawn, done = [], [], 0, 0
 
   def process(items):
-    nonlocal drawn
+    nonlocal drawn, done
     for item, prediction in zip(items, run_batch(signature, items)):
       name = stem(item.path)
       picture = draw_predictions(item.image, prediction, names,
@@ -247,7 +249,10 @@ def main(argv):
               os.path.join(FLAGS.output_dir, f'{name}_semantic.png'))
       above = int((prediction['scores'] >= FLAGS.score_threshold).sum())
       drawn += above
-      predictions.append(prediction)
+      done += 1
+      # RLE now: full-image masks of a whole folder would not fit in memory.
+      results.extend(evaluate.to_coco_results([prediction], category_ids or (
+          range(1, int(prediction['classes'].max(initial=0)) + 1))))
       print(f'{item.path}: {above} detections >= {FLAGS.score_threshold:g} '
             f'(of {len(prediction["scores"])})', flush=True)
 
@@ -276,16 +281,10 @@ def main(argv):
   if batch:
     process(batch)
 
-  # Without the asset, class k is its own category id.
-  max_class = max([int(p['classes'].max(initial=0)) for p in predictions],
-                  default=0)
-  category_ids = ([c['id'] for c in categories] if categories else
-                  list(range(1, max_class + 1)))
-  results = evaluate.to_coco_results(predictions, category_ids)
   results_path = os.path.join(FLAGS.output_dir, 'results.json')
   with open(results_path, 'w') as f:
     json.dump(results, f)
-  print(f'{len(predictions)} images, {len(results)} detections '
+  print(f'{done} images, {len(results)} detections '
         f'({drawn} >= {FLAGS.score_threshold:g}) -> {results_path}; '
         f'{len(skipped)} skipped')
   if skipped:

@@ -1,0 +1,213 @@
+"""Every mask head of the seed papers on the hard shapes set, one table.
+
+Trains each head in the same Faster R-CNN model (configs/shapes_cpu.flags:
+same backbone, RPN, box classifier, loop and evaluator; only --mask_head
+changes) on the same time budget, then reports on the val split: mask AP,
+AP50, AP75 (pycocotools), the mask head's parameters, inference ms/image,
+and the semantic map's mIoU without and with the output fusion (Costea et
+al.: instances decide identity and class where they agree with the
+semantic map, unclaimed segments grow or become instances).
+
+  masklab          semantic + direction features, hypercolumn refinement
+  semantic_only    MaskLab Table 2 ablations
+  direction_only
+  fcis             inside/outside position-sensitive maps (k = 7)
+  biseg            fused k1 = 7 (res5) and k2 = 9 (res3) maps x semantic prior
+
+Each head runs in its own process; results land in OUTPUT_DIR/<head>/
+result.json so an interrupted run re-runs only what is missing.
+
+Usage:
+  python benchmarks/heads.py --output_dir=runs/heads \
+      [--data_dir=DIR] [--budget_s=1500] [--budget_mode=wall|cpu] \
+      [--heads=masklab,fcis,...]
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import machine  # pylint: disable=g-import-not-at-top
+from masklab_tf.data import synthetic
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('output_dir', 'runs/heads', 'Runs and table.')
+flags.DEFINE_string('data_dir', None, 'Hard shapes set (default: '
+                    'OUTPUT_DIR/data, generated with seed 1 if missing).')
+flags.DEFINE_integer('num_train', 2000, 'Training images to generate.')
+flags.DEFINE_integer('num_val', 200, 'Val images to generate.')
+flags.DEFINE_float('budget_s', 1500.0, 'Training budget per head.')
+flags.DEFINE_enum('budget_mode', 'wall', ['wall', 'cpu'],
+                  'Budget in wall-clock or process CPU seconds.')
+flags.DEFINE_list('heads', ['masklab', 'semantic_only', 'direction_only',
+                            'fcis', 'biseg'], 'Heads to run, in order.')
+flags.DEFINE_bool('rerun', False, 'Re-run heads that have a result.')
+flags.DEFINE_string('run_one', None, 'Internal: run this head in-process.')
+
+# Overrides of configs/shapes_cpu.flags per head. BiSeg's loss has the
+# semantic term L_ss (its prior); the position-sensitive heads reduce res5
+# to 256 channels (paper: 1024 from 2048; ResNet-10's res5 has 512).
+HEADS = {
+    'masklab': ('--mask_head=masklab',),
+    'semantic_only': ('--mask_head=masklab_semantic_only',),
+    'direction_only': ('--mask_head=masklab_direction_only',),
+    'fcis': ('--mask_head=fcis', '--ps_feature_channels=256'),
+    'biseg': ('--mask_head=biseg', '--ps_feature_channels=256',
+              '--semantic_loss_weight=1'),
+}
+
+
+def semantic_confusion(predicted, labels, num_classes):
+  """[K+1, K+1] pixel counts over labelled pixels (label 255 ignored)."""
+  valid = labels != 255
+  index = labels[valid].astype(np.int64) * (num_classes + 1) + np.clip(
+      predicted[valid], 0, num_classes)
+  return np.bincount(index, minlength=(num_classes + 1) ** 2).reshape(
+      num_classes + 1, num_classes + 1)
+
+
+def mean_iou(confusion):
+  intersection = np.diag(confusion).astype(np.float64)
+  union = confusion.sum(0) + confusion.sum(1) - intersection
+  present = union > 0
+  return float(np.mean(intersection[present] / union[present]) * 100)
+
+
+def semantic_scores(inference_model, batches, num_classes):
+  """mIoU of the semantic map, raw and after the output fusion, at the
+  model's input resolution; and inference ms/image."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from masklab_tf.modeling import output_fusion
+  from masklab_tf.modeling import postprocess
+  call = tf.function(lambda x: inference_model(x, training=False))
+  raw = np.zeros([num_classes + 1] * 2, np.int64)
+  fused = np.zeros_like(raw)
+  seconds, images = 0.0, 0
+  for step, batch in enumerate(batches):
+    start = time.perf_counter()
+    outputs = call({'image': batch['image'],
+                    'image_size': batch['image_size']})
+    outputs = {k: v.numpy() for k, v in outputs.items()}
+    if step:  # The first batch pays for tracing.
+      seconds += time.perf_counter() - start
+      images += len(outputs['num_detections'])
+    labels = batch['semantic_labels'].numpy()
+    for i, num in enumerate(outputs['num_detections']):
+      semantic = outputs['semantic_map'][i]
+      height, width = semantic.shape
+      masks = postprocess.paste_masks(
+          outputs['detection_masks'][i, :num],
+          outputs['detection_boxes'][i, :num], height, width) >= 0.5
+      category, _, _ = output_fusion.fuse_np(
+          semantic, masks, outputs['detection_classes'][i, :num],
+          outputs['detection_scores'][i, :num])
+      raw += semantic_confusion(semantic, labels[i], num_classes)
+      fused += semantic_confusion(category, labels[i], num_classes)
+  return mean_iou(raw), mean_iou(fused), 1000 * seconds / max(images, 1)
+
+
+def run_one(head, data_dir):
+  from masklab_tf import config  # pylint: disable=g-import-not-at-top
+  from masklab_tf import evaluate
+  from masklab_tf import train
+  model_dir = os.path.join(FLAGS.output_dir, head)
+  if os.path.exists(model_dir):
+    shutil.rmtree(model_dir)
+  os.makedirs(model_dir)
+  configs = config.from_flagfile(
+      os.path.join(REPO, 'configs', 'shapes_cpu.flags'), HEADS[head] + (
+          f'--train_annotations={data_dir}/train/annotations.json',
+          f'--train_images={data_dir}/train/images', '--lr_schedule=cosine',
+          '--checkpoint_every=1000000', '--image_summary_every=0'))
+  trainer = train.Trainer(configs, model_dir)
+  trainer.restore_or_initialise()
+  wall, cpu = time.time(), time.process_time()
+  trainer.train(budget=train.TimeBudget(FLAGS.budget_s, FLAGS.budget_mode))
+  wall, cpu = time.time() - wall, time.process_time() - cpu
+  evaluator = evaluate.Evaluator(configs, f'{data_dir}/val/annotations.json',
+                                 f'{data_dir}/val/images')
+  inference = trainer.models.inference_model
+  metrics = evaluator.run(inference, os.path.join(model_dir, 'results.json'))
+  miou, miou_fused, ms = semantic_scores(inference, evaluator.batches,
+                                         configs.model.num_classes)
+  result = {
+      'head': head, 'steps': trainer.current_step, 'wall_s': wall,
+      'cpu_s': cpu, 'budget_s': FLAGS.budget_s,
+      'budget_mode': FLAGS.budget_mode, 'metrics': metrics,
+      'mask_head_params': int(
+          trainer.models.train_model.get_layer('mask_head').count_params()),
+      'ms_per_image': ms, 'semantic_miou': miou,
+      'semantic_miou_fused': miou_fused,
+      'model': dataclasses.asdict(configs.model)}
+  with open(os.path.join(model_dir, 'result.json'), 'w') as f:
+    json.dump(result, f, indent=1)
+
+
+def table(results):
+  lines = ['| head | steps | mask AP | AP50 | AP75 | box AP | mask-head '
+           'params | ms/image | semantic mIoU | + output fusion |',
+           '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+  for head, r in results.items():
+    mask, box = r['metrics']['mask'], r['metrics']['box']
+    lines.append(
+        f'| {head} | {r["steps"]} | {mask["AP"]:.1f} | {mask["AP50"]:.1f} | '
+        f'{mask["AP75"]:.1f} | {box["AP"]:.1f} | '
+        f'{r["mask_head_params"] / 1e3:.0f}k | {r["ms_per_image"]:.0f} | '
+        f'{r["semantic_miou"]:.1f} | {r["semantic_miou_fused"]:.1f} |')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  os.chdir(REPO)
+  unknown = set(FLAGS.heads) - set(HEADS)
+  if unknown:
+    raise app.UsageError(f'unknown heads {sorted(unknown)}; choose from '
+                         f'{sorted(HEADS)}')
+  data_dir = FLAGS.data_dir or os.path.join(FLAGS.output_dir, 'data')
+  if FLAGS.run_one:
+    run_one(FLAGS.run_one, data_dir)
+    return
+  if not os.path.exists(os.path.join(data_dir, 'train', 'annotations.json')):
+    synthetic.make_shapes(data_dir, FLAGS.num_train, FLAGS.num_val, seed=1)
+  results = {}
+  for head in FLAGS.heads:
+    path = os.path.join(FLAGS.output_dir, head, 'result.json')
+    if FLAGS.rerun or not os.path.exists(path):
+      print(f'== {head}: training for {FLAGS.budget_s:.0f} '
+            f'{FLAGS.budget_mode} s', flush=True)
+      subprocess.run(
+          [sys.executable, os.path.abspath(__file__), f'--run_one={head}',
+           f'--output_dir={FLAGS.output_dir}', f'--data_dir={data_dir}',
+           f'--budget_s={FLAGS.budget_s}',
+           f'--budget_mode={FLAGS.budget_mode}'], check=True)
+    with open(path) as f:
+      results[head] = json.load(f)
+  text = '\n'.join([
+      table(results), '',
+      f'Budget per head: {FLAGS.budget_s:.0f} {FLAGS.budget_mode} s of '
+      f'training; val split of the hard shapes set ({data_dir}). '
+      f'ms/image: inference at batch 4 on the val images. mIoU at the '
+      f'model\'s input resolution over labelled pixels. Machine: '
+      f'{machine.describe()}.',
+      f'Command: python benchmarks/heads.py --output_dir={FLAGS.output_dir} '
+      f'--budget_s={FLAGS.budget_s:.0f} --budget_mode={FLAGS.budget_mode}'])
+  print(text)
+  with open(os.path.join(FLAGS.output_dir, 'table.md'), 'w') as f:
+    f.write(text + '\n')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -24,6 +24,9 @@ Writes to --output_dir:
   <stem>_predictions.png    the image with masks, boxes and "name score"
                             labels of the detections >= --score_threshold.
   <stem>_semantic.png       the semantic map (class 0 black).
+  <stem>_panoptic.png       with a SavedModel exported --panoptic: the
+                            output fusion's maps (R = category, G B = the
+                            instance id's high and low bytes).
 
 A file that cannot be read or decoded, or whose name is not in
 --image_ids_from, is reported and skipped; the others are processed and the
@@ -49,6 +52,7 @@ from PIL import ImageFont
 
 from masklab_tf import evaluate
 from masklab_tf import visualize
+from masklab_tf.modeling import output_fusion
 from masklab_tf.modeling import postprocess
 
 FLAGS = flags.FLAGS
@@ -183,6 +187,10 @@ def run_batch(signature, items: list[Item]) -> list[dict]:
         # Padding beyond a smaller image of the batch is cropped off.
         'semantic_map': outputs['semantic_map'][i, :height, :width],
     })
+    if 'panoptic_category_map' in outputs:
+      results[-1]['panoptic'] = output_fusion.panoptic_png(
+          outputs['panoptic_category_map'][i, :height, :width],
+          outputs['panoptic_instance_map'][i, :height, :width])
   return results
 
 
@@ -243,6 +251,9 @@ def main(argv):
                                  FLAGS.score_threshold)
       Image.fromarray(picture).save(
           os.path.join(FLAGS.output_dir, f'{name}_predictions.png'))
+      if 'panoptic' in prediction:
+        Image.fromarray(prediction.pop('panoptic')).save(
+            os.path.join(FLAGS.output_dir, f'{name}_panoptic.png'))
       semantic = np.maximum(prediction.pop('semantic_map'), 0)
       Image.fromarray(visualize.color_labels(
           semantic, max(len(names), int(semantic.max(initial=0))))).save(

@@ -55,16 +55,20 @@ flags.DEFINE_list('heads', ['masklab', 'semantic_only', 'direction_only',
 flags.DEFINE_bool('rerun', False, 'Re-run heads that have a result.')
 flags.DEFINE_string('run_one', None, 'Internal: run this head in-process.')
 
-# Overrides of configs/shapes_cpu.flags per head. BiSeg's loss has the
-# semantic term L_ss (its prior); the position-sensitive heads reduce res5
-# to 256 channels (paper: 1024 from 2048; ResNet-10's res5 has 512).
+# Overrides of configs/shapes_cpu.flags per head. Every head also trains
+# the dense semantic loss (COMMON): MaskLab's paper trains its semantic
+# logits through the masks of ground-truth boxes only, which leaves them
+# high outside objects (paper sec. 4.3, Fig. 7; seen here too), so without
+# it the semantic map, the output fusion and BiSeg's prior mean little.
+# The position-sensitive heads reduce res5 to 256 channels (paper: 1024
+# from 2048; ResNet-10's res5 has 512).
+COMMON = ('--semantic_loss_weight=1',)
 HEADS = {
     'masklab': ('--mask_head=masklab',),
     'semantic_only': ('--mask_head=masklab_semantic_only',),
     'direction_only': ('--mask_head=masklab_direction_only',),
     'fcis': ('--mask_head=fcis', '--ps_feature_channels=256'),
-    'biseg': ('--mask_head=biseg', '--ps_feature_channels=256',
-              '--semantic_loss_weight=1'),
+    'biseg': ('--mask_head=biseg', '--ps_feature_channels=256'),
 }
 
 
@@ -126,7 +130,8 @@ def run_one(head, data_dir):
     shutil.rmtree(model_dir)
   os.makedirs(model_dir)
   configs = config.from_flagfile(
-      os.path.join(REPO, 'configs', 'shapes_cpu.flags'), HEADS[head] + (
+      os.path.join(REPO, 'configs', 'shapes_cpu.flags'),
+      COMMON + HEADS[head] + (
           f'--train_annotations={data_dir}/train/annotations.json',
           f'--train_images={data_dir}/train/images', '--lr_schedule=cosine',
           '--checkpoint_every=1000000', '--image_summary_every=0'))

@@ -30,6 +30,7 @@ import tf_keras
 
 from masklab_tf import config as config_lib
 from masklab_tf import visualize
+from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.data import sources
 from masklab_tf.modeling import masklab
@@ -160,10 +161,22 @@ class Trainer:
         configs.data, annotations=train_cfg.train_annotations,
         images=train_cfg.train_images, tfrecords=train_cfg.train_tfrecords,
         seed=train_cfg.seed)
+    # The COCO set is read (and validated) once, here: what the reader
+    # skipped or repaired is reported now and again at the end of training.
+    self.train_set = None
+    if not data_cfg.tfrecords:
+      if not data_cfg.annotations:
+        raise ValueError('no training data: set --train_annotations and '
+                         '--train_images, or --train_tfrecords')
+      self.train_set = coco.read_coco(data_cfg.annotations, data_cfg.images,
+                                      verify_images=data_cfg.verify_images)
+      if self.train_set.problems:
+        logging.warning('%s', self.data_report())
     self.dataset = self.strategy.distribute_datasets_from_function(
         lambda context: pipeline.build_dataset(
             data_cfg, configs.geometry, train_cfg.batch_size, True, context,
-            skipped=self.skipped))
+            skipped=self.skipped, source=pipeline.make_source(
+                data_cfg, context, self.skipped, dataset=self.train_set)))
     with self.strategy.scope():
       tf_keras.utils.set_random_seed(train_cfg.seed)
       self.models = masklab.build_masklab(
@@ -355,10 +368,25 @@ class Trainer:
           if total is not None:
             self.total_steps.assign(total)
     self.manager.save(checkpoint_number=self.step, check_interval=False)
-    if len(self.skipped):
-      logging.warning('%d images could not be read and were skipped:\n%s',
-                      len(self.skipped), '\n'.join(self.skipped.messages))
+    if len(self.skipped) or (self.train_set and self.train_set.problems):
+      logging.warning('%s', self.data_report())
     return last
+
+  def data_report(self) -> str:
+    """What training skipped: entries the reader dropped or repaired (by
+    kind, then each), and images that failed to decode while training."""
+    lines = []
+    if self.train_set is not None and self.train_set.problems:
+      kinds = ', '.join(f'{kind} {count}' for kind, count in
+                        self.train_set.problem_counts().items())
+      lines.append(f'{len(self.train_set.problems)} problems in the training '
+                   f'set, skipped or repaired when read ({kinds}):')
+      lines += [f'  {problem}' for problem in self.train_set.problems]
+    if len(self.skipped):
+      lines.append(f'{len(self.skipped)} images failed to decode during '
+                   'training and were skipped:')
+      lines += [f'  {message}' for message in self.skipped.messages]
+    return '\n'.join(lines)
 
   def prediction_pictures(self, batch: dict, max_images: int = 2
                           ) -> np.ndarray:

@@ -408,5 +408,6 @@ class Trainer:
     return np.stack(pictures)
 
   def _write_config(self):
+    os.makedirs(self.model_dir, exist_ok=True)
     config_lib.to_json(self.configs,
                        os.path.join(self.model_dir, config_lib.CONFIGS_FILE))

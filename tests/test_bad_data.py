@@ -4,7 +4,7 @@ it skipped and why at the start and at the end."""
 import io
 import json
 import logging
-import os
+import re
 import shutil
 
 import numpy as np
@@ -83,14 +83,14 @@ def messy_set(shapes_train, tmp_path_factory):
 
 def test_training_skips_counts_and_reports_bad_data(messy_set, tmp_path,
                                                     caplog):
-  configs = configs_for(messy_set, '--train_steps=4',
+  configs = configs_for(messy_set, '--train_steps=7',
                         '--shuffle_buffer=20')
   caplog.set_level(logging.WARNING)
   trainer = train.Trainer(configs, str(tmp_path))
   trainer.restore_or_initialise()
-  # 4 steps of 2 images: every one of the 16 usable images is seen once.
+  # 7 steps of 2 images cover the first epoch of the 13 readable records.
   losses = trainer.train()
-  assert trainer.current_step == 4 and np.isfinite(losses['total'])
+  assert trainer.current_step == 7 and np.isfinite(losses['total'])
   counts = trainer.train_set.problem_counts()
   assert counts.get('missing_image') == 1
   assert counts.get('unreadable_image', 0) + counts.get(
@@ -99,11 +99,13 @@ def test_training_skips_counts_and_reports_bad_data(messy_set, tmp_path,
   assert counts.get('degenerate_polygon', 0) + counts.get(
       'invalid_segmentation', 0) + counts.get('invalid_field', 0) >= 2
   report = trainer.data_report()
-  for name in ('corrupt.jpg', 'missing.png', 'odd_annotations.png'):
+  for name in ('corrupt.jpg', 'missing.png', 'annotations.json'):
     assert name in report, report
+  # Annotation problems name the json and the annotation id.
+  assert len(re.findall(r'annotations\.json: annotation \d+: ', report)) == 3
   # The truncated PNG passes the header check and fails to decode while
   # training: skipped, counted, reported by name.
-  assert any('truncated.png' in m for m in trainer.skipped.messages), (
+  assert [m.count('truncated.png') for m in trainer.skipped.messages] == [1], (
       trainer.skipped.messages)
   assert 'failed to decode during training' in caplog.text
   kept = {r.file_name for r in trainer.train_set.records}

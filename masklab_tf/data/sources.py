@@ -78,7 +78,10 @@ def coco_source(dataset: coco.CocoDataset,
       image = dataset.load_image(record)
       masks = dataset.load_masks(record)
     except (coco.DatasetError, OSError, ValueError) as e:
-      skipped.add(f'{record.path}: image {record.image_id}: {e}')
+      message = str(e)  # The reader's errors already name file and image.
+      if not message.startswith(record.path):
+        message = f'{record.path}: image {record.image_id}: {message}'
+      skipped.add(message)
       return (np.zeros([1, 1, 3], np.uint8), np.int64(record.image_id),
               np.zeros([0, 4], np.float32), np.zeros([0], np.int32),
               np.zeros([0], bool), np.zeros([0, 1, 1], np.uint8),

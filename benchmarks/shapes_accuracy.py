@@ -29,7 +29,6 @@ machine.
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -44,7 +43,8 @@ import skimage.measure
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from masklab_tf import evaluate  # pylint: disable=g-import-not-at-top
+import machine  # pylint: disable=g-import-not-at-top
+from masklab_tf import evaluate
 from masklab_tf.data import coco
 from masklab_tf.data import synthetic
 
@@ -191,17 +191,6 @@ def run_one(system, data_dir):
     json.dump(result, f, indent=1)
 
 
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown CPU'
-
-
 def table(results):
   lines = [
       '| system | steps | train min (wall / cpu) | box AP | AP50 | AP75 | '
@@ -249,7 +238,7 @@ def main(argv):
       f'Budget per trained system: '
       f'{", ".join(f"{s:.0f} {m} s" for s, m in sorted(budgets))}; '
       f'val split: {FLAGS.num_val} images of the hard shapes set (seed 1). '
-      f'Machine: {os.cpu_count()} cores, {cpu_model()}.',
+      f'Machine: {machine.describe()}.',
       f'Command: python benchmarks/shapes_accuracy.py '
       f'--output_dir={FLAGS.output_dir} --budget_s={FLAGS.budget_s:.0f} '
       f'--budget_mode={FLAGS.budget_mode}'])

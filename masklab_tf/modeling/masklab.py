@@ -243,6 +243,17 @@ def model_inputs(batch: dict, training: bool) -> dict:
   return {k: batch[k] for k in keys}
 
 
+def restore_models(configs: config_lib.Configs,
+                   checkpoint: str) -> MaskLabModels:
+  """The models of `configs` with a bin/train checkpoint's weights (the
+  optimizer's and the step's are left out)."""
+  models = build_masklab(configs.model, configs.geometry,
+                         configs.data.max_instances)
+  tf.train.Checkpoint(model=models.train_model).restore(
+      checkpoint).expect_partial().assert_existing_objects_matched()
+  return models
+
+
 def load_imagenet_checkpoint(models: MaskLabModels, checkpoint_path: str,
                              cfg: config_lib.ModelConfig) -> dict:
   """ImageNet ResNet weights into the backbone and the box classifier's

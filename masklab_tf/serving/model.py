@@ -192,9 +192,6 @@ def load_model(model_dir: str, checkpoint: str | None = None,
   checkpoint = checkpoint or tf.train.latest_checkpoint(model_dir)
   if not checkpoint:
     raise FileNotFoundError(f'{model_dir}: no checkpoint')
-  models = masklab.build_masklab(configs.model, configs.geometry,
-                                 configs.data.max_instances)
-  tf.train.Checkpoint(model=models.train_model).restore(
-      checkpoint).expect_partial().assert_existing_objects_matched()
+  models = masklab.restore_models(configs, checkpoint)
   return build_serving_model(models.inference_model, configs,
                              full_image_masks, mask_voting, panoptic)

@@ -60,10 +60,7 @@ def main(argv):
     path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
     if not path:
       raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to evaluate')
-    models = masklab.build_masklab(configs.model, configs.geometry,
-                                   configs.data.max_instances)
-    tf.train.Checkpoint(model=models.train_model).restore(
-        path).expect_partial().assert_existing_objects_matched()
+    models = masklab.restore_models(configs, path)
     inference_model, saved_model = models.inference_model, None
   os.makedirs(output_dir, exist_ok=True)
   evaluator = evaluate.Evaluator(configs, configs.data.annotations,

@@ -80,12 +80,8 @@ def test_inference_outputs_any_size(tiny_models):
       assert (classes[b, num[b]:] == 0).all()
 
 
-def test_training_steps_lower_the_loss():
-  tf_keras.utils.set_random_seed(1)
-  cfg = tiny_config()
-  models = masklab.build_masklab(cfg, max_instances=MAX_INSTANCES)
-  model = models.train_model
-  batch = fixed_batch()
+def sgd_steps(model, cfg, batch, steps):
+  """`steps` SGD steps on one batch; the losses of each."""
   optimizer = tf_keras.optimizers.SGD(0.01, momentum=0.9, clipnorm=10.0)
 
   @tf.function
@@ -98,7 +94,14 @@ def test_training_steps_lower_the_loss():
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return losses
 
-  history = [step() for _ in range(12)]
+  return [step() for _ in range(steps)]
+
+
+def test_training_steps_lower_the_loss():
+  tf_keras.utils.set_random_seed(1)
+  cfg = tiny_config()
+  models = masklab.build_masklab(cfg, max_instances=MAX_INSTANCES)
+  history = sgd_steps(models.train_model, cfg, fixed_batch(), 12)
   first, last = history[0], history[-1]
   assert float(last['total']) < 0.8 * float(first['total'])
   assert float(last['mask_refined']) < float(first['mask_refined'])

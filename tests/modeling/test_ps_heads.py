@@ -10,7 +10,8 @@ from masklab_tf.modeling import mask_heads
 from masklab_tf.modeling import masklab
 from masklab_tf.modeling import ps_heads
 
-from modeling.test_masklab import MAX_INSTANCES, fixed_batch, tiny_config
+from modeling.test_masklab import MAX_INSTANCES, fixed_batch, sgd_steps
+from modeling.test_masklab import tiny_config
 
 
 def test_inside_outside_reads_the_class_cells_of_each_quadrant():
@@ -59,19 +60,7 @@ def test_heads_train_in_the_whole_model(name):
   model = models.train_model
   outputs = model(masklab.model_inputs(batch, True), training=True)
   assert outputs['mask_logits'].shape == (2, MAX_INSTANCES, 41, 41)
-  optimizer = tf_keras.optimizers.SGD(0.01, momentum=0.9, clipnorm=10.0)
-
-  @tf.function
-  def step():
-    with tf.GradientTape() as tape:
-      losses = masklab.compute_losses(
-          model(masklab.model_inputs(batch, True), training=True), batch,
-          cfg)
-    grads = tape.gradient(losses['total'], model.trainable_variables)
-    optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    return losses
-
-  history = [step() for _ in range(8)]
+  history = sgd_steps(model, cfg, batch, 6)
   assert float(history[-1]['mask_coarse']) < float(
       history[0]['mask_coarse'])
   assert all(np.isfinite(float(h['total'])) for h in history)

@@ -2,7 +2,6 @@
 wired into the in-graph post-processing, equal their numpy references."""
 
 import numpy as np
-import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config

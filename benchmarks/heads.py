@@ -3,16 +3,21 @@
 Trains each head in the same Faster R-CNN model (configs/shapes_cpu.flags:
 same backbone, RPN, box classifier, loop and evaluator; only --mask_head
 changes) on the same time budget, then reports on the val split: mask AP,
-AP50, AP75 (pycocotools), the mask head's parameters, inference ms/image,
-and the semantic map's mIoU without and with the output fusion (Costea et
-al.: instances decide identity and class where they agree with the
-semantic map, unclaimed segments grow or become instances).
+AP50, AP75 (pycocotools), AR@10 and AR@100 of the masks as class-agnostic
+proposals, the mask head's parameters, inference ms/image, and the semantic
+map's mIoU without and with the output fusion (Costea et al.: instances
+decide identity and class where they agree with the semantic map, unclaimed
+segments grow or become instances). InstanceFCN has no box branch, classes
+or semantic map: it is scored by AR only, on the same backbone, data and
+budget.
 
   masklab          semantic + direction features, hypercolumn refinement
   semantic_only    MaskLab Table 2 ablations
   direction_only
   fcis             inside/outside position-sensitive maps (k = 7)
   biseg            fused k1 = 7 (res5) and k2 = 9 (res3) maps x semantic prior
+  instancefcn      k = 5 instance-sensitive maps + objectness, sliding
+                   windows of 32-90 px (the 18-60 px shapes' DeepMask fit)
 
 Each head runs in its own process; results land in OUTPUT_DIR/<head>/
 result.json so an interrupted run re-runs only what is missing.
@@ -50,8 +55,9 @@ flags.DEFINE_integer('num_val', 200, 'Val images to generate.')
 flags.DEFINE_float('budget_s', 1500.0, 'Training budget per head.')
 flags.DEFINE_enum('budget_mode', 'wall', ['wall', 'cpu'],
                   'Budget in wall-clock or process CPU seconds.')
-flags.DEFINE_list('heads', ['masklab', 'semantic_only', 'direction_only',
-                            'fcis', 'biseg'], 'Heads to run, in order.')
+flags.DEFINE_list('heads', ['masklab', 'fcis', 'biseg', 'instancefcn'],
+                  'Heads to run, in order (also: semantic_only, '
+                  'direction_only).')
 flags.DEFINE_bool('rerun', False, 'Re-run heads that have a result.')
 flags.DEFINE_string('run_one', None, 'Internal: run this head in-process.')
 
@@ -61,14 +67,17 @@ flags.DEFINE_string('run_one', None, 'Internal: run this head in-process.')
 # high outside objects (paper sec. 4.3, Fig. 7; seen here too), so without
 # it the semantic map, the output fusion and BiSeg's prior mean little.
 # The position-sensitive heads reduce res5 to 256 channels (paper: 1024
-# from 2048; ResNet-10's res5 has 512).
-COMMON = ('--semantic_loss_weight=1',)
+# from 2048; ResNet-10's res5 has 512). 100 detections per image (as COCO
+# counts) for every head, so AR@100 compares like with like.
+COMMON = ('--semantic_loss_weight=1', '--max_detections=100')
 HEADS = {
     'masklab': ('--mask_head=masklab',),
     'semantic_only': ('--mask_head=masklab_semantic_only',),
     'direction_only': ('--mask_head=masklab_direction_only',),
     'fcis': ('--mask_head=fcis', '--ps_feature_channels=256'),
     'biseg': ('--mask_head=biseg', '--ps_feature_channels=256'),
+    'instancefcn': ('--mask_head=instancefcn', '--ifcn_channels=256',
+                    '--ifcn_window_sizes=32,45,64,90'),
 }
 
 
@@ -106,6 +115,8 @@ def semantic_scores(inference_model, batches, num_classes):
     if step:  # The first batch pays for tracing.
       seconds += time.perf_counter() - start
       images += len(outputs['num_detections'])
+    if 'semantic_map' not in outputs:  # InstanceFCN
+      continue
     labels = batch['semantic_labels'].numpy()
     for i, num in enumerate(outputs['num_detections']):
       semantic = outputs['semantic_map'][i]
@@ -118,6 +129,8 @@ def semantic_scores(inference_model, batches, num_classes):
           outputs['detection_scores'][i, :num])
       raw += semantic_confusion(semantic, labels[i], num_classes)
       fused += semantic_confusion(category, labels[i], num_classes)
+  if not raw.any():
+    return None, None, 1000 * seconds / max(images, 1)
   return mean_iou(raw), mean_iou(fused), 1000 * seconds / max(images, 1)
 
 
@@ -150,8 +163,9 @@ def run_one(head, data_dir):
       'head': head, 'steps': trainer.current_step, 'wall_s': wall,
       'cpu_s': cpu, 'budget_s': FLAGS.budget_s,
       'budget_mode': FLAGS.budget_mode, 'metrics': metrics,
-      'mask_head_params': int(
-          trainer.models.train_model.get_layer('mask_head').count_params()),
+      'mask_head_params': int(trainer.models.train_model.get_layer(
+          'instancefcn_head' if head == 'instancefcn' else
+          'mask_head').count_params()),
       'ms_per_image': ms, 'semantic_miou': miou,
       'semantic_miou_fused': miou_fused,
       'model': dataclasses.asdict(configs.model)}
@@ -160,16 +174,23 @@ def run_one(head, data_dir):
 
 
 def table(results):
-  lines = ['| head | steps | mask AP | AP50 | AP75 | box AP | mask-head '
-           'params | ms/image | semantic mIoU | + output fusion |',
-           '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+  lines = ['| head | steps | mask AP | AP50 | AP75 | box AP | AR@10 | AR@100 '
+           '| mask-head params | ms/image | semantic mIoU | + output fusion |',
+           '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+
+  def cell(value):
+    return '-' if value is None else f'{value:.1f}'
+
   for head, r in results.items():
-    mask, box = r['metrics']['mask'], r['metrics']['box']
+    metrics = r['metrics']
+    mask, box = metrics.get('mask', {}), metrics.get('box', {})
+    recall = metrics.get('proposals', {})
+    values = [mask.get('AP'), mask.get('AP50'), mask.get('AP75'),
+              box.get('AP'), recall.get('AR@10'), recall.get('AR@100')]
     lines.append(
-        f'| {head} | {r["steps"]} | {mask["AP"]:.1f} | {mask["AP50"]:.1f} | '
-        f'{mask["AP75"]:.1f} | {box["AP"]:.1f} | '
-        f'{r["mask_head_params"] / 1e3:.0f}k | {r["ms_per_image"]:.0f} | '
-        f'{r["semantic_miou"]:.1f} | {r["semantic_miou_fused"]:.1f} |')
+        f'| {head} | {r["steps"]} | ' + ' | '.join(map(cell, values)) +
+        f' | {r["mask_head_params"] / 1e3:.0f}k | {r["ms_per_image"]:.0f} | '
+        f'{cell(r["semantic_miou"])} | {cell(r["semantic_miou_fused"])} |')
   return '\n'.join(lines)
 
 

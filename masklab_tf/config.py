@@ -152,7 +152,9 @@ class ModelConfig:
       classifier.
     num_sampled_rois, roi_foreground_fraction, roi_foreground_iou: RoIs
       sampled per image to train the box classifier.
-    mask_head: name in the mask-head registry (modeling/mask_heads.py).
+    mask_head: name in the mask-head registry (modeling/mask_heads.py), or
+      'instancefcn' (class-agnostic segment proposals, a model of its own:
+      modeling/factory.py).
     mask_features: 'both', 'semantic' or 'direction' (paper Table 2).
     refine: hypercolumn refinement on or off (paper Table 4).
     hypercolumn_channels: if > 0, a 1x1 conv reduces conv1 and res2 to this
@@ -164,6 +166,13 @@ class ModelConfig:
     ps_grid_size, ps_grid_size_fine, ps_feature_channels: position-sensitive
       heads (fcis, biseg): k x k cells of the res5 score maps (paper: 7),
       of BiSeg's res3 maps (9), and the 1x1 reduction of res5 (1024).
+    ifcn_*: InstanceFCN (--mask_head=instancefcn, modeling/instancefcn.py):
+      k x k instance-sensitive maps (paper: 5); window sides in image pixels
+      (default: the paper's 168 px window seen at its six pyramid scales
+      600 x 1.5^{-4..1}); channels of its 512-d convs; assembled window
+      resolution m (21); windows sampled per training image (256);
+      windows assembled at inference before NMS; NMS IoU on the segments'
+      tight boxes (0.8). Its proposals per image are max_detections.
     semantic_loss_weight, direction_loss_weight: optional dense auxiliary
       losses (0 = off: the paper trains both branches through the masks).
     max_detections, detection_nms_iou, detection_score_threshold: inference.
@@ -201,6 +210,14 @@ class ModelConfig:
   ps_grid_size: int = 7
   ps_grid_size_fine: int = 9
   ps_feature_channels: int = 1024
+  ifcn_grid_size: int = 5
+  ifcn_window_sizes: tuple[float, ...] = (112.0, 168.0, 252.0, 378.0,
+                                          567.0, 850.0)
+  ifcn_channels: int = 512
+  ifcn_crop_size: int = 21
+  ifcn_windows_per_image: int = 256
+  ifcn_pre_nms_top_k: int = 2000
+  ifcn_nms_iou: float = 0.8
   semantic_loss_weight: float = 0.0
   direction_loss_weight: float = 0.0
   max_detections: int = 100

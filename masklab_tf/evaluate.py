@@ -7,6 +7,11 @@ traps are handled: annotation id 0 is silently dropped by COCOeval (the
 reader renumbers ids, and the ground truth handed over is its cleaned json),
 and the headline AP counts at most 100 detections per image (maxDets is
 raised to the largest ground-truth count when images hold more).
+
+Every model is also scored as a source of segment proposals: average recall
+AR@10 and AR@100 over mask IoU 0.5:0.95 (proposal_recall.py, InstanceFCN's
+metric), classes ignored. Class-agnostic models (InstanceFCN) get only
+that: COCO AP needs classes.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from pycocotools import coco as coco_api
 from pycocotools import cocoeval
 from pycocotools import mask as mask_api
 
+from masklab_tf import proposal_recall
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
+from masklab_tf.modeling import factory
 from masklab_tf.modeling import postprocess
 
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
+RECALL_LIMITS = (10, 100)
 
 
 def predict(inference_model, dataset: tf.data.Dataset,
@@ -174,18 +182,43 @@ def write_metrics(path: str, metrics: dict, **info) -> None:
     json.dump({**info, **metrics}, f, indent=1)
 
 
-def format_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
-  """Markdown table of several runs' box and mask metrics."""
+def proposal_metrics(ground_truth: dict, predictions: list[dict],
+                     limits=RECALL_LIMITS) -> dict[str, float]:
+  """AR@N (%) of the predictions' masks as class-agnostic proposals, best
+  score first (predictions as `predict` returns them)."""
+  proposals = {}
+  for prediction in predictions:
+    order = np.argsort(-np.asarray(prediction['scores']), kind='stable')
+    proposals[prediction['image_id']] = [prediction['masks'][i]
+                                         for i in order]
+  return proposal_recall.average_recall(ground_truth, proposals, limits)
+
+
+def headline(metrics: dict) -> tuple[str, float]:
+  """The one number a run is ranked by: mask AP, or AR@100 for proposals."""
+  if 'mask' in metrics:
+    return 'mask AP', metrics['mask']['AP']
+  return 'AR@100', metrics['proposals']['AR@100']
+
+
+def format_table(rows: dict[str, dict]) -> str:
+  """Markdown table of several runs' box and mask AP and proposal AR; '-'
+  where a run has no such metric."""
+  recall = [f'AR@{n}' for n in RECALL_LIMITS]
   lines = ['| run | box AP | box AP50 | box AP75 | mask AP | mask AP50 | '
-           'mask AP75 | mask APs | mask APm | mask APl |',
-           '|---|---|---|---|---|---|---|---|---|---|']
+           'mask AP75 | mask APs | mask APm | mask APl | ' +
+           ' | '.join(recall) + ' |',
+           '|---' * (11 + len(recall)) + '|']
   def cell(value):
-    return '-' if value < 0 else f'{value:.1f}'
+    return '-' if value is None or value < 0 else f'{value:.1f}'
 
   for name, metrics in rows.items():
-    box, mask = metrics['box'], metrics['mask']
-    values = [box['AP'], box['AP50'], box['AP75']] + [
-        mask[key] for key in METRIC_NAMES]
+    box = metrics.get('box', {})
+    mask = metrics.get('mask', {})
+    proposals = metrics.get('proposals', {})
+    values = ([box.get(k) for k in ('AP', 'AP50', 'AP75')] +
+              [mask.get(k) for k in METRIC_NAMES] +
+              [proposals.get(k) for k in recall])
     lines.append(f'| {name} | ' + ' | '.join(cell(v) for v in values) + ' |')
   return '\n'.join(lines)
 
@@ -203,6 +236,7 @@ class Evaluator:
         source=pipeline.make_source(data_cfg, dataset=self.dataset))
     self.ground_truth = self.dataset.to_coco_dict()
     self.category_ids = [c.id for c in self.dataset.categories]
+    self.class_agnostic = factory.class_agnostic(configs.model)
 
   def run(self, inference_model, results_path: str | None = None,
           saved_model=None) -> dict:
@@ -212,9 +246,15 @@ class Evaluator:
       predictions = predict_saved_model(saved_model, self.dataset)
     else:
       predictions = predict(inference_model, self.batches)
+    # Class-agnostic proposals (class 1) are written under the first
+    # category: the json stays loadable by COCO tools.
     results = to_coco_results(predictions, self.category_ids)
     if results_path:
       with open(results_path, 'w') as f:
         json.dump(results, f)
-    return coco_metrics(self.ground_truth, results,
-                        self.dataset.max_instances_per_image)
+    metrics = {}
+    if not self.class_agnostic:
+      metrics = coco_metrics(self.ground_truth, results,
+                             self.dataset.max_instances_per_image)
+    metrics['proposals'] = proposal_metrics(self.ground_truth, predictions)
+    return metrics

@@ -33,6 +33,7 @@ from masklab_tf import visualize
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.data import sources
+from masklab_tf.modeling import factory
 from masklab_tf.modeling import masklab
 from masklab_tf.modeling import postprocess
 
@@ -160,7 +161,9 @@ class Trainer:
     data_cfg = dataclasses.replace(
         configs.data, annotations=train_cfg.train_annotations,
         images=train_cfg.train_images, tfrecords=train_cfg.train_tfrecords,
-        seed=train_cfg.seed)
+        seed=train_cfg.seed,
+        keep_full_masks=(configs.data.keep_full_masks or
+                         factory.needs_full_masks(configs.model)))
     # The COCO set is read (and validated) once, here: what the reader
     # skipped or repaired is reported now and again at the end of training.
     self.train_set = None
@@ -179,7 +182,7 @@ class Trainer:
                 data_cfg, context, self.skipped, dataset=self.train_set)))
     with self.strategy.scope():
       tf_keras.utils.set_random_seed(train_cfg.seed)
-      self.models = masklab.build_masklab(
+      self.models = factory.build_models(
           configs.model, configs.geometry, configs.data.max_instances)
       optimizer = tf_keras.optimizers.SGD(
           learning_rate=train_cfg.learning_rate,
@@ -240,8 +243,10 @@ class Trainer:
     train_cfg = self.configs.train
     replicas = self.strategy.num_replicas_in_sync
     with tf.GradientTape() as tape:
-      outputs = model(masklab.model_inputs(batch, True), training=True)
-      losses = masklab.compute_losses(outputs, batch, self.configs.model)
+      outputs = model(
+          factory.model_inputs(batch, True, self.configs.model),
+          training=True)
+      losses = factory.compute_losses(outputs, batch, self.configs.model)
       kernels = [v for v in model.trainable_variables if 'kernel' in v.name]
       decay = train_cfg.weight_decay * tf.add_n(
           [tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
@@ -403,7 +408,8 @@ class Trainer:
       masks = postprocess.paste_masks(outputs['detection_masks'][i, :num],
                                       boxes, image.shape[0], image.shape[1])
       pictures.append(visualize.prediction_panel(
-          image, boxes, masks >= 0.5, outputs['semantic_map'][i],
+          image, boxes, masks >= 0.5,
+          outputs['semantic_map'][i] if 'semantic_map' in outputs else None,
           self.configs.model.num_classes))
     return np.stack(pictures)
 

@@ -30,7 +30,7 @@ def global_count(count):
   return count
 
 
-def _safe_mean(total, count):
+def safe_mean(total, count):
   """total / (global count, at least 1): this replica's share of the mean."""
   return total / tf.maximum(global_count(count), 1.0)
 
@@ -61,10 +61,10 @@ def rpn_losses(scores, deltas, labels, box_targets):
   num_sampled = tf.reduce_sum(tf.cast(sampled, tf.float32))
   ce = tf.nn.sigmoid_cross_entropy_with_logits(
       labels=tf.cast(labels > 0, tf.float32), logits=scores)
-  score_loss = _safe_mean(tf.reduce_sum(tf.where(sampled, ce, 0.0)),
+  score_loss = safe_mean(tf.reduce_sum(tf.where(sampled, ce, 0.0)),
                           num_sampled)
   positive = tf.cast(labels > 0, tf.float32)[..., tf.newaxis]
-  box_loss = _safe_mean(
+  box_loss = safe_mean(
       tf.reduce_sum(huber(deltas - box_targets) * positive), num_sampled)
   return score_loss, box_loss
 
@@ -90,7 +90,7 @@ def box_classifier_losses(class_logits, box_deltas, rois, matched_boxes,
   num_rois = tf.reduce_sum(tf.cast(used, tf.float32))
   ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=matched_classes, logits=class_logits)
-  class_loss = _safe_mean(tf.reduce_sum(tf.where(used, ce, 0.0)), num_rois)
+  class_loss = safe_mean(tf.reduce_sum(tf.where(used, ce, 0.0)), num_rois)
 
   deltas = tf.reshape(tf.cast(box_deltas, tf.float32),
                       tf.concat([tf.shape(class_logits), [4]], 0))
@@ -98,7 +98,7 @@ def box_classifier_losses(class_logits, box_deltas, rois, matched_boxes,
   targets = box_ops.encode_boxes(matched_boxes, rois,
                                  weights=postprocess.BOX_CODER_WEIGHTS)
   foreground = tf.cast(matched_classes > 0, tf.float32)[..., tf.newaxis]
-  box_loss = _safe_mean(
+  box_loss = safe_mean(
       tf.reduce_sum(huber(deltas - tf.stop_gradient(targets)) * foreground),
       num_rois)
   return class_loss, box_loss
@@ -121,7 +121,7 @@ def mask_loss(mask_logits, mask_targets, classes):
   ce = tf.nn.sigmoid_cross_entropy_with_logits(
       labels=labels, logits=tf.cast(mask_logits, tf.float32))
   pixels = tf.cast(tf.reduce_prod(tf.shape(mask_logits)[2:]), tf.float32)
-  return _safe_mean(tf.reduce_sum(ce * valid),
+  return safe_mean(tf.reduce_sum(ce * valid),
                     tf.reduce_sum(valid) * pixels)
 
 
@@ -150,5 +150,5 @@ def dense_softmax_loss(logits, labels):
   valid = labels != IGNORE_LABEL
   ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=tf.where(valid, labels, 0), logits=tf.cast(logits, tf.float32))
-  return _safe_mean(tf.reduce_sum(tf.where(valid, ce, 0.0)),
+  return safe_mean(tf.reduce_sum(tf.where(valid, ce, 0.0)),
                     tf.reduce_sum(tf.cast(valid, tf.float32)))

@@ -243,23 +243,14 @@ def model_inputs(batch: dict, training: bool) -> dict:
   return {k: batch[k] for k in keys}
 
 
-def restore_models(configs: config_lib.Configs,
-                   checkpoint: str) -> MaskLabModels:
-  """The models of `configs` with a bin/train checkpoint's weights (the
-  optimizer's and the step's are left out)."""
-  models = build_masklab(configs.model, configs.geometry,
-                         configs.data.max_instances)
-  tf.train.Checkpoint(model=models.train_model).restore(
-      checkpoint).expect_partial().assert_existing_objects_matched()
-  return models
-
-
 def load_imagenet_checkpoint(models: MaskLabModels, checkpoint_path: str,
                              cfg: config_lib.ModelConfig) -> dict:
   """ImageNet ResNet weights into the backbone and the box classifier's
   duplicated conv5 block (paper Table 6 "BC": initialise the box classifier
   from the same checkpoint). Returns the matched / unmatched report."""
-  classifier = models.train_model.get_layer('box_classifier')
+  names = {layer.name for layer in models.train_model.layers}
+  conv5_blocks = ([models.train_model.get_layer('box_classifier').conv5]
+                  if 'box_classifier' in names else [])  # InstanceFCN: none.
   return backbone_lib.load_resnet_checkpoint(
       models.backbone, checkpoint_path, cfg.backbone_depth,
-      conv5_blocks=[classifier.conv5])
+      conv5_blocks=conv5_blocks)

@@ -42,17 +42,20 @@ def to_crop_and_resize_boxes(boxes: tf.Tensor, height, width) -> tf.Tensor:
   return (boxes - 0.5) / scale
 
 
-def crop_masks(masks: tf.Tensor, boxes: tf.Tensor,
-               crop_size: int) -> tf.Tensor:
+def crop_masks(masks: tf.Tensor, boxes: tf.Tensor, crop_size: int,
+               box_indices: tf.Tensor | None = None) -> tf.Tensor:
   """Crops each instance mask to its own box at crop_size x crop_size.
 
   Args:
     masks: uint8 or float [N, H, W] instance masks (0/1).
-    boxes: float [N, 4] continuous [ymin, xmin, ymax, xmax].
+    boxes: float [N, 4] continuous [ymin, xmin, ymax, xmax], or [K, 4] with
+      box_indices.
     crop_size: S.
+    box_indices: optional int [K], the mask each box crops (default: box i
+      crops mask i).
 
   Returns:
-    float32 [N, S, S] bilinear mask values in [0, 1].
+    float32 [N (or K), S, S] bilinear mask values in [0, 1].
   """
   # Edge samples of a box that touches the image border sit half a pixel
   # outside the image, where crop_and_resize would return 0; one replicated
@@ -60,12 +63,13 @@ def crop_masks(masks: tf.Tensor, boxes: tf.Tensor,
   padded = tf.pad(masks, [[0, 0], [1, 1], [1, 1]], mode='SYMMETRIC')
   height = tf.shape(padded)[1]
   width = tf.shape(padded)[2]
-  num = tf.shape(masks)[0]
+  if box_indices is None:
+    box_indices = tf.range(tf.shape(masks)[0])
   crops = tf.image.crop_and_resize(
       padded[..., tf.newaxis],
       to_crop_and_resize_boxes(tf.cast(boxes, tf.float32) + 1.0, height,
                                width),
-      box_indices=tf.range(num),
+      box_indices=tf.cast(box_indices, tf.int32),
       crop_size=(crop_size, crop_size),
       method='bilinear',
       extrapolation_value=0.0)

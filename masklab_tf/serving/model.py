@@ -12,7 +12,9 @@ Outputs (D = max_detections, S = mask size; padding rows are zero):
   detection_scores   float32 [B, D]
   detection_masks    float32 [B, D, S, S] box-relative probabilities
   semantic_map       int32 [B, H, W] class per original pixel (-1 beyond an
-                     image smaller than the batch's largest)
+                     image smaller than the batch's largest); not for
+                     InstanceFCN, which has none (its detections are
+                     class-agnostic segment proposals, class 1)
   detection_masks_full  uint8 [B, D, H, W] (with full_image_masks or
                      mask_voting): masks pasted into the image, thresholded
                      at 0.5 or voted
@@ -31,15 +33,11 @@ import tf_keras
 
 from masklab_tf import config as config_lib
 from masklab_tf.data import pipeline
+from masklab_tf.modeling import factory
 from masklab_tf.modeling import mask_voting as mask_voting_lib
-from masklab_tf.modeling import masklab
 from masklab_tf.modeling import output_fusion
 from masklab_tf.modeling import postprocess
 from masklab_tf.serving import preprocess
-
-OUTPUT_KEYS = ('num_detections', 'detection_boxes', 'detection_classes',
-               'detection_scores', 'detection_masks', 'semantic_map')
-
 
 def to_original(outputs: dict, image_size, scale, original_size,
                 full_image_masks: bool = False, mask_voting: bool = False,
@@ -80,16 +78,23 @@ def to_original(outputs: dict, image_size, scale, original_size,
       'detection_classes': outputs['detection_classes'],
       'detection_scores': outputs['detection_scores'],
       'detection_masks': outputs['detection_masks'],
-      'semantic_map': tf.map_fn(
-          semantic, (outputs['semantic_map'], image_size, original_size),
-          fn_output_signature=tf.TensorSpec([None, None], tf.int32)),
   }
+  if 'semantic_map' in outputs:
+    result['semantic_map'] = tf.map_fn(
+        semantic, (outputs['semantic_map'], image_size, original_size),
+        fn_output_signature=tf.TensorSpec([None, None], tf.int32))
+  elif panoptic:
+    raise ValueError('panoptic output needs a semantic map; this model '
+                     '(InstanceFCN) has none')
   if full_image_masks or mask_voting or panoptic:
+    # Without a semantic map (panoptic is off then) a placeholder per image.
+    semantic_maps = result.get(
+        'semantic_map', tf.zeros([tf.shape(boxes)[0], 0, 0], tf.int32))
     full = tf.map_fn(
         lambda args: _full_image(*args, largest, mask_voting, panoptic),
         (outputs['detection_masks'], boxes, outputs['detection_classes'],
          outputs['detection_scores'], outputs['num_detections'],
-         result['semantic_map'], original_size),
+         semantic_maps, original_size),
         fn_output_signature=(
             tf.TensorSpec([None, None, None], tf.uint8),
             tf.TensorSpec([None, None], tf.int32),
@@ -192,6 +197,6 @@ def load_model(model_dir: str, checkpoint: str | None = None,
   checkpoint = checkpoint or tf.train.latest_checkpoint(model_dir)
   if not checkpoint:
     raise FileNotFoundError(f'{model_dir}: no checkpoint')
-  models = masklab.restore_models(configs, checkpoint)
+  models = factory.restore_models(configs, checkpoint)
   return build_serving_model(models.inference_model, configs,
                              full_image_masks, mask_voting, panoptic)

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from masklab_tf import config
 from masklab_tf import evaluate
-from masklab_tf.modeling import masklab
+from masklab_tf.modeling import factory
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model_dir', None, 'Training directory.')
@@ -60,7 +60,7 @@ def main(argv):
     path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
     if not path:
       raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to evaluate')
-    models = masklab.restore_models(configs, path)
+    models = factory.restore_models(configs, path)
     inference_model, saved_model = models.inference_model, None
   os.makedirs(output_dir, exist_ok=True)
   evaluator = evaluate.Evaluator(configs, configs.data.annotations,

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from masklab_tf import config
 from masklab_tf.data import tfrecord
-from masklab_tf.modeling import masklab
+from masklab_tf.modeling import factory
 from masklab_tf.serving import export
 
 FLAGS = flags.FLAGS
@@ -60,7 +60,7 @@ def main(argv):
   path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
   if not path:
     raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to export')
-  models = masklab.restore_models(configs, path)
+  models = factory.restore_models(configs, path)
   categories = categories_for(configs)
   export.export_saved_model(models.inference_model, configs,
                             FLAGS.export_dir, categories,

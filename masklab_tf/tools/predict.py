@@ -23,7 +23,8 @@ Writes to --output_dir:
                             0.5, as RLE.
   <stem>_predictions.png    the image with masks, boxes and "name score"
                             labels of the detections >= --score_threshold.
-  <stem>_semantic.png       the semantic map (class 0 black).
+  <stem>_semantic.png       the semantic map (class 0 black; InstanceFCN
+                            models have none).
   <stem>_panoptic.png       with a SavedModel exported --panoptic: the
                             output fusion's maps (R = category, G B = the
                             instance id's high and low bytes).
@@ -184,9 +185,11 @@ def run_batch(signature, items: list[Item]) -> list[dict]:
         'scores': outputs['detection_scores'][i, :num],
         'classes': outputs['detection_classes'][i, :num],
         'masks': (masks >= MASK_THRESHOLD).astype(np.uint8),
-        # Padding beyond a smaller image of the batch is cropped off.
-        'semantic_map': outputs['semantic_map'][i, :height, :width],
     })
+    if 'semantic_map' in outputs:  # Not InstanceFCN's.
+      # Padding beyond a smaller image of the batch is cropped off.
+      results[-1]['semantic_map'] = outputs['semantic_map'][i, :height,
+                                                            :width]
     if 'panoptic_category_map' in outputs:
       results[-1]['panoptic'] = output_fusion.panoptic_png(
           outputs['panoptic_category_map'][i, :height, :width],
@@ -254,10 +257,11 @@ def main(argv):
       if 'panoptic' in prediction:
         Image.fromarray(prediction.pop('panoptic')).save(
             os.path.join(FLAGS.output_dir, f'{name}_panoptic.png'))
-      semantic = np.maximum(prediction.pop('semantic_map'), 0)
-      Image.fromarray(visualize.color_labels(
-          semantic, max(len(names), int(semantic.max(initial=0))))).save(
-              os.path.join(FLAGS.output_dir, f'{name}_semantic.png'))
+      if 'semantic_map' in prediction:
+        semantic = np.maximum(prediction.pop('semantic_map'), 0)
+        Image.fromarray(visualize.color_labels(
+            semantic, max(len(names), int(semantic.max(initial=0))))).save(
+                os.path.join(FLAGS.output_dir, f'{name}_semantic.png'))
       above = int((prediction['scores'] >= FLAGS.score_threshold).sum())
       drawn += above
       done += 1

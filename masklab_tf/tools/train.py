@@ -10,8 +10,8 @@ Usage:
 Every config field is a flag (configs/*.flags set them; the command line
 overrides). Killed runs resume from the last checkpoint in --model_dir.
 With a val set, COCO box and mask AP are computed every --eval_every steps
-and at the end (metrics.json); the best checkpoint by mask AP is kept in
-MODEL_DIR/best.
+and at the end (metrics.json); the best checkpoint by mask AP (AR@100 for
+InstanceFCN's proposals) is kept in MODEL_DIR/best.
 """
 
 import json
@@ -69,7 +69,8 @@ def main(argv):
 
 
 class BestCheckpoint:
-  """Keeps the checkpoint with the best mask AP in MODEL_DIR/best."""
+  """Keeps the checkpoint with the best mask AP (AR@100 for class-agnostic
+  proposals) in MODEL_DIR/best."""
 
   def __init__(self, trainer, model_dir):
     self.trainer = trainer
@@ -79,13 +80,15 @@ class BestCheckpoint:
     self.best = -1.0
     if os.path.exists(self.path):
       with open(self.path) as f:
-        self.best = json.load(f)['mask']['AP']
+        self.best = evaluate.headline(json.load(f))[1]
 
   def update(self, step, metrics):
-    print(f'eval at step {step}: box AP {metrics["box"]["AP"]:.1f}  '
-          f'mask AP {metrics["mask"]["AP"]:.1f}', flush=True)
-    if metrics['mask']['AP'] > self.best:
-      self.best = metrics['mask']['AP']
+    name, value = evaluate.headline(metrics)
+    box = (f'box AP {metrics["box"]["AP"]:.1f}  ' if 'box' in metrics
+           else '')
+    print(f'eval at step {step}: {box}{name} {value:.1f}', flush=True)
+    if value > self.best:
+      self.best = value
       self.manager.save(checkpoint_number=step)
       evaluate.write_metrics(self.path, metrics, step=step)
 

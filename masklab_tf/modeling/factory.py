@@ -1,0 +1,70 @@
+"""The systems of the seed papers behind one interface for training,
+evaluation and export.
+
+MaskLab, FCIS and BiSeg are one Faster R-CNN model whose mask head comes
+from the registry (modeling/mask_heads.py); InstanceFCN has no box branch
+and is a model of its own (modeling/instancefcn.py). Both build the same
+pair of functional graphs (MaskLabModels): a training graph whose outputs
+`compute_losses` reads, and an inference graph with the detection outputs
+(num_detections, detection_boxes / classes / scores / masks). Code that
+trains, restores or evaluates a model goes through here and never needs to
+know which system it holds.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from masklab_tf import config as config_lib
+from masklab_tf.modeling import instancefcn
+from masklab_tf.modeling import masklab
+
+INSTANCEFCN = 'instancefcn'
+
+
+def is_instancefcn(cfg: config_lib.ModelConfig) -> bool:
+  return cfg.mask_head == INSTANCEFCN
+
+
+def class_agnostic(cfg: config_lib.ModelConfig) -> bool:
+  """Whether the model makes class-agnostic segment proposals (evaluate by
+  average recall) rather than class-labelled detections (COCO AP)."""
+  return is_instancefcn(cfg)
+
+
+def needs_full_masks(cfg: config_lib.ModelConfig) -> bool:
+  """Whether training reads full-image instance masks (gt_masks): InstanceFCN
+  crops its targets from them over windows no box fixes in advance."""
+  return is_instancefcn(cfg)
+
+
+def build_models(cfg: config_lib.ModelConfig,
+                 geometry: config_lib.GeometryConfig | None = None,
+                 max_instances: int = 100, image_shape: tuple = (None, None),
+                 use_xla: bool = True) -> masklab.MaskLabModels:
+  build = (instancefcn.build_instancefcn if is_instancefcn(cfg)
+           else masklab.build_masklab)
+  return build(cfg, geometry, max_instances, image_shape, use_xla)
+
+
+def compute_losses(outputs: dict, batch: dict,
+                   cfg: config_lib.ModelConfig) -> dict:
+  module = instancefcn if is_instancefcn(cfg) else masklab
+  return module.compute_losses(outputs, batch, cfg)
+
+
+def model_inputs(batch: dict, training: bool,
+                 cfg: config_lib.ModelConfig) -> dict:
+  module = instancefcn if is_instancefcn(cfg) else masklab
+  return module.model_inputs(batch, training)
+
+
+def restore_models(configs: config_lib.Configs,
+                   checkpoint: str) -> masklab.MaskLabModels:
+  """The models of `configs` with a bin/train checkpoint's weights (the
+  optimizer's and the step's are left out)."""
+  models = build_models(configs.model, configs.geometry,
+                        configs.data.max_instances)
+  tf.train.Checkpoint(model=models.train_model).restore(
+      checkpoint).expect_partial().assert_existing_objects_matched()
+  return models

@@ -20,13 +20,19 @@ from masklab_tf.data import report
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('annotations', None, 'COCO instances json.')
-flags.DEFINE_string('images', None, 'Folder of the images named in the json.')
-flags.DEFINE_bool('strict', False, 'Exit with status 1 on any problem.')
-flags.DEFINE_enum('verify_images', 'full', list(coco.VERIFY_MODES),
-                  'none: trust the json sizes; header: open each image; '
-                  'full: also decode every pixel.')
-flags.mark_flags_as_required(['annotations', 'images'])
+
+
+def define_flags() -> None:
+  """Defines this tool's flags on absl's FLAGS. The launcher (bin/) calls
+  it, not the import: tools that share flag names can then be imported
+  into one process (tests, notebooks) side by side."""
+  flags.DEFINE_string('annotations', None, 'COCO instances json.')
+  flags.DEFINE_string('images', None, 'Folder of the images named in the json.')
+  flags.DEFINE_bool('strict', False, 'Exit with status 1 on any problem.')
+  flags.DEFINE_enum('verify_images', 'full', list(coco.VERIFY_MODES),
+                    'none: trust the json sizes; header: open each image; '
+                    'full: also decode every pixel.')
+  flags.mark_flags_as_required(['annotations', 'images'])
 
 
 def check(annotations_path: str, images_dir: str, *, strict: bool = False,
@@ -52,4 +58,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -29,16 +29,22 @@ from masklab_tf.data import report
 from masklab_tf.serving import export
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('output_dir', 'demo_data', 'Where the shapes set and '
-                    'outputs go.')
-flags.DEFINE_integer('num_train', 300, 'Training images to generate.')
-flags.DEFINE_integer('num_val', 60, 'Validation images to generate.')
-flags.DEFINE_bool('regenerate', False, 'Regenerate the set if it exists.')
-flags.DEFINE_integer('batch_size', 4, 'Global batch size.')
-flags.DEFINE_integer('num_batches', 100, 'Batches to pull through the '
-                     'pipeline.')
-flags.DEFINE_bool('train', True, 'Train and evaluate after the data steps.')
-config.define_all_flags()
+
+
+def define_flags() -> None:
+  """Defines this tool's flags on absl's FLAGS. The launcher (bin/) calls
+  it, not the import: tools that share flag names can then be imported
+  into one process (tests, notebooks) side by side."""
+  flags.DEFINE_string('output_dir', 'demo_data', 'Where the shapes set and '
+                      'outputs go.')
+  flags.DEFINE_integer('num_train', 300, 'Training images to generate.')
+  flags.DEFINE_integer('num_val', 60, 'Validation images to generate.')
+  flags.DEFINE_bool('regenerate', False, 'Regenerate the set if it exists.')
+  flags.DEFINE_integer('batch_size', 4, 'Global batch size.')
+  flags.DEFINE_integer('num_batches', 100, 'Batches to pull through the '
+                       'pipeline.')
+  flags.DEFINE_bool('train', True, 'Train and evaluate after the data steps.')
+  config.define_all_flags()
 
 
 def _make_data(output_dir):
@@ -187,4 +193,5 @@ def _save_predictions(inference_model, evaluator, val_set, path):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -28,14 +28,20 @@ from masklab_tf import evaluate
 from masklab_tf.modeling import factory
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('model_dir', None, 'Training directory.')
-flags.DEFINE_string('checkpoint', '', 'Checkpoint path (default: latest in '
-                    '--model_dir).')
-flags.DEFINE_string('output_dir', '', 'Where results.json and metrics.json '
-                    'go (default: --model_dir).')
-flags.DEFINE_string('saved_model', '', 'Evaluate this SavedModel '
-                    '(bin/export) instead of a checkpoint.')
-config.define_all_flags()
+
+
+def define_flags() -> None:
+  """Defines this tool's flags on absl's FLAGS. The launcher (bin/) calls
+  it, not the import: tools that share flag names can then be imported
+  into one process (tests, notebooks) side by side."""
+  flags.DEFINE_string('model_dir', None, 'Training directory.')
+  flags.DEFINE_string('checkpoint', '', 'Checkpoint path (default: latest in '
+                      '--model_dir).')
+  flags.DEFINE_string('output_dir', '', 'Where results.json and metrics.json '
+                      'go (default: --model_dir).')
+  flags.DEFINE_string('saved_model', '', 'Evaluate this SavedModel '
+                      '(bin/export) instead of a checkpoint.')
+  config.define_all_flags()
 
 
 def main(argv):
@@ -76,4 +82,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

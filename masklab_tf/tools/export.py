@@ -25,23 +25,35 @@ from masklab_tf.modeling import factory
 from masklab_tf.serving import export
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('model_dir', None, 'Training directory.')
-flags.DEFINE_string('checkpoint', '', 'Checkpoint (default: latest in '
-                    '--model_dir).')
-flags.DEFINE_string('export_dir', None, 'SavedModel folder to write.')
-flags.DEFINE_bool('full_image_masks', False, 'Also output masks pasted '
-                  'into the image (uint8 [B, D, H, W]).')
-flags.DEFINE_bool('mask_voting', False, 'Binarise full-image masks by mask '
-                  'voting (BiSeg / MNC); implies full-image masks.')
-flags.DEFINE_bool('panoptic', False, 'Add the output fusion\'s panoptic '
-                  'category and instance maps.')
-flags.DEFINE_string('categories', '', 'COCO json or .categories.json with '
-                    'the class names (default: from the training data).')
-flags.mark_flags_as_required(['model_dir', 'export_dir'])
-config.define_all_flags()
+
+
+def define_flags() -> None:
+  """Defines this tool's flags on absl's FLAGS. The launcher (bin/) calls
+  it, not the import: tools that share flag names can then be imported
+  into one process (tests, notebooks) side by side."""
+  flags.DEFINE_string('model_dir', None, 'Training directory.')
+  flags.DEFINE_string('checkpoint', '', 'Checkpoint (default: latest in '
+                      '--model_dir).')
+  flags.DEFINE_string('export_dir', None, 'SavedModel folder to write.')
+  flags.DEFINE_bool('full_image_masks', False, 'Also output masks pasted '
+                    'into the image (uint8 [B, D, H, W]).')
+  flags.DEFINE_bool('mask_voting', False, 'Binarise full-image masks by mask '
+                    'voting (BiSeg / MNC); implies full-image masks.')
+  flags.DEFINE_bool('panoptic', False, 'Add the output fusion\'s panoptic '
+                    'category and instance maps.')
+  flags.DEFINE_string('categories', '', 'COCO json or .categories.json with '
+                      'the class names (default: from the training data).')
+  flags.mark_flags_as_required(['model_dir', 'export_dir'])
+  config.define_all_flags()
+
+
+# InstanceFCN's proposals are class-agnostic: class 1 is any object.
+OBJECT_CATEGORY = [{'id': 1, 'name': 'object'}]
 
 
 def categories_for(configs) -> list[dict] | None:
+  if factory.class_agnostic(configs.model):
+    return OBJECT_CATEGORY
   path = FLAGS.categories
   if not path and configs.train.train_tfrecords:
     path = tfrecord.categories_path_for(configs.train.train_tfrecords)
@@ -72,4 +84,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

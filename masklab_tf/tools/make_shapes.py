@@ -16,14 +16,20 @@ from absl import flags
 from masklab_tf.data import synthetic
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('output_dir', None, 'Where to write the set.')
-flags.DEFINE_integer('num_train', 300, 'Training images.')
-flags.DEFINE_integer('num_val', 60, 'Validation images.')
-flags.DEFINE_integer('seed', 0, 'Seed; the same seed gives the same bytes.')
-flags.DEFINE_bool('easy', False, 'Place instances apart (no touching '
-                  'clusters).')
-flags.DEFINE_integer('image_size', 160, 'Image side in pixels.')
-flags.mark_flag_as_required('output_dir')
+
+
+def define_flags() -> None:
+  """Defines this tool's flags on absl's FLAGS. The launcher (bin/) calls
+  it, not the import: tools that share flag names can then be imported
+  into one process (tests, notebooks) side by side."""
+  flags.DEFINE_string('output_dir', None, 'Where to write the set.')
+  flags.DEFINE_integer('num_train', 300, 'Training images.')
+  flags.DEFINE_integer('num_val', 60, 'Validation images.')
+  flags.DEFINE_integer('seed', 0, 'Seed; the same seed gives the same bytes.')
+  flags.DEFINE_bool('easy', False, 'Place instances apart (no touching '
+                    'clusters).')
+  flags.DEFINE_integer('image_size', 160, 'Image side in pixels.')
+  flags.mark_flag_as_required('output_dir')
 
 
 def main(argv):
@@ -45,4 +51,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -57,18 +57,24 @@ from masklab_tf.modeling import output_fusion
 from masklab_tf.modeling import postprocess
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('saved_model', None, 'SavedModel folder (bin/export '
-                    '--export_dir).')
-flags.DEFINE_string('images', None, 'An image file, a folder of images or a '
-                    'glob.')
-flags.DEFINE_string('output_dir', None, 'Where results.json and the '
-                    'pictures go.')
-flags.DEFINE_float('score_threshold', 0.5, 'Detections drawn from this '
-                   'score up (results.json keeps all).')
-flags.DEFINE_integer('batch_size', 1, 'Files per SavedModel call.')
-flags.DEFINE_string('image_ids_from', '', 'COCO json whose image ids '
-                    'results.json uses, matched by file name.')
-flags.mark_flags_as_required(['saved_model', 'images', 'output_dir'])
+
+
+def define_flags() -> None:
+  """Defines this tool's flags on absl's FLAGS. The launcher (bin/) calls
+  it, not the import: tools that share flag names can then be imported
+  into one process (tests, notebooks) side by side."""
+  flags.DEFINE_string('saved_model', None, 'SavedModel folder (bin/export '
+                      '--export_dir).')
+  flags.DEFINE_string('images', None, 'An image file, a folder of images or a '
+                      'glob.')
+  flags.DEFINE_string('output_dir', None, 'Where results.json and the '
+                      'pictures go.')
+  flags.DEFINE_float('score_threshold', 0.5, 'Detections drawn from this '
+                     'score up (results.json keeps all).')
+  flags.DEFINE_integer('batch_size', 1, 'Files per SavedModel call.')
+  flags.DEFINE_string('image_ids_from', '', 'COCO json whose image ids '
+                      'results.json uses, matched by file name.')
+  flags.mark_flags_as_required(['saved_model', 'images', 'output_dir'])
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
 SIGNATURE = 'serving_encoded'
@@ -311,4 +317,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -26,9 +26,15 @@ from masklab_tf import evaluate
 from masklab_tf import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('model_dir', None, 'Checkpoints, summaries, metrics.')
-flags.mark_flag_as_required('model_dir')
-config.define_all_flags()
+
+
+def define_flags() -> None:
+  """Defines this tool's flags on absl's FLAGS. The launcher (bin/) calls
+  it, not the import: tools that share flag names can then be imported
+  into one process (tests, notebooks) side by side."""
+  flags.DEFINE_string('model_dir', None, 'Checkpoints, summaries, metrics.')
+  flags.mark_flag_as_required('model_dir')
+  config.define_all_flags()
 
 
 def main(argv):
@@ -94,4 +100,5 @@ class BestCheckpoint:
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -61,8 +61,8 @@ def test_time_budget_estimates_the_steps_it_allows():
 
 @pytest.fixture(scope='module')
 def two_steps(shapes_train, tmp_path_factory):
-  """A trainer after 2 steps (checkpoint at 2, pictures at step 2), and
-  its weights then."""
+  """A trainer after 2 steps (checkpoint at 2, pictures at step 2), its
+  weights then, and the trainer (its train step traced)."""
   model_dir = tmp_path_factory.mktemp('two_steps')
   configs = configs_for(shapes_train, '--train_steps=3',
                         '--image_summary_every=2')
@@ -70,11 +70,11 @@ def two_steps(shapes_train, tmp_path_factory):
   assert trainer.restore_or_initialise() == 'initialised from scratch'
   trainer.train(num_steps=2)
   weights = [v.numpy() for v in trainer.models.train_model.weights]
-  return configs, model_dir, weights
+  return configs, model_dir, weights, trainer
 
 
 def test_resume_continues_at_the_saved_step(two_steps):
-  configs, model_dir, weights = two_steps
+  configs, model_dir, weights, _ = two_steps
   # A new process-like trainer on the same model_dir picks up step 2.
   second = train.Trainer(configs, str(model_dir))
   assert 'at step 2' in second.restore_or_initialise()
@@ -87,7 +87,7 @@ def test_resume_continues_at_the_saved_step(two_steps):
 
 def test_tensorboard_gets_loss_scalars_and_prediction_pictures(two_steps):
   import glob
-  _, model_dir, _ = two_steps
+  _, model_dir, _, _ = two_steps
   tags, pictures = set(), {}
   for path in glob.glob(str(model_dir / 'train' / 'events.*')):
     for event in tf.compat.v1.train.summary_iterator(path):
@@ -105,11 +105,11 @@ def test_tensorboard_gets_loss_scalars_and_prediction_pictures(two_steps):
   assert (int(width), int(height)) == (2 * 96 + 2, 96)
 
 
-def test_non_finite_steps_are_skipped_then_stop(shapes_train, tmp_path):
-  configs = configs_for(shapes_train, '--train_steps=5',
-                        '--max_bad_steps=2')
-  trainer = train.Trainer(configs, str(tmp_path))
-  trainer.restore_or_initialise()
+def test_non_finite_steps_are_skipped_then_stop(two_steps):
+  # The fixture's trainer, its train step already traced (a new Trainer
+  # costs a model build and a trace). _train_step writes no checkpoint or
+  # summary, which the other tests of two_steps read.
+  trainer = two_steps[3]
   before = [v.numpy() for v in trainer.models.train_model.trainable_weights]
   batch = next(iter(trainer.dataset))
   bad = dict(batch)

@@ -56,6 +56,13 @@ def reference(exported_model):
   return images, outputs
 
 
+@pytest.fixture(scope='module')
+def loaded(exported_model):
+  """The SavedModel loaded once for the in-process tests (each load costs
+  seconds); its signatures are stateless functions."""
+  return tf.saved_model.load(exported_model['export_dir'])
+
+
 def _assert_outputs_close(actual, expected, prefix=''):
   for key, value in expected.items():
     np.testing.assert_allclose(actual[prefix + key], value, atol=1e-4,
@@ -114,8 +121,7 @@ def test_saved_model_cli_shows_and_runs_it(exported_model, reference,
   _assert_outputs_close(actual, expected)
 
 
-def test_any_batch_and_image_size(exported_model):
-  loaded = tf.saved_model.load(exported_model['export_dir'])
+def test_any_batch_and_image_size(exported_model, loaded):
   detections = exported_model['configs'].model.max_detections
   for shape in [(1, 64, 90, 3), (3, 150, 100, 3)]:
     outputs = loaded.signatures['serving_default'](
@@ -177,7 +183,7 @@ def test_readme_load_model_snippet_runs(shapes_dir, tmp_path, monkeypatch,
 
 
 def test_evaluating_the_saved_model_equals_the_checkpoint_path(
-    exported_model, shapes_dir):
+    exported_model, loaded, shapes_dir):
   """bin/evaluate --saved_model scores raw images through the signature;
   on same-size images that is exactly the eval pipeline's computation."""
   from masklab_tf import evaluate  # pylint: disable=g-import-not-at-top
@@ -188,7 +194,7 @@ def test_evaluating_the_saved_model_equals_the_checkpoint_path(
   direct = evaluate.predict(exported_model['inference_model'],
                             evaluator.batches)
   served = evaluate.predict_saved_model(
-      tf.saved_model.load(exported_model['export_dir']), evaluator.dataset)
+      loaded, evaluator.dataset)
   assert [p['image_id'] for p in direct] == [p['image_id'] for p in served]
   for a, b in zip(direct, served):
     np.testing.assert_allclose(a['boxes'], b['boxes'], atol=1e-3)
@@ -198,8 +204,7 @@ def test_evaluating_the_saved_model_equals_the_checkpoint_path(
 
 
 def test_bad_requests_get_clear_errors_and_empty_ones_empty_outputs(
-    exported_model):
-  loaded = tf.saved_model.load(exported_model['export_dir'])
+    loaded):
   images = loaded.signatures['serving_default']
   encoded = loaded.signatures['serving_encoded']
   for outputs in (images(images=tf.zeros([0, 50, 40, 3], tf.uint8)),

@@ -4,10 +4,12 @@ Trains each head in the same Faster R-CNN model (configs/shapes_cpu.flags:
 same backbone, RPN, box classifier, loop and evaluator; only --mask_head
 changes) on the same time budget, then reports on the val split: mask AP,
 AP50, AP75 (pycocotools), AR@10 and AR@100 of the masks as class-agnostic
-proposals, the mask head's parameters, inference ms/image, and the semantic
-map's mIoU without and with the output fusion (Costea et al.: instances
-decide identity and class where they agree with the semantic map, unclaimed
-segments grow or become instances). InstanceFCN has no box branch, classes
+proposals, the mask head's parameters, inference ms/image, and the mIoU of
+the class maps the system outputs: the semantic head's, the detections'
+alone (painted by score), and the output fusion's (Costea et al.: instances
+decide identity where they agree with the semantic map, unclaimed segments
+grow or become instances; see semantic_scores for why the last equals the
+first). InstanceFCN has no box branch, classes
 or semantic map: it is scored by AR only, on the same backbone, data and
 budget.
 
@@ -25,7 +27,7 @@ result.json so an interrupted run re-runs only what is missing.
 Usage:
   python benchmarks/heads.py --output_dir=runs/heads \
       [--data_dir=DIR] [--budget_s=1500] [--budget_mode=wall|cpu] \
-      [--heads=masklab,fcis,...]
+      [--heads=masklab,fcis,...] [--rescore=masklab,...]
 """
 
 import dataclasses
@@ -60,6 +62,9 @@ flags.DEFINE_list('heads', ['masklab', 'fcis', 'biseg', 'instancefcn'],
                   'direction_only).')
 flags.DEFINE_bool('rerun', False, 'Re-run heads that have a result.')
 flags.DEFINE_string('run_one', None, 'Internal: run this head in-process.')
+flags.DEFINE_list('rescore', [], 'Recompute the mIoU columns and ms/image '
+                  'of these finished heads from their checkpoints, then '
+                  'print the table.')
 
 # Overrides of configs/shapes_cpu.flags per head. Every head also trains
 # the dense semantic loss (COMMON): MaskLab's paper trains its semantic
@@ -97,15 +102,35 @@ def mean_iou(confusion):
   return float(np.mean(intersection[present] / union[present]) * 100)
 
 
-def semantic_scores(inference_model, batches, num_classes):
-  """mIoU of the semantic map, raw and after the output fusion, at the
-  model's input resolution; and inference ms/image."""
+def paint_instances(masks, classes, scores, shape):
+  """Class map [H, W] of binary instance masks: a higher score paints over
+  a lower one; 0 where no instance is."""
+  painted = np.zeros(shape, np.int64)
+  for i in np.argsort(scores, kind='stable'):
+    painted[masks[i]] = classes[i]
+  return painted
+
+
+def semantic_scores(inference_model, batches, num_classes,
+                    score_threshold=0.5):
+  """mIoU of the class maps a system outputs, and inference ms/image.
+
+  Returns (semantic head's map, instances alone, with the output fusion,
+  ms/image); the mIoUs are None for a model without classes. "Instances
+  alone" paints the detections >= score_threshold (higher scores on top,
+  background elsewhere); "with the output fusion" is the fusion's category
+  map from the same detections. With one category per class (the default)
+  the fused map's classes are the semantic map's wherever it says
+  foreground, so its mIoU equals the semantic head's: the fusion's gain is
+  over the instances alone. All at the model's input resolution, over
+  labelled pixels.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from masklab_tf.modeling import output_fusion
   from masklab_tf.modeling import postprocess
   call = tf.function(lambda x: inference_model(x, training=False))
-  raw = np.zeros([num_classes + 1] * 2, np.int64)
-  fused = np.zeros_like(raw)
+  semantic_confusions = np.zeros([3, num_classes + 1, num_classes + 1],
+                                 np.int64)
   seconds, images = 0.0, 0
   for step, batch in enumerate(batches):
     start = time.perf_counter()
@@ -120,18 +145,22 @@ def semantic_scores(inference_model, batches, num_classes):
     labels = batch['semantic_labels'].numpy()
     for i, num in enumerate(outputs['num_detections']):
       semantic = outputs['semantic_map'][i]
-      height, width = semantic.shape
+      keep = outputs['detection_scores'][i, :num] >= score_threshold
       masks = postprocess.paste_masks(
-          outputs['detection_masks'][i, :num],
-          outputs['detection_boxes'][i, :num], height, width) >= 0.5
-      category, _, _ = output_fusion.fuse_np(
-          semantic, masks, outputs['detection_classes'][i, :num],
-          outputs['detection_scores'][i, :num])
-      raw += semantic_confusion(semantic, labels[i], num_classes)
-      fused += semantic_confusion(category, labels[i], num_classes)
-  if not raw.any():
-    return None, None, 1000 * seconds / max(images, 1)
-  return mean_iou(raw), mean_iou(fused), 1000 * seconds / max(images, 1)
+          outputs['detection_masks'][i, :num][keep],
+          outputs['detection_boxes'][i, :num][keep],
+          *semantic.shape) >= 0.5
+      classes = outputs['detection_classes'][i, :num][keep]
+      scores = outputs['detection_scores'][i, :num][keep]
+      fused, _, _ = output_fusion.fuse_np(semantic, masks, classes, scores)
+      painted = paint_instances(masks, classes, scores, semantic.shape)
+      for k, class_map in enumerate((semantic, painted, fused)):
+        semantic_confusions[k] += semantic_confusion(class_map, labels[i],
+                                                     num_classes)
+  ms = 1000 * seconds / max(images, 1)
+  if not semantic_confusions.any():
+    return None, None, None, ms
+  return (*(mean_iou(c) for c in semantic_confusions), ms)
 
 
 def run_one(head, data_dir):
@@ -157,8 +186,8 @@ def run_one(head, data_dir):
                                  f'{data_dir}/val/images')
   inference = trainer.models.inference_model
   metrics = evaluator.run(inference, os.path.join(model_dir, 'results.json'))
-  miou, miou_fused, ms = semantic_scores(inference, evaluator.batches,
-                                         configs.model.num_classes)
+  miou, miou_instances, miou_fused, ms = semantic_scores(
+      inference, evaluator.batches, configs.model.num_classes)
   result = {
       'head': head, 'steps': trainer.current_step, 'wall_s': wall,
       'cpu_s': cpu, 'budget_s': FLAGS.budget_s,
@@ -167,16 +196,40 @@ def run_one(head, data_dir):
           'instancefcn_head' if head == 'instancefcn' else
           'mask_head').count_params()),
       'ms_per_image': ms, 'semantic_miou': miou,
-      'semantic_miou_fused': miou_fused,
+      'instances_miou': miou_instances, 'semantic_miou_fused': miou_fused,
       'model': dataclasses.asdict(configs.model)}
   with open(os.path.join(model_dir, 'result.json'), 'w') as f:
     json.dump(result, f, indent=1)
 
 
+def rescore(head, data_dir):
+  """Recomputes the mIoU columns and ms/image of a finished head from its
+  final checkpoint (no retraining)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from masklab_tf import config  # pylint: disable=g-import-not-at-top
+  from masklab_tf import evaluate
+  from masklab_tf.modeling import factory
+  model_dir = os.path.join(FLAGS.output_dir, head)
+  path = os.path.join(model_dir, 'result.json')
+  with open(path) as f:
+    result = json.load(f)
+  configs = config.from_json(os.path.join(model_dir, config.CONFIGS_FILE))
+  models = factory.restore_models(configs,
+                                  tf.train.latest_checkpoint(model_dir))
+  evaluator = evaluate.Evaluator(configs, f'{data_dir}/val/annotations.json',
+                                 f'{data_dir}/val/images')
+  (result['semantic_miou'], result['instances_miou'],
+   result['semantic_miou_fused'], result['ms_per_image']) = semantic_scores(
+       models.inference_model, evaluator.batches, configs.model.num_classes)
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=1)
+
+
 def table(results):
   lines = ['| head | steps | mask AP | AP50 | AP75 | box AP | AR@10 | AR@100 '
-           '| mask-head params | ms/image | semantic mIoU | + output fusion |',
-           '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+           '| mask-head params | ms/image | semantic mIoU | instances mIoU '
+           '| + output fusion |',
+           '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
 
   def cell(value):
     return '-' if value is None else f'{value:.1f}'
@@ -190,7 +243,8 @@ def table(results):
     lines.append(
         f'| {head} | {r["steps"]} | ' + ' | '.join(map(cell, values)) +
         f' | {r["mask_head_params"] / 1e3:.0f}k | {r["ms_per_image"]:.0f} | '
-        f'{cell(r["semantic_miou"])} | {cell(r["semantic_miou_fused"])} |')
+        f'{cell(r["semantic_miou"])} | {cell(r.get("instances_miou"))} | '
+        f'{cell(r["semantic_miou_fused"])} |')
   return '\n'.join(lines)
 
 
@@ -206,6 +260,8 @@ def main(argv):
   if FLAGS.run_one:
     run_one(FLAGS.run_one, data_dir)
     return
+  for head in FLAGS.rescore:
+    rescore(head, data_dir)
   if not os.path.exists(os.path.join(data_dir, 'train', 'annotations.json')):
     synthetic.make_shapes(data_dir, FLAGS.num_train, FLAGS.num_val, seed=1)
   results = {}

@@ -1,5 +1,6 @@
 """The training loop: steps, checkpoints and resume, the NaN guard."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -105,7 +106,7 @@ def test_tensorboard_gets_loss_scalars_and_prediction_pictures(two_steps):
   assert (int(width), int(height)) == (2 * 96 + 2, 96)
 
 
-def test_non_finite_steps_are_skipped_then_stop(two_steps):
+def test_non_finite_steps_are_skipped_then_stop(two_steps, tmp_path):
   # The fixture's trainer, its train step already traced (a new Trainer
   # costs a model build and a trace). _train_step writes no checkpoint or
   # summary, which the other tests of two_steps read.
@@ -120,6 +121,21 @@ def test_non_finite_steps_are_skipped_then_stop(two_steps):
     np.testing.assert_array_equal(old, new.numpy())
   _, applied = trainer._train_step(batch)
   assert bool(applied) and int(trainer.bad_steps) == 0
+  # max_bad_steps in a row stop training with a clear message, after saving
+  # the last good weights. The loop runs on NaN batches (the float input's
+  # step is traced above); it writes into a scratch folder, not the
+  # fixture's, which the other tests read.
+  trainer.configs = trainer.configs._replace(train=dataclasses.replace(
+      trainer.configs.train, max_bad_steps=2, image_summary_every=0,
+      train_steps=100))
+  trainer.model_dir = str(tmp_path)
+  trainer.manager = tf.train.CheckpointManager(
+      trainer.checkpoint, str(tmp_path), max_to_keep=1)
+  trainer.dataset = tf.data.Dataset.from_tensors(bad).repeat()
+  with pytest.raises(train.TrainingStopped,
+                     match='2 non-finite steps in a row.*lower the learning'):
+    trainer.train(num_steps=5)
+  assert trainer.manager.latest_checkpoint
 
 
 

@@ -122,10 +122,19 @@ def window_labels(windows, gt_boxes, image_size, stride, window_sizes):
                       output_type=tf.int32)
   matched = tf.where(positive, matched, 0)
 
-  limits = tf.cast(image_size, tf.float32)[:, tf.newaxis, :]  # [B, 1, 2]
-  inside = tf.reduce_all((centre[tf.newaxis] >= 0) &
-                         (centre[tf.newaxis] < limits), axis=-1)
+  inside = windows_inside(windows, image_size)
   return positive & inside, ~positive & inside, matched
+
+
+def windows_inside(windows, image_size):
+  """bool [B, N]: whether each window's centre lies in the valid image.
+
+  Args: windows [N, 4]; image_size int [B, 2] valid (height, width).
+  """
+  centre = (windows[:, :2] + windows[:, 2:]) / 2.0
+  limits = tf.cast(image_size, tf.float32)[:, tf.newaxis, :]  # [B, 1, 2]
+  return tf.reduce_all((centre[tf.newaxis] >= 0) &
+                       (centre[tf.newaxis] < limits), axis=-1)
 
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
@@ -276,10 +285,7 @@ class TopWindows(tf_keras.layers.Layer):
     batch = tf.shape(objectness)[0]
     scores = tf.sigmoid(tf.reshape(tf.cast(objectness, tf.float32),
                                    [batch, -1]))
-    centre = (windows[:, :2] + windows[:, 2:]) / 2.0
-    limits = tf.cast(image_size, tf.float32)[:, tf.newaxis, :]
-    inside = tf.reduce_all(centre[tf.newaxis] < limits, axis=-1)
-    scores = tf.where(inside, scores, -1.0)
+    scores = tf.where(windows_inside(windows, image_size), scores, -1.0)
     k = tf.minimum(self.top_k, tf.shape(scores)[1])
     top_scores, top_index = tf.math.top_k(scores, k=k)
     return tf.gather(windows, top_index), top_scores
@@ -311,7 +317,7 @@ def segment_proposals(window_boxes_, scores, segment_logits, image_size,
   """
   probs = tf.sigmoid(tf.cast(segment_logits, tf.float32))
   shape = tf.shape(probs)
-  batch, num, size = shape[0], shape[1], shape[2]
+  batch, size = shape[0], shape[2]
   binary = probs >= mask_threshold
   rows = tf.reduce_any(binary, axis=3)  # [B, T, S]
   cols = tf.reduce_any(binary, axis=2)
@@ -360,7 +366,6 @@ def segment_proposals(window_boxes_, scores, segment_logits, image_size,
       tf.range(batch * num_proposals), [crop_size, crop_size])
   masks = tf.reshape(masks, [batch, num_proposals, crop_size, crop_size])
   masks = tf.where(keep[..., tf.newaxis, tf.newaxis], masks, 0.0)
-  del num
   return {
       'num_detections': valid,
       'detection_boxes': boxes,

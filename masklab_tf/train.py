@@ -154,8 +154,6 @@ class Trainer:
     self.configs = configs
     self.model_dir = model_dir
     train_cfg = configs.train
-    if train_cfg.mixed_precision:
-      tf_keras.mixed_precision.set_global_policy(train_cfg.mixed_precision)
     self.strategy = strategy or make_strategy(train_cfg)
     self.skipped = sources.SkippedImages()
     data_cfg = dataclasses.replace(
@@ -183,7 +181,8 @@ class Trainer:
     with self.strategy.scope():
       tf_keras.utils.set_random_seed(train_cfg.seed)
       self.models = factory.build_models(
-          configs.model, configs.geometry, configs.data.max_instances)
+          configs.model, configs.geometry, configs.data.max_instances,
+          precision=train_cfg.mixed_precision)
       optimizer = tf_keras.optimizers.SGD(
           learning_rate=train_cfg.learning_rate,
           momentum=train_cfg.momentum)

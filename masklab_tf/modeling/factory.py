@@ -13,7 +13,10 @@ know which system it holds.
 
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow as tf
+import tf_keras
 
 from masklab_tf import config as config_lib
 from masklab_tf.modeling import instancefcn
@@ -38,13 +41,39 @@ def needs_full_masks(cfg: config_lib.ModelConfig) -> bool:
   return is_instancefcn(cfg)
 
 
+@contextlib.contextmanager
+def precision_scope(policy: str):
+  """Keras layers built inside compute in `policy` ('' = float32 / the
+  global policy as it is); the global policy is put back afterwards.
+
+  A layer keeps the policy it was built with, so the model runs in it
+  while code built later (another model in the same process, a test) is
+  untouched. Variables stay float32 under the mixed policies, so
+  checkpoints are the same whatever policy trained or restores them.
+  """
+  if not policy:
+    yield
+    return
+  previous = tf_keras.mixed_precision.global_policy()
+  tf_keras.mixed_precision.set_global_policy(policy)
+  try:
+    yield
+  finally:
+    tf_keras.mixed_precision.set_global_policy(previous)
+
+
 def build_models(cfg: config_lib.ModelConfig,
                  geometry: config_lib.GeometryConfig | None = None,
                  max_instances: int = 100, image_shape: tuple = (None, None),
-                 use_xla: bool = True) -> masklab.MaskLabModels:
+                 use_xla: bool = True,
+                 precision: str = '') -> masklab.MaskLabModels:
+  """The system's models; `precision`: '', 'mixed_bfloat16' or
+  'mixed_float16' (TrainConfig.mixed_precision). Geometry (anchors,
+  proposals, sampling, NMS, box decoding) stays float32 under both."""
   build = (instancefcn.build_instancefcn if is_instancefcn(cfg)
            else masklab.build_masklab)
-  return build(cfg, geometry, max_instances, image_shape, use_xla)
+  with precision_scope(precision):
+    return build(cfg, geometry, max_instances, image_shape, use_xla)
 
 
 def compute_losses(outputs: dict, batch: dict,
@@ -62,9 +91,12 @@ def model_inputs(batch: dict, training: bool,
 def restore_models(configs: config_lib.Configs,
                    checkpoint: str) -> masklab.MaskLabModels:
   """The models of `configs` with a bin/train checkpoint's weights (the
-  optimizer's and the step's are left out)."""
+  optimizer's and the step's are left out), computing in
+  configs.train.mixed_precision (bin/evaluate / bin/export
+  --mixed_precision=mixed_bfloat16)."""
   models = build_models(configs.model, configs.geometry,
-                        configs.data.max_instances)
+                        configs.data.max_instances,
+                        precision=configs.train.mixed_precision)
   tf.train.Checkpoint(model=models.train_model).restore(
       checkpoint).expect_partial().assert_existing_objects_matched()
   return models

@@ -427,7 +427,10 @@ def build_instancefcn(cfg: config_lib.ModelConfig,
   window_sizes = tuple(cfg.ifcn_window_sizes)
   head = InstanceFcnHead(cfg.ifcn_grid_size, len(window_sizes),
                          cfg.ifcn_channels, name='instancefcn_head')
-  windows_layer = SlidingWindows(stride, window_sizes, name='windows')
+  # Window geometry, sampling, targets and NMS stay float32 under a mixed
+  # precision policy (bfloat16 has 8 significant bits: pixels, not boxes).
+  windows_layer = SlidingWindows(stride, window_sizes, dtype='float32',
+                                 name='windows')
   assembler = assemble.PositionSensitiveAssemble(
       crop_size=cfg.ifcn_crop_size, feature_stride=stride,
       channel_map_kind='grid', grid_size=cfg.ifcn_grid_size,
@@ -440,7 +443,8 @@ def build_instancefcn(cfg: config_lib.ModelConfig,
 
   labels, positive_boxes, positive_objects, positive_valid = WindowSampler(
       stride, window_sizes, cfg.ifcn_windows_per_image, 0.5,
-      name='window_sampler')(windows, gt_boxes, image_size)
+      dtype='float32', name='window_sampler')(
+          windows, gt_boxes, image_size)
   train_model = tf_keras.Model(
       inputs={'image': image, 'image_size': image_size,
               'gt_boxes': gt_boxes, 'gt_masks': gt_masks},
@@ -450,17 +454,17 @@ def build_instancefcn(cfg: config_lib.ModelConfig,
           'window_labels': labels,
           'segment_logits': assembler(score_maps, positive_boxes),
           'segment_targets': WindowMaskTargets(
-              cfg.ifcn_crop_size, name='segment_targets')(
+              cfg.ifcn_crop_size, dtype='float32', name='segment_targets')(
                   gt_masks, positive_objects, positive_boxes),
           'segment_valid': positive_valid,
       }, name='instancefcn_train')
 
   top_windows, top_scores = TopWindows(cfg.ifcn_pre_nms_top_k,
-                                       name='top_windows')(
+                                       dtype='float32', name='top_windows')(
                                            objectness, windows, image_size)
   proposals = SegmentProposals(
       cfg.max_detections, cfg.ifcn_nms_iou, geometry.mask_crop_size,
-      name='segment_proposals')(
+      dtype='float32', name='segment_proposals')(
           top_windows, top_scores, assembler(score_maps, top_windows),
           image_size)
   inference_model = tf_keras.Model(

@@ -112,14 +112,16 @@ def build_masklab(cfg: config_lib.ModelConfig,
       norm_momentum=cfg.norm_momentum, norm_epsilon=cfg.norm_epsilon,
       use_sync_bn=cfg.use_sync_bn)
   anchors_layer = rpn.RpnAnchors(res4_stride, cfg.anchor_sizes,
-                                 cfg.anchor_aspect_ratios, name='anchors')
+                                 cfg.anchor_aspect_ratios, dtype='float32',
+                                 name='anchors')
   rpn_head = rpn.RpnHead(anchors_layer.num_anchors, cfg.rpn_head_channels,
                          name='rpn_head')
   proposals_layer = rpn.ProposalGenerator(
       pre_nms_top_k=cfg.rpn_pre_nms_top_k, nms_iou=cfg.rpn_nms_iou,
       num_proposals=cfg.num_proposals,
       test_pre_nms_top_k=cfg.rpn_pre_nms_top_k,
-      test_num_proposals=cfg.test_num_proposals, name='proposals')
+      test_num_proposals=cfg.test_num_proposals, dtype='float32',
+      name='proposals')
   classifier = box_head.BoxClassifier(
       cfg.num_classes, cfg.backbone_depth, cfg.box_classifier_multigrid,
       crop_size=cfg.roi_crop_size, feature_stride=res4_stride,
@@ -149,11 +151,11 @@ def build_masklab(cfg: config_lib.ModelConfig,
                                  training=True)
   rpn_labels, rpn_box_targets = RpnTargets(
       cfg.rpn_batch_size_per_image, cfg.rpn_positive_fraction,
-      cfg.rpn_positive_iou, cfg.rpn_negative_iou,
+      cfg.rpn_positive_iou, cfg.rpn_negative_iou, dtype='float32',
       name='rpn_targets')(anchors, gt_boxes)
   rois, matched_boxes, matched_classes = roi_sampler.RoiSampler(
       cfg.num_sampled_rois, cfg.roi_foreground_fraction,
-      cfg.roi_foreground_iou, name='roi_sampler')(
+      cfg.roi_foreground_iou, dtype='float32', name='roi_sampler')(
           proposals, gt_boxes, gt_classes)
   class_logits, box_deltas = classifier(endpoints['res4'], rois)
   train_masks = mask_head(endpoints, gt_boxes, gt_classes)
@@ -174,7 +176,7 @@ def build_masklab(cfg: config_lib.ModelConfig,
   test_logits, test_deltas = classifier(endpoints['res4'], test_proposals)
   detections = postprocess.Detections(
       cfg.max_detections, cfg.detection_nms_iou,
-      cfg.detection_score_threshold, name='detections')(
+      cfg.detection_score_threshold, dtype='float32', name='detections')(
           test_logits, test_deltas, test_proposals, image_size)
   test_masks = mask_head(endpoints, detections['detection_boxes'],
                          detections['detection_classes'])
@@ -186,8 +188,11 @@ def build_masklab(cfg: config_lib.ModelConfig,
       'detection_masks': tf_keras.layers.Activation(
           'sigmoid', dtype='float32', name='mask_probabilities')(
               test_masks['mask_logits']),
-      'semantic_logits': test_masks['semantic_logits'],
-      'semantic_map': SemanticMap(name='semantic_map')(
+      # float32 outputs whatever the compute policy (serving signatures).
+      'semantic_logits': tf_keras.layers.Activation(
+          'linear', dtype='float32', name='semantic_logits_float32')(
+              test_masks['semantic_logits']),
+      'semantic_map': SemanticMap(dtype='float32', name='semantic_map')(
           test_masks['semantic_logits'], image),
   }
   inference_model = tf_keras.Model(

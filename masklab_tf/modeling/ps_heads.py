@@ -165,6 +165,8 @@ class BisegHead(_PositionSensitiveHead):
     flat = tf.reshape(maps, tf.concat([[-1], shape[2:], [1]], 0))
     size = [self.crop_size, self.crop_size]
     up = tf.compat.v1.image.resize_bilinear(flat, size, align_corners=True)
+    # resize_bilinear answers float32 whatever it is given.
+    up = tf.cast(up, maps.dtype)
     return tf.reshape(up, tf.concat([shape[:2], size], 0))
 
   def call(self, endpoints, boxes, classes, training=None):

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config
+from masklab_tf.modeling import factory
 from masklab_tf.modeling import mask_heads
 from masklab_tf.modeling import masklab
 
@@ -182,11 +183,13 @@ def test_ablation_switches_change_the_fuse_conv():
 
 
 @pytest.mark.parametrize('flagfile', ['shapes_cpu', 'masklab_r50_coco',
-                                      'masklab_r101_coco'])
+                                      'masklab_r101_coco',
+                                      'masklab_r50_fast'])
 def test_configs_build(flagfile):
-  _, geometry, model_cfg, _ = config.from_flagfile(
+  _, geometry, model_cfg, train_cfg = config.from_flagfile(
       os.path.join(REPO, 'configs', f'{flagfile}.flags'))
-  models = masklab.build_masklab(model_cfg, geometry, max_instances=8)
+  models = factory.build_models(model_cfg, geometry, max_instances=8,
+                                precision=train_cfg.mixed_precision)
   params = models.inference_model.count_params()
   assert params > 1e6
   if flagfile == 'shapes_cpu':

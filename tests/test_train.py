@@ -180,29 +180,40 @@ def test_kill_during_save_leaves_a_restorable_latest(shapes_train, tmp_path):
   model_dir = str(tmp_path / 'model')
   rng = random.Random(0)
   last_saved = None
+  # All three start now: each imports TensorFlow while the one before runs,
+  # and builds its Trainer and resumes only once told `go`, after the kill.
+  processes = []
   for kill in range(3):
     with open(tmp_path / f'stderr{kill}.txt', 'w') as stderr:
-      process = subprocess.Popen(
+      processes.append(subprocess.Popen(
           [sys.executable, script, *shapes_train, model_dir],
-          stdout=subprocess.PIPE, stderr=stderr, text=True)
-    first = process.stdout.readline()
-    if last_saved is None:
-      assert first.startswith('initialised from scratch'), (
-          first, (tmp_path / f'stderr{kill}.txt').read_text()[-2000:])
-    else:
-      assert first.startswith('resumed from'), (
-          first, (tmp_path / f'stderr{kill}.txt').read_text()[-2000:])
-      step = int(first.split('at step ')[1])
-      assert step in (last_saved, last_saved + 1), (first, last_saved)
-      last_saved = step
-    if kill == 2:
+          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+          text=True))
+  try:
+    for kill, process in enumerate(processes):
+      process.stdin.write('go\n')
+      process.stdin.flush()
+      first = process.stdout.readline()
+      if last_saved is None:
+        assert first.startswith('initialised from scratch'), (
+            first, (tmp_path / f'stderr{kill}.txt').read_text()[-2000:])
+      else:
+        assert first.startswith('resumed from'), (
+            first, (tmp_path / f'stderr{kill}.txt').read_text()[-2000:])
+        step = int(first.split('at step ')[1])
+        assert step in (last_saved, last_saved + 1), (first, last_saved)
+        last_saved = step
+      if kill == 2:
+        break
+      line = process.stdout.readline()  # The first save of this run is done.
+      assert line.startswith('saved'), line
+      time.sleep(rng.uniform(0.0, 0.5))
       process.kill()
       process.wait()
-      break
-    line = process.stdout.readline()  # The first save of this run is done.
-    assert line.startswith('saved'), line
-    time.sleep(rng.uniform(0.0, 0.5))
-    process.kill()
-    process.wait()
-    lines = [line] + process.stdout.read().splitlines()
-    last_saved = max(int(l.split()[1]) for l in lines if l.startswith('saved'))
+      lines = [line] + process.stdout.read().splitlines()
+      last_saved = max(int(l.split()[1]) for l in lines
+                       if l.startswith('saved'))
+  finally:
+    for process in processes:
+      process.kill()
+      process.wait()

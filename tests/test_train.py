@@ -139,31 +139,30 @@ def test_non_finite_steps_are_skipped_then_stop(two_steps, tmp_path):
 
 
 
-def test_train_tool_evaluates_on_its_own_cadence(shapes_dir, tmp_path):
+def test_train_tool_evaluates_on_its_own_cadence(shapes_dir, tmp_path,
+                                                 capsys):
   """--eval_every need not divide --log_every; the last step is scored once."""
   import json
-  import os
-  import subprocess
-  import sys
+  from in_process import tool_flags
+  from masklab_tf.tools import train as train_tool
   model_dir = tmp_path / 'model'
-  result = subprocess.run(
-      [sys.executable, 'bin/train', '--flagfile=configs/shapes_cpu.flags',
-       f'--model_dir={model_dir}', *TINY, '--log_every=3',
-       '--train_steps=3', '--eval_every=2',
-       f'--train_annotations={shapes_dir}/train/annotations.json',
-       f'--train_images={shapes_dir}/train/images',
-       f'--val_annotations={shapes_dir}/val/annotations.json',
-       f'--val_images={shapes_dir}/val/images'],
-      capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  evals = [line for line in result.stdout.splitlines()
+  # In this process (bin/train is this main behind absl's app.run).
+  with tool_flags(
+      train_tool, '--flagfile=configs/shapes_cpu.flags',
+      f'--model_dir={model_dir}', *TINY, '--log_every=3',
+      '--train_steps=3', '--eval_every=2',
+      f'--train_annotations={shapes_dir}/train/annotations.json',
+      f'--train_images={shapes_dir}/train/images',
+      f'--val_annotations={shapes_dir}/val/annotations.json',
+      f'--val_images={shapes_dir}/val/images') as argv:
+    train_tool.main(argv)
+  evals = [line for line in capsys.readouterr().out.splitlines()
            if line.startswith('eval at step')]
   assert [line.split(':')[0] for line in evals] == ['eval at step 2',
                                                     'eval at step 3']
   metrics = json.load(open(model_dir / 'metrics.json'))
   assert metrics['step'] == 3 and 'AP' in metrics['mask']
   assert os.path.exists(model_dir / 'best' / 'best.json')
-
 
 
 def test_kill_during_save_leaves_a_restorable_latest(shapes_train, tmp_path):

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 from pycocotools import coco as coco_api
 from pycocotools import mask as mask_api
@@ -83,15 +84,22 @@ def test_predict_writes_coco_results_and_pictures_and_skips_bad_files(
 
 def test_predict_usage_errors_name_the_path(tmp_path):
   """No images matched and a folder without a SavedModel: clear errors
-  naming the path, before any model work."""
+  naming the path, before any model work. In this process: bin/predict
+  is predict.main behind absl's app.run, which prints a UsageError and
+  exits non-zero (the test above runs the launcher itself)."""
+  from absl import app
+  from in_process import tool_flags
+  from masklab_tf.tools import predict
   empty = tmp_path / 'empty'
   empty.mkdir()
   (tmp_path / 'a.png').write_bytes(b'')
-  no_images = _run('--saved_model=/nonexistent', f'--images={empty}',
-                   f'--output_dir={tmp_path / "out"}')
-  assert no_images.returncode != 0
-  assert f'--images={empty}: no image files matched' in no_images.stderr
-  no_model = _run(f'--saved_model={empty}', f'--images={tmp_path}',
-                  f'--output_dir={tmp_path / "out"}')
-  assert no_model.returncode != 0
-  assert f'--saved_model={empty}: no SavedModel' in no_model.stderr
+  with tool_flags(predict, '--saved_model=/nonexistent', f'--images={empty}',
+                  f'--output_dir={tmp_path / "out"}') as argv:
+    with pytest.raises(app.UsageError) as no_images:
+      predict.main(argv)
+  assert f'--images={empty}: no image files matched' in str(no_images.value)
+  with tool_flags(predict, f'--saved_model={empty}', f'--images={tmp_path}',
+                  f'--output_dir={tmp_path / "out"}') as argv:
+    with pytest.raises(app.UsageError) as no_model:
+      predict.main(argv)
+  assert f'--saved_model={empty}: no SavedModel' in str(no_model.value)

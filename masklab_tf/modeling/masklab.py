@@ -72,6 +72,34 @@ class RpnTargets(tf_keras.layers.Layer):
 
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
+class TrimInstancePadding(tf_keras.layers.Layer):
+  """Drops the padding slots after the batch's last real instance.
+
+  Ground truth comes padded to max_instances (100 in the COCO configs, while
+  a COCO image has 7 instances on average), and the mask branch trains on
+  every slot: on padding, a crop, a pooling and three 5x5 convolutions at
+  41x41 whose loss is then masked to zero. Keeping only the first n slots,
+  n = the last slot holding an instance (class > 0) in any image of the
+  batch, rounded up to a power of two (so the XLA assembling compiles for a
+  handful of shapes, not one per count) and capped at max_instances,
+  computes the same losses for a fraction of the work.
+
+  Call: (gt_boxes [B, M, 4], gt_classes int [B, M]) -> the same, [B, n, ...].
+  """
+
+  def call(self, gt_boxes, gt_classes):
+    slots = tf.shape(gt_classes)[1]
+    number = tf.range(1, slots + 1)[tf.newaxis]
+    last = tf.reduce_max(tf.where(gt_classes > 0, number, 0))
+    bucket = 2 ** tf.cast(tf.math.ceil(tf.math.log(
+        tf.cast(tf.maximum(last, 1), tf.float32)) / tf.math.log(2.0)),
+                          tf.int32)
+    # log2 of an exact power of two may round up by one ulp; the cap holds.
+    kept = tf.minimum(bucket, slots)
+    return gt_boxes[:, :kept], gt_classes[:, :kept]
+
+
+@tf_keras.utils.register_keras_serializable(package='masklab')
 class SemanticMap(tf_keras.layers.Layer):
   """Semantic logits at stride s -> class map [B, H, W] at input resolution.
 
@@ -158,7 +186,9 @@ def build_masklab(cfg: config_lib.ModelConfig,
       cfg.roi_foreground_iou, dtype='float32', name='roi_sampler')(
           proposals, gt_boxes, gt_classes)
   class_logits, box_deltas = classifier(endpoints['res4'], rois)
-  train_masks = mask_head(endpoints, gt_boxes, gt_classes)
+  mask_boxes, mask_classes = TrimInstancePadding(
+      dtype='float32', name='trim_instance_padding')(gt_boxes, gt_classes)
+  train_masks = mask_head(endpoints, mask_boxes, mask_classes)
   train_outputs = {
       'rpn_scores': rpn_scores, 'rpn_deltas': rpn_deltas,
       'rpn_labels': rpn_labels, 'rpn_box_targets': rpn_box_targets,
@@ -216,16 +246,20 @@ def compute_losses(outputs: dict, batch: dict, cfg: config_lib.ModelConfig
   box_class, box_box = losses_lib.box_classifier_losses(
       outputs['class_logits'], outputs['box_deltas'], outputs['rois'],
       outputs['matched_boxes'], outputs['matched_classes'])
+  # The mask branch ran on the first n ground-truth slots only
+  # (TrimInstancePadding); the slots after them hold no instance.
+  kept = tf.shape(outputs['coarse_mask_logits'])[1]
+  mask_targets = batch['gt_mask_targets'][:, :kept]
+  mask_classes = batch['gt_classes'][:, :kept]
   losses = {
       'rpn_score': rpn_score, 'rpn_box': rpn_box,
       'box_class': box_class, 'box_regression': box_box,
       'mask_coarse': losses_lib.mask_loss(
-          outputs['coarse_mask_logits'], batch['gt_mask_targets'],
-          batch['gt_classes']),
+          outputs['coarse_mask_logits'], mask_targets, mask_classes),
   }
   if cfg.refine:
     losses['mask_refined'] = losses_lib.mask_loss(
-        outputs['mask_logits'], batch['gt_mask_targets'], batch['gt_classes'])
+        outputs['mask_logits'], mask_targets, mask_classes)
   stride = cfg.output_stride
   if cfg.semantic_loss_weight:
     losses['semantic'] = cfg.semantic_loss_weight * (

@@ -61,7 +61,25 @@ def test_train_outputs_shapes(tiny_models):
   assert out['box_deltas'].shape == (2, 8, 16)
   assert out['semantic_logits'].shape == (2, 8, 8, 4)
   assert out['direction_logits'].shape == (2, 8, 8, 32)
-  assert out['mask_logits'].shape == (2, MAX_INSTANCES, 41, 41)
+  # The mask branch runs on the slots up to the last instance (2 of 4).
+  assert out['mask_logits'].shape == (2, 2, 41, 41)
+
+
+@pytest.mark.parametrize('classes, kept', [
+    ([[1, 2, 3, -1, -1, -1], [1, -1, -1, -1, -1, -1]], 4),  # 3 -> 4
+    ([[1, 1, -1, -1, -1, -1], [-1, -1, -1, -1, -1, -1]], 2),
+    ([[-1, 2, -1, -1, -1, 1], [1, -1, -1, -1, -1, -1]], 6),  # 8, capped
+    ([[1, -1, -1, -1, -1, -1], [-1, -1, -1, -1, -1, -1]], 1),
+    ([[-1] * 6, [-1] * 6], 1),  # no instance: one padding slot, loss 0
+    ([[1, 1, 1, 1, -1, -1], [-1] * 6], 4),  # exactly a power of two
+])
+def test_trim_instance_padding(classes, kept):
+  classes = tf.constant(classes, tf.int32)
+  boxes = tf.reshape(tf.range(2 * 6 * 4, dtype=tf.float32), [2, 6, 4])
+  trimmed_boxes, trimmed_classes = masklab.TrimInstancePadding()(boxes,
+                                                                 classes)
+  np.testing.assert_array_equal(trimmed_boxes, boxes[:, :kept])
+  np.testing.assert_array_equal(trimmed_classes, classes[:, :kept])
 
 
 def test_inference_outputs_any_size(tiny_models):

@@ -2,7 +2,7 @@
 
 Usage:
   python benchmarks/side_by_side.py [--sizes=256,512,800] [--runs=3]
-      [--systems=masklab_os16,masklab_os8,model_garden]
+      [--systems=masklab_os16,masklab_os8,masklab_fast,model_garden]
       [--work_dir=/tmp/masklab_side_by_side] [--write_results]
       [--results_path=benchmarks/RESULTS.md] [--skip_assemble]
 
@@ -11,14 +11,19 @@ Usage:
   python benchmarks/side_by_side.py --quick --systems=masklab_os16 \
       --work_dir=/tmp/sbs --write_results --results_path=/tmp/sbs/RESULTS.md
 
-Systems, all float32 with random weights (speed depends on shapes, not on
-values), 80 object classes (MaskLab counts them without the background,
-Model Garden with it: 81) and at most 100 detections per image:
+Systems, with random weights (speed depends on shapes, not on values), 80
+object classes (MaskLab counts them without the background, Model Garden
+with it: 81) and at most 100 detections per image; float32 unless named:
   masklab_os16, masklab_os8: configs/masklab_r50_coco.flags at output
     stride 16 or 8 (--max_detections=100);
+  masklab_fast: configs/masklab_r50_fast.flags (output stride 16, 100 test
+    proposals, 32-channel hypercolumn, mixed_bfloat16);
+  masklab_fast_fp32: the same in float32 (what bfloat16 alone buys);
   model_garden: Model Garden's `maskrcnn_resnetfpn_coco` experiment
     (`official.vision`, no checkpoint) with detection_generator
-    max_num_detections=100, no sync batch norm, no scale jitter.
+    max_num_detections=100, no sync batch norm, no scale jitter;
+  model_garden_bf16: the same under tf_keras's mixed_bfloat16 policy.
+The default --systems leave out the two twins.
 
 For every shortest side in --sizes (square images, so no resizing):
   inference: ms/image at batch 1 and 4, a warm-up call (tracing, XLA
@@ -87,8 +92,26 @@ then the rows it moved (model, px, before -> after), e.g.
 SYSTEMS = {
     'masklab_os16': 'MaskLab R50, OS 16',
     'masklab_os8': 'MaskLab R50, OS 8',
+    'masklab_fast_fp32': 'MaskLab R50 fast, float32',
+    'masklab_fast': 'MaskLab R50 fast, bfloat16',
     'model_garden': 'Model Garden R50-FPN',
+    'model_garden_bf16': 'Model Garden R50-FPN, bfloat16',
 }
+# MaskLab systems: (flags file, overrides). masklab_r50_fast.flags computes
+# in mixed_bfloat16; its _fp32 twin shows what the precision alone buys.
+MASKLAB_SYSTEMS = {
+    'masklab_os16': ('configs/masklab_r50_coco.flags',
+                     ('--output_stride=16',)),
+    'masklab_os8': ('configs/masklab_r50_coco.flags', ('--output_stride=8',)),
+    'masklab_fast_fp32': ('configs/masklab_r50_fast.flags',
+                          ('--mixed_precision=',)),
+    'masklab_fast': ('configs/masklab_r50_fast.flags', ()),
+}
+# Model Garden systems: their tf_keras mixed precision policy.
+MODEL_GARDEN_SYSTEMS = {'model_garden': 'float32',
+                        'model_garden_bf16': 'mixed_bfloat16'}
+DEFAULT_SYSTEMS = ('masklab_os16', 'masklab_os8', 'masklab_fast',
+                   'model_garden')
 NUM_CLASSES = 80  # COCO's object classes, background not counted.
 MAX_DETECTIONS = 100
 TRAIN_BATCH = 2
@@ -110,14 +133,12 @@ def define_flags():
   """Flags of the script; not at import, so other scripts can import it."""
   flags.DEFINE_list('sizes', ['256', '512', '800'],
                     'Shortest image sides (square images).')
-  flags.DEFINE_list('systems', list(SYSTEMS),
+  flags.DEFINE_list('systems', list(DEFAULT_SYSTEMS),
                     f'Any of {", ".join(SYSTEMS)}.')
   flags.DEFINE_integer('runs', 3,
                        'Timed inference calls and training steps (median).')
   flags.DEFINE_string('work_dir', '/tmp/masklab_side_by_side',
                       'Synthetic data, job logs and results.json (resume).')
-  flags.DEFINE_string('flagfile_path', 'configs/masklab_r50_coco.flags',
-                      'MaskLab config (relative to the repo root or not).')
   flags.DEFINE_integer('num_images', 16,
                        'Synthetic training images written per size.')
   flags.DEFINE_integer('data_batches', 20,
@@ -153,16 +174,12 @@ def _settings():
     if FLAGS.quick and not FLAGS[name].present:
       return QUICK[name]
     return FLAGS[name].value
-  flagfile = FLAGS.flagfile_path
-  if not os.path.isabs(flagfile):
-    flagfile = os.path.join(REPO, flagfile)
   return {
       'runs': chosen('runs'),
       'num_images': chosen('num_images'),
       'data_batches': chosen('data_batches'),
       'peak_repeats': chosen('peak_repeats'),
       'quick': FLAGS.quick,
-      'flagfile': flagfile,
       'model_garden_score_threshold': FLAGS.model_garden_score_threshold,
   }
 
@@ -314,17 +331,18 @@ def _measure_training(dataset, step, runs, data_batches, image_shape):
 # ------------------------------------------------------ child: MaskLab
 
 
-def _masklab_configs(system, size, settings, extra=()):
-  """The r50 COCO config at the system's output stride, square `size`."""
+def _masklab_configs(system, size, extra=()):
+  """The system's config (MASKLAB_SYSTEMS) for square `size` images."""
   from masklab_tf import config as config_lib
-  stride = 16 if system == 'masklab_os16' else 8
-  overrides = (f'--output_stride={stride}', f'--num_classes={NUM_CLASSES}',
+  flagfile, system_overrides = MASKLAB_SYSTEMS[system]
+  overrides = (*system_overrides, f'--num_classes={NUM_CLASSES}',
                f'--max_detections={MAX_DETECTIONS}', f'--min_sizes={size}',
                f'--eval_min_size={size}', f'--max_size={size}', *extra)
-  return config_lib.from_flagfile(settings['flagfile'], overrides)
+  return config_lib.from_flagfile(os.path.join(REPO, flagfile), overrides)
 
 
 def _masklab_info(configs):
+  """The settings a MaskLab row was measured with (the report lists them)."""
   model = configs.model
   return {
       'output_stride': model.output_stride,
@@ -338,16 +356,18 @@ def _masklab_info(configs):
       'hypercolumn_channels': model.hypercolumn_channels,
       'refine_filters': model.refine_filters,
       'detection_score_threshold': model.detection_score_threshold,
+      'precision': configs.train.mixed_precision or 'float32',
   }
 
 
 def _masklab_inference(system, size, settings):
   import numpy as np
   import tensorflow as tf
-  from masklab_tf.modeling import masklab
-  configs = _masklab_configs(system, size, settings)
-  models = masklab.build_masklab(configs.model, configs.geometry,
-                                 max_instances=configs.data.max_instances)
+  from masklab_tf.modeling import factory
+  configs = _masklab_configs(system, size)
+  models = factory.build_models(configs.model, configs.geometry,
+                                configs.data.max_instances,
+                                precision=configs.train.mixed_precision)
   model = models.inference_model
   normalize = model.get_layer('normalize')
   rng = np.random.default_rng(0)
@@ -372,7 +392,7 @@ def _masklab_inference(system, size, settings):
 def _masklab_training(system, size, settings):
   from masklab_tf import train
   pattern = _data_prefix(FLAGS.work_dir, size, settings['num_images']) + '-*'
-  configs = _masklab_configs(system, size, settings, (
+  configs = _masklab_configs(system, size, (
       f'--train_tfrecords={pattern}', f'--batch_size={TRAIN_BATCH}',
       '--image_summary_every=0', '--shuffle_buffer=16'))
   # The Trainer wants a model_dir (checkpoint manager); nothing is saved.
@@ -394,15 +414,21 @@ def _masklab_training(system, size, settings):
 # ------------------------------------------------- child: Model Garden
 
 
-def _model_garden_task(size, settings, pattern='unused-*'):
-  """(task, config, padded side) of maskrcnn_resnetfpn_coco at `size`."""
+def _model_garden_task(system, size, settings, pattern='unused-*'):
+  """(task, config, padded side) of maskrcnn_resnetfpn_coco at `size`, in
+  the system's precision (set as the process's policy: one job, one
+  process)."""
+  import tf_keras
   # Importing the task registers the experiment with exp_factory.
   from official.core import exp_factory
   from official.vision.tasks import maskrcnn as maskrcnn_task
+  policy = MODEL_GARDEN_SYSTEMS[system]
+  tf_keras.mixed_precision.set_global_policy(policy)
   config = exp_factory.get_exp_config('maskrcnn_resnetfpn_coco')
   config.override({
-      # Its default is bfloat16; the comparison is float32 throughout.
-      'runtime': {'mixed_precision_dtype': 'float32'},
+      # Its default is bfloat16 (for TPUs); each system says its own.
+      'runtime': {'mixed_precision_dtype':
+                      'float32' if policy == 'float32' else 'bfloat16'},
       'task': {
           'init_checkpoint': '',  # random weights, as MaskLab's
           'model': {
@@ -466,13 +492,14 @@ def _model_garden_info(config):
                    f'{2 * model.mask_roi_aligner.crop_size} px masks',
       'pre_nms_score_threshold':
           model.detection_generator.pre_nms_score_threshold,
+      'precision': config.runtime.mixed_precision_dtype,
   }
 
 
-def _model_garden_inference(size, settings):
+def _model_garden_inference(system, size, settings):
   import numpy as np
   import tensorflow as tf
-  task, config, padded = _model_garden_task(size, settings)
+  task, config, padded = _model_garden_task(system, size, settings)
   model = _model_garden_model(task, config, size, padded)
   rng = np.random.default_rng(0)
 
@@ -496,11 +523,11 @@ def _model_garden_inference(size, settings):
   return result
 
 
-def _model_garden_training(size, settings):
+def _model_garden_training(system, size, settings):
   import tf_keras
   import tensorflow as tf
   pattern = _data_prefix(FLAGS.work_dir, size, settings['num_images']) + '-*'
-  task, config, padded = _model_garden_task(size, settings, pattern)
+  task, config, padded = _model_garden_task(system, size, settings, pattern)
   model = _model_garden_model(task, config, size, padded)
   dataset = task.build_inputs(config.task.train_data)
   # MaskLab's optimizer settings (SGD, momentum 0.9, clipping at norm 10);
@@ -521,20 +548,24 @@ def _model_garden_training(size, settings):
 
 
 def _measure_peak(settings):
-  """Best GFLOP/s of a big matmul and a big 3x3 convolution."""
+  """Best GFLOP/s of a big matmul and a big 3x3 convolution, in float32
+  and in bfloat16 (the CPU's bfloat16 units are another limit)."""
   import tensorflow as tf
   quick = settings['quick']
   n = QUICK['matmul_size'] if quick else MATMUL_SIZE
   side, channels = QUICK['conv_shape'] if quick else CONV_SHAPE
-  kernels = {
-      'matmul': (tf.function(tf.matmul),
-                 (tf.random.normal([n, n]), tf.random.normal([n, n])),
-                 2.0 * n ** 3),
-      'conv': (tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME')),
-               (tf.random.normal([1, side, side, channels]),
-                tf.random.normal([3, 3, channels, channels])),
-               2.0 * side * side * channels * channels * 9),
-  }
+  kernels = {}
+  for suffix, dtype in (('', tf.float32), ('_bf16', tf.bfloat16)):
+    normal = lambda shape, dtype=dtype: tf.cast(tf.random.normal(shape),
+                                                dtype)
+    kernels[f'matmul{suffix}'] = (
+        tf.function(tf.matmul), (normal([n, n]), normal([n, n])),
+        2.0 * n ** 3)
+    kernels[f'conv{suffix}'] = (
+        tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME')),
+        (normal([1, side, side, channels]),
+         normal([3, 3, channels, channels])),
+        2.0 * side * side * channels * channels * 9)
   result = {'matmul_shape': f'{n}x{n} @ {n}x{n}',
             'conv_shape': f'[1, {side}, {side}, {channels}] * 3x3 -> '
                           f'{channels}',
@@ -579,12 +610,12 @@ def _child_main(name):
     result = _measure_peak(settings)
   elif kind == 'data':
     result = _make_data(int(rest[0]), settings)
-  elif kind == 'infer' and rest[0] == 'model_garden':
-    result = _model_garden_inference(int(rest[1]), settings)
+  elif kind == 'infer' and rest[0] in MODEL_GARDEN_SYSTEMS:
+    result = _model_garden_inference(rest[0], int(rest[1]), settings)
   elif kind == 'infer':
     result = _masklab_inference(rest[0], int(rest[1]), settings)
-  elif kind == 'train' and rest[0] == 'model_garden':
-    result = _model_garden_training(int(rest[1]), settings)
+  elif kind == 'train' and rest[0] in MODEL_GARDEN_SYSTEMS:
+    result = _model_garden_training(rest[0], int(rest[1]), settings)
   elif kind == 'train':
     result = _masklab_training(rest[0], int(rest[1]), settings)
   else:
@@ -671,7 +702,9 @@ def _summary(name, result):
   """One progress line for a finished job."""
   if name == 'peak':
     return (f"matmul {result['matmul_gflops_per_s']:.0f}, conv "
-            f"{result['conv_gflops_per_s']:.0f} GFLOP/s")
+            f"{result['conv_gflops_per_s']:.0f} GFLOP/s; bfloat16 "
+            f"{result.get('matmul_bf16_gflops_per_s', 0):.0f}, "
+            f"{result.get('conv_bf16_gflops_per_s', 0):.0f}")
   if name.startswith('infer'):
     return (f"{result['ms_per_image_b1']:.0f} ms/image b1, "
             f"{result['ms_per_image_b4']:.0f} b4, "
@@ -792,6 +825,10 @@ def format_report(store, settings):
   peak = result('peak')
   peak_gflops = (max(peak['matmul_gflops_per_s'], peak['conv_gflops_per_s'])
                  if peak else None)
+  # bfloat16 rows are read against the bfloat16 kernels' peak.
+  peak_bf16 = (max(peak.get('matmul_bf16_gflops_per_s', 0),
+                   peak.get('conv_bf16_gflops_per_s', 0))
+               if peak else None) or None
   used = sorted({entry['invocation'] for entry in jobs.values()})
   commands = [store['invocations'][i]['command'] for i in used]
   dates = sorted({entry['date'] for entry in jobs.values()})
@@ -810,8 +847,8 @@ def format_report(store, settings):
       f'- Date: {", ".join(dates) if dates else "-"}',
       f'- Machine: {_machine()}',
       f'- TensorFlow {tf_version}, tf-keras {_version("tf-keras")}, '
-      f'tf-models-official {_version("tf-models-official")}; float32, '
-      'random weights, 80 classes, at most 100 detections; medians of '
+      f'tf-models-official {_version("tf-models-official")}; float32 '
+      'unless the model says bfloat16, random weights, 80 classes, at most 100 detections; medians of '
       f"{settings['runs']} timed calls after a warm-up"
       + (' (--quick: smoke-test settings, not a benchmark)'
          if settings['quick'] else ''),
@@ -822,6 +859,12 @@ def format_report(store, settings):
         f"{peak['matmul_gflops_per_s']:.0f} GFLOP/s, conv "
         f"{peak['conv_shape']} {peak['conv_gflops_per_s']:.0f} GFLOP/s; "
         f'the best, {peak_gflops:.0f} GFLOP/s, is "peak" below')
+    if peak_bf16:
+      lines.append(
+          f"- bfloat16 peak, same kernels: matmul "
+          f"{peak['matmul_bf16_gflops_per_s']:.0f}, conv "
+          f"{peak['conv_bf16_gflops_per_s']:.0f} GFLOP/s; the best, "
+          f'{peak_bf16:.0f} GFLOP/s, is the peak of the bfloat16 rows')
   lines += [
       '',
       '## Speed and memory',
@@ -848,7 +891,8 @@ def format_report(store, settings):
       '## The limit: FLOPs against the machine\'s peak',
       '',
       'GFLOPs per image of the inference graph (batch 1); achieved = '
-      'GFLOPs / time per image; % of peak = achieved / peak. Backbone: '
+      'GFLOPs / time per image; % of peak = achieved / peak (the '
+      'bfloat16 peak for bfloat16 rows). Backbone: '
       'the ResNet-50 alone (MaskLab: atrous at its output stride; Model '
       'Garden: without the FPN), batch 1. The batch-4 rates take the '
       'batch-1 GFLOPs per image.',
@@ -858,12 +902,14 @@ def format_report(store, settings):
       '| % of peak | backbone share of b1 time |',
       '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
-  percent = lambda rate: (None if rate is None or not peak_gflops
-                          else 100 * rate / peak_gflops)
   for system, size in rows:
     infer = result(f'infer-{system}-{size}')
     if not infer:
       continue
+    row_peak = (peak_bf16 if 'bfloat16' in infer['info'].get('precision', '')
+                else peak_gflops)
+    percent = lambda rate, row_peak=row_peak: (
+        None if rate is None or not row_peak else 100 * rate / row_peak)
     gflops = infer['flops']['gflops']
     rate1 = gflops / (infer['ms_per_image_b1'] / 1e3)
     rate4 = gflops / (infer['ms_per_image_b4'] / 1e3)
@@ -973,7 +1019,8 @@ def format_report(store, settings):
       '`MaskRCNNTask.train_step` (SGD, momentum 0.9, clip norm 10).',
       '- Model Garden keeps its COCO recipe (R50-FPN levels 2-6, 1000 test '
       'proposals, 512 sampled RoIs, 28x28 masks); MaskLab keeps '
-      '`configs/masklab_r50_coco.flags`. The detection score threshold is '
+      '`configs/masklab_r50_coco.flags` (OS 8 / 16) or '
+      '`configs/masklab_r50_fast.flags`. The detection score threshold is '
       f"{settings['model_garden_score_threshold']} for Model Garden (its "
       'default 0.05 drops every box of a random 81-class model).',
   ]

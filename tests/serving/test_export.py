@@ -98,23 +98,28 @@ def test_saved_model_cli_shows_and_runs_it(exported_model, reference,
                                            tmp_path):
   images, expected = reference
   cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
-  shown = subprocess.run([cli, 'show', '--dir', exported_model['export_dir'],
-                          '--all'], capture_output=True, text=True,
-                         timeout=300)
-  assert shown.returncode == 0, shown.stderr[-3000:]
-  text = shown.stdout
+  np.save(tmp_path / 'images.npy', images)
+  # `show` runs while `run` does: each is mostly a TensorFlow import. Its
+  # output goes to files (a full pipe would stall it).
+  with open(tmp_path / 'show.txt', 'w') as out, open(
+      tmp_path / 'show.err', 'w') as err:
+    show = subprocess.Popen([cli, 'show', '--dir',
+                             exported_model['export_dir'], '--all'],
+                            stdout=out, stderr=err)
+  ran = subprocess.run(
+      [cli, 'run', '--dir', exported_model['export_dir'], '--tag_set',
+       'serve', '--signature_def', 'serving_default', '--inputs',
+       f'images={tmp_path / "images.npy"}', '--outdir',
+       str(tmp_path / 'out')], capture_output=True, text=True, timeout=600)
+  assert show.wait(timeout=300) == 0, (
+      tmp_path / 'show.err').read_text()[-3000:]
+  text = (tmp_path / 'show.txt').read_text()
   for signature in ('serving_default', 'serving_encoded'):
     assert f"signature_def['{signature}']" in text
   assert re.search(r"inputs\['images'\].*?dtype: DT_UINT8.*?"
                    r"shape: \(-1, -1, -1, 3\)", text, re.S)
   assert re.search(r"inputs\['encoded'\].*?dtype: DT_STRING.*?"
                    r"shape: \(-1\)", text, re.S)
-  np.save(tmp_path / 'images.npy', images)
-  ran = subprocess.run(
-      [cli, 'run', '--dir', exported_model['export_dir'], '--tag_set',
-       'serve', '--signature_def', 'serving_default', '--inputs',
-       f'images={tmp_path / "images.npy"}', '--outdir',
-       str(tmp_path / 'out')], capture_output=True, text=True, timeout=600)
   assert ran.returncode == 0, ran.stderr[-3000:]
   actual = {key: np.load(tmp_path / 'out' / f'{key}.npy')
             for key in expected}

@@ -40,7 +40,7 @@ from absl import app
 from absl import flags
 
 from masklab_tf import config as config_lib
-from masklab_tf.modeling import masklab
+from masklab_tf.modeling import factory
 
 PARTS = ('backbone', 'RPN', 'box classifier', 'mask branch')
 
@@ -232,10 +232,11 @@ def run_model_cost_table(flagfile='configs/masklab_r50_coco.flags',
   overrides = [f'--max_detections={num_detections}']
   if output_stride:
     overrides.append(f'--output_stride={output_stride}')
-  data_cfg, geometry, model_cfg, _ = config_lib.from_flagfile(
+  data_cfg, geometry, model_cfg, train_cfg = config_lib.from_flagfile(
       flagfile, tuple(overrides))
-  models = masklab.build_masklab(model_cfg, geometry,
-                                 max_instances=data_cfg.max_instances)
+  # In the config's precision (masklab_r50_fast.flags: mixed_bfloat16).
+  models = factory.build_models(model_cfg, geometry, data_cfg.max_instances,
+                                precision=train_cfg.mixed_precision)
   build_s = time.perf_counter() - start
 
   rng = np.random.default_rng(seed)
@@ -269,6 +270,7 @@ def run_model_cost_table(flagfile='configs/masklab_r50_coco.flags',
       'hypercolumn_channels': model_cfg.hypercolumn_channels,
       'refine_filters': model_cfg.refine_filters,
       'deformable_crop': model_cfg.deformable_crop,
+      'precision': train_cfg.mixed_precision or 'float32',
       'repeats': repeats,
       'load_before': load_before, 'load_after': load_after,
       'cpus': os.cpu_count(), 'build_s': build_s,
@@ -311,8 +313,8 @@ def format_table(rows):
       f"detections ({info['whole_model_detections']} found by the whole "
       f"model), mask crop {info['mask_crop_size']}, hypercolumn_channels="
       f"{info['hypercolumn_channels']}, refine_filters="
-      f"{info['refine_filters']}, deformable_crop={info['deformable_crop']};"
-      f" random weights; median of {info['repeats']} after 1 warm-up; load "
+      f"{info['refine_filters']}, deformable_crop={info['deformable_crop']},"
+      f" {info['precision']}; random weights; median of {info['repeats']} after 1 warm-up; load "
       f"average {info['load_before'][0]:.2f} before / "
       f"{info['load_after'][0]:.2f} after timing on {info['cpus']} CPUs; "
       f"build {info['build_s']:.0f} s, run {info['run_s']:.0f} s",

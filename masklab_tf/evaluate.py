@@ -46,7 +46,8 @@ def predict(inference_model, dataset: tf.data.Dataset,
   original pixels), scores [D], classes [D] (1..K), masks uint8 [D, H0, W0].
   """
   predictions = []
-  call = tf.function(lambda inputs: inference_model(inputs, training=False))
+  call = tf.function(lambda inputs: inference_model(inputs, training=False),
+                     autograph=False)
   for batch in dataset:
     outputs = call({'image': batch['image'],
                     'image_size': batch['image_size']})

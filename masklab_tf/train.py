@@ -213,9 +213,13 @@ class Trainer:
         max_to_keep=train_cfg.keep_checkpoints if self.is_chief else 1,
         step_counter=self.step,
         checkpoint_interval=train_cfg.checkpoint_every)
-    self._train_step = tf.function(self._distributed_step)
+    # autograph=False: the step's branches are tf.cond already, and the
+    # layers need no conversion (factory.build_models); converting them
+    # anew cost seconds at every trace.
+    self._train_step = tf.function(self._distributed_step, autograph=False)
     self._predict = tf.function(
-        lambda inputs: self.models.inference_model(inputs, training=False))
+        lambda inputs: self.models.inference_model(inputs, training=False),
+        autograph=False)
 
   @property
   def current_step(self) -> int:

@@ -61,21 +61,25 @@ def test_train_outputs_shapes(tiny_models):
   assert out['box_deltas'].shape == (2, 8, 16)
   assert out['semantic_logits'].shape == (2, 8, 8, 4)
   assert out['direction_logits'].shape == (2, 8, 8, 32)
-  # The mask branch runs on the slots up to the last instance (2 of 4).
-  assert out['mask_logits'].shape == (2, 2, 41, 41)
+  # Every slot: 4 is under TrimInstancePadding.MIN_SLOTS.
+  assert out['mask_logits'].shape == (2, MAX_INSTANCES, 41, 41)
 
 
-@pytest.mark.parametrize('classes, kept', [
-    ([[1, 2, 3, -1, -1, -1], [1, -1, -1, -1, -1, -1]], 4),  # 3 -> 4
-    ([[1, 1, -1, -1, -1, -1], [-1, -1, -1, -1, -1, -1]], 2),
-    ([[-1, 2, -1, -1, -1, 1], [1, -1, -1, -1, -1, -1]], 6),  # 8, capped
-    ([[1, -1, -1, -1, -1, -1], [-1, -1, -1, -1, -1, -1]], 1),
-    ([[-1] * 6, [-1] * 6], 1),  # no instance: one padding slot, loss 0
-    ([[1, 1, 1, 1, -1, -1], [-1] * 6], 4),  # exactly a power of two
+@pytest.mark.parametrize('last, kept', [
+    (3, 4), (2, 2),  # up to MIN_SLOTS (here 2)
+    (5, 8), (8, 8),  # a power of two, exactly one too
+    (9, 12),  # 16, capped at the 12 slots
+    (0, 2),  # image 0 empty: image 1's instance in slot 1
 ])
-def test_trim_instance_padding(classes, kept):
-  classes = tf.constant(classes, tf.int32)
-  boxes = tf.reshape(tf.range(2 * 6 * 4, dtype=tf.float32), [2, 6, 4])
+def test_trim_instance_padding(last, kept, monkeypatch):
+  monkeypatch.setattr(masklab.TrimInstancePadding, 'MIN_SLOTS', 2)
+  # Image 0 holds instances up to slot `last`, with a gap; image 1 one.
+  classes = np.full([2, 12], -1, np.int32)
+  classes[0, :last] = 1
+  classes[0, 1:last - 1] = -1
+  classes[1, 0] = 2
+  classes = tf.constant(classes)
+  boxes = tf.reshape(tf.range(2 * 12 * 4, dtype=tf.float32), [2, 12, 4])
   trimmed_boxes, trimmed_classes = masklab.TrimInstancePadding()(boxes,
                                                                  classes)
   np.testing.assert_array_equal(trimmed_boxes, boxes[:, :kept])

@@ -59,8 +59,7 @@ def test_heads_train_in_the_whole_model(name):
   batch['semantic_labels'] = tf.zeros([2, 64, 64], tf.uint8)
   model = models.train_model
   outputs = model(masklab.model_inputs(batch, True), training=True)
-  # Two instances per image: the padding slots after them are trimmed.
-  assert outputs['mask_logits'].shape == (2, 2, 41, 41)
+  assert outputs['mask_logits'].shape == (2, MAX_INSTANCES, 41, 41)
   history = sgd_steps(model, cfg, batch, 6)
   assert float(history[-1]['mask_coarse']) < float(
       history[0]['mask_coarse'])

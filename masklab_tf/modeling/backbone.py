@@ -36,7 +36,8 @@ import tf_keras
 from official.modeling import tf_utils
 from official.vision.modeling import backbones as mg_backbones
 from official.vision.modeling.backbones import resnet as mg_resnet
-from official.vision.modeling.layers import nn_blocks
+
+from masklab_tf.modeling import atrous_conv
 
 # (block type, filters, repeats) per stage res2..res5: Model Garden's table.
 # Note depth 26 is basic blocks [3, 3, 3, 3] there, not bottlenecks.
@@ -140,7 +141,7 @@ class AtrousResidualBlock(tf_keras.layers.Layer):
     self._activation_fn = tf_utils.get_activation(activation)
 
   def _make_conv(self, kernel_size, strides, dilation_rate):
-    return tf_keras.layers.Conv2D(
+    return atrous_conv.AtrousConv2D(
         filters=self._filters,
         kernel_size=kernel_size,
         strides=strides,
@@ -198,9 +199,9 @@ class AtrousResidualBlock(tf_keras.layers.Layer):
 
 
 def _make_block(block_type: str, name: str, **kwargs):
-  """One ResNet unit: nn_blocks.BottleneckBlock or AtrousResidualBlock."""
+  """One ResNet unit: AtrousBottleneckBlock or AtrousResidualBlock."""
   if block_type == 'bottleneck':
-    return nn_blocks.BottleneckBlock(name=name, **kwargs)
+    return atrous_conv.AtrousBottleneckBlock(name=name, **kwargs)
   return AtrousResidualBlock(name=name, **kwargs)
 
 

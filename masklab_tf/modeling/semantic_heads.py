@@ -14,6 +14,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
+from masklab_tf.modeling import atrous_conv
+
 SEMANTIC_HEADS = ('conv1x1', 'aspp')
 
 
@@ -50,7 +52,7 @@ class AsppSemanticHead(tf_keras.layers.Layer):
     reg = dict(kernel_regularizer=self.kernel_regularizer)
     self.branches = [tf_keras.layers.Conv2D(
         self.filters, 1, activation='relu', name='aspp_1x1', **reg)] + [
-            tf_keras.layers.Conv2D(
+            atrous_conv.AtrousConv2D(
                 self.filters, 3, padding='same', dilation_rate=rate,
                 activation='relu', name=f'aspp_rate{rate}', **reg)
             for rate in self.rates]

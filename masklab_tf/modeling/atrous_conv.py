@@ -1,0 +1,112 @@
+"""Atrous convolutions that reach the native dilated kernels.
+
+`tf.nn.convolution`, which every Keras `Conv2D` calls, runs a dilated conv as
+SpaceToBatchND -> undilated conv -> BatchToSpaceND everywhere but on TPUs
+(its comment: gradients of dilated convs were once TPU-only). oneDNN (TF's
+default CPU kernels on x86) and cuDNN now run dilated convs and both of their
+gradients natively, and the detour costs: on the 7 x 7 RoI crops of the box
+classifier's conv5 block the convs then run on 2 x 2 tiles, where a rate-4
+3x3 conv's weight gradient took 1.8 s of an 8.7 s bfloat16 training step
+(benchmarks/RESULTS.md, "dilated convolutions"). `AtrousConv2D` calls
+`tf.nn.conv2d` with `dilations` directly where the kernels support it.
+
+TF's own (non-oneDNN) CPU kernels run a dilated conv forward but not its
+gradients ("Current CPU implementations do not yet support dilation rates
+larger than 1"), so with oneDNN switched off (TF_ENABLE_ONEDNN_OPTS=0) and no
+GPU the layer keeps Keras's SpaceToBatchND path.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import tensorflow as tf
+import tf_keras
+from official.modeling import tf_utils
+from official.vision.modeling.layers import nn_blocks
+from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
+
+
+@functools.lru_cache(maxsize=None)
+def native_dilation_supported() -> bool:
+  """True where dilated conv gradients have native kernels (oneDNN, GPU)."""
+  return bool(_pywrap_util_port.IsMklEnabled()
+              or tf.config.list_physical_devices('GPU'))
+
+
+@tf_keras.utils.register_keras_serializable(package='masklab')
+class AtrousConv2D(tf_keras.layers.Conv2D):
+  """`tf_keras.layers.Conv2D` whose dilated case runs the native kernel.
+
+  Same arguments, weights and config as Conv2D; only how a conv with
+  dilation_rate > 1 reaches the kernels differs (see the module docstring).
+  """
+
+  def convolution_op(self, inputs, kernel):
+    dilated = any(rate > 1 for rate in self.dilation_rate)
+    if (not dilated or not isinstance(self.padding, str)
+        or self.padding == 'causal' or not native_dilation_supported()):
+      return super().convolution_op(inputs, kernel)
+    return tf.nn.conv2d(
+        inputs, kernel, strides=list(self.strides),
+        padding=self.padding.upper(), dilations=list(self.dilation_rate),
+        data_format='NHWC' if self.data_format == 'channels_last' else 'NCHW',
+        name=self.__class__.__name__)
+
+
+@tf_keras.utils.register_keras_serializable(package='masklab')
+class AtrousBottleneckBlock(nn_blocks.BottleneckBlock):
+  """Model Garden's plain `BottleneckBlock` with `AtrousConv2D` convs.
+
+  Same arguments, sublayers, attribute names and creation order (hence the
+  same weight order and object-based checkpoint keys), and the parent's
+  `call`, so Model Garden's ResNet checkpoints and checkpoints written before
+  this class existed load unchanged. Only the plain block is rebuilt here:
+  squeeze-excitation, ResNet-D shortcuts and stochastic depth are refused.
+  """
+
+  def build(self, input_shape):
+    if (self._se_ratio or self._resnetd_shortcut
+        or self._stochastic_depth_drop_rate):
+      raise ValueError(
+          'AtrousBottleneckBlock builds the plain bottleneck only; got '
+          f'se_ratio={self._se_ratio}, resnetd_shortcut='
+          f'{self._resnetd_shortcut}, stochastic_depth_drop_rate='
+          f'{self._stochastic_depth_drop_rate}.')
+    if self._use_projection:
+      self._shortcut = self._conv(self._filters * 4, 1, self._strides)
+      self._norm0 = self._norm_layer()
+    self._conv1 = self._conv(self._filters, 1, 1)
+    self._norm1 = self._norm_layer()
+    self._activation1 = tf_utils.get_activation(self._activation,
+                                                use_keras_layer=True)
+    self._conv2 = self._conv(self._filters, 3, self._strides,
+                             self._dilation_rate)
+    self._norm2 = self._norm_layer()
+    self._activation2 = tf_utils.get_activation(self._activation,
+                                                use_keras_layer=True)
+    self._conv3 = self._conv(self._filters * 4, 1, 1)
+    self._norm3 = self._norm_layer()
+    self._activation3 = tf_utils.get_activation(self._activation,
+                                                use_keras_layer=True)
+    self._squeeze_excitation = None
+    self._stochastic_depth = None
+    self._add = tf_keras.layers.Add()
+    # Skips BottleneckBlock.build (it would build stock Conv2Ds).
+    tf_keras.layers.Layer.build(self, input_shape)  # pylint: disable=bad-super-call
+
+  def _conv(self, filters, kernel_size, strides, dilation_rate=1):
+    return AtrousConv2D(
+        filters=filters, kernel_size=kernel_size, strides=strides,
+        dilation_rate=dilation_rate,
+        padding='same' if kernel_size > 1 else 'valid', use_bias=False,
+        kernel_initializer=tf_utils.clone_initializer(
+            self._kernel_initializer),
+        kernel_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer)
+
+  def _norm_layer(self):
+    return self._norm(
+        axis=self._bn_axis, momentum=self._norm_momentum,
+        epsilon=self._norm_epsilon, trainable=self._bn_trainable,
+        synchronized=self._use_sync_bn)

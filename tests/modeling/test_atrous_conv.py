@@ -1,0 +1,117 @@
+"""AtrousConv2D / AtrousBottleneckBlock: Keras's function, native kernels."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from official.vision.modeling.layers import nn_blocks
+from masklab_tf.modeling import atrous_conv
+from masklab_tf.modeling import backbone as backbone_lib
+
+requires_native = pytest.mark.skipif(
+    not atrous_conv.native_dilation_supported(),
+    reason='no oneDNN or GPU: AtrousConv2D keeps the SpaceToBatchND path')
+
+
+def _value_and_grads(layer, x):
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = layer(x)
+    loss = tf.reduce_sum(y * tf.sin(y))
+  return [y] + tape.gradient(loss, [x, layer.kernel])
+
+
+def _op_types(function, *args):
+  graph = tf.function(function).get_concrete_function(*args).graph
+  return {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize('rate, padding, strides', [
+    (2, 'same', 1), (4, 'same', 1), (3, 'valid', 1), (1, 'same', 2)])
+def test_same_values_and_gradients_as_keras_conv2d(rate, padding, strides):
+  x = tf.random.stateless_normal([2, 13, 11, 5], seed=[1, 2])
+  kwargs = dict(filters=4, kernel_size=3, padding=padding, strides=strides,
+                dilation_rate=rate)
+  reference = tf_keras.layers.Conv2D(**kwargs)
+  layer = atrous_conv.AtrousConv2D(**kwargs)
+  reference.build(x.shape)
+  layer.build(x.shape)
+  layer.set_weights(reference.get_weights())
+  for actual, expected in zip(_value_and_grads(layer, x),
+                              _value_and_grads(reference, x)):
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+@requires_native
+def test_dilated_conv_and_its_gradients_skip_space_to_batch():
+  layer = atrous_conv.AtrousConv2D(4, 3, padding='same', dilation_rate=4)
+  reference = tf_keras.layers.Conv2D(4, 3, padding='same', dilation_rate=4)
+  x = tf.TensorSpec([2, 7, 7, 5], tf.float32)
+  for conv in (layer, reference):
+    conv.build(x.shape)
+
+  def train_graph(conv):
+    def step(images):
+      with tf.GradientTape() as tape:
+        tape.watch(images)
+        loss = tf.reduce_sum(conv(images))
+      return tape.gradient(loss, [images, conv.kernel])
+    return step
+
+  # The reference proves the check can fail: Keras goes through
+  # SpaceToBatchND.
+  assert 'SpaceToBatchND' in _op_types(train_graph(reference), x)
+  ops = _op_types(train_graph(layer), x)
+  assert not ops & {'SpaceToBatchND', 'BatchToSpaceND'}
+  assert {'Conv2DBackpropFilter', 'Conv2DBackpropInput'} <= ops
+
+
+def test_conv_config_round_trip():
+  layer = atrous_conv.AtrousConv2D(8, 3, padding='same', dilation_rate=2,
+                                   name='conv')
+  config = layer.get_config()
+  clone = tf_keras.layers.deserialize(tf_keras.layers.serialize(layer))
+  assert isinstance(clone, atrous_conv.AtrousConv2D)
+  assert clone.get_config() == config
+
+
+@pytest.mark.parametrize('rate', [1, 2])
+def test_bottleneck_block_is_model_garden_block(rate):
+  """Same variables, names and order, same function as nn_blocks'
+  BottleneckBlock: what lets its checkpoints load."""
+  x = tf.random.stateless_normal([2, 9, 9, 16], seed=[3, 4])
+  kwargs = dict(filters=8, strides=1, dilation_rate=rate,
+                use_projection=True, norm_epsilon=1e-5)
+  reference = nn_blocks.BottleneckBlock(**kwargs)
+  block = atrous_conv.AtrousBottleneckBlock(**kwargs)
+  reference(x)
+  block(x)
+  assert [(w.name.split('/')[-1], w.shape) for w in reference.weights] == [
+      (w.name.split('/')[-1], w.shape) for w in block.weights]
+  rng = np.random.default_rng(5)
+  weights = [rng.uniform(0.5, 1.5, w.shape).astype(np.float32)
+             for w in reference.get_weights()]
+  reference.set_weights(weights)
+  block.set_weights(weights)
+  np.testing.assert_allclose(block(x, training=False),
+                             reference(x, training=False),
+                             rtol=1e-4, atol=1e-4)
+  clone = atrous_conv.AtrousBottleneckBlock.from_config(block.get_config())
+  assert clone.get_config() == block.get_config()
+
+
+@requires_native
+def test_backbone_at_output_stride_8_has_no_space_to_batch():
+  model = backbone_lib.build_backbone(50, 8, (1, 2, 4))
+  ops = _op_types(lambda images: model(images, training=False),
+                  tf.TensorSpec([1, 64, 64, 3], tf.float32))
+  assert 'Conv2D' in ops
+  assert 'SpaceToBatchND' not in ops
+
+
+def test_bottleneck_block_refuses_what_it_does_not_rebuild():
+  block = atrous_conv.AtrousBottleneckBlock(filters=8, strides=1,
+                                            se_ratio=0.25)
+  with pytest.raises(ValueError, match='se_ratio=0.25'):
+    block(tf.zeros([1, 4, 4, 32]))

@@ -22,8 +22,12 @@ with it: 81) and at most 100 detections per image; float32 unless named:
   model_garden: Model Garden's `maskrcnn_resnetfpn_coco` experiment
     (`official.vision`, no checkpoint) with detection_generator
     max_num_detections=100, no sync batch norm, no scale jitter;
-  model_garden_bf16: the same under tf_keras's mixed_bfloat16 policy.
-The default --systems leave out the two twins.
+  model_garden_bf16: the same under tf_keras's mixed_bfloat16 policy;
+  torchvision: torchvision's `maskrcnn_resnet50_fpn` (random weights, score
+    threshold 0, 100 detections), run by benchmarks/torchvision_maskrcnn.py
+    with the interpreter --torchvision_python names (an environment with
+    torch, torchvision and pycocotools; none is this project's dependency).
+The default --systems leave out the two twins and torchvision.
 
 For every shortest side in --sizes (square images, so no resizing):
   inference: ms/image at batch 1 and 4, a warm-up call (tracing, XLA
@@ -96,6 +100,7 @@ SYSTEMS = {
     'masklab_fast': 'MaskLab R50 fast, bfloat16',
     'model_garden': 'Model Garden R50-FPN',
     'model_garden_bf16': 'Model Garden R50-FPN, bfloat16',
+    'torchvision': 'torchvision Mask R-CNN R50-FPN (PyTorch)',
 }
 # MaskLab systems: (flags file, overrides). masklab_r50_fast.flags computes
 # in mixed_bfloat16; its _fp32 twin shows what the precision alone buys.
@@ -110,6 +115,8 @@ MASKLAB_SYSTEMS = {
 # Model Garden systems: their tf_keras mixed precision policy.
 MODEL_GARDEN_SYSTEMS = {'model_garden': 'float32',
                         'model_garden_bf16': 'mixed_bfloat16'}
+# Run by benchmarks/torchvision_maskrcnn.py under --torchvision_python.
+TORCHVISION_SYSTEMS = ('torchvision',)
 DEFAULT_SYSTEMS = ('masklab_os16', 'masklab_os8', 'masklab_fast',
                    'model_garden')
 NUM_CLASSES = 80  # COCO's object classes, background not counted.
@@ -161,6 +168,9 @@ def define_flags():
                       'Where --write_results writes the report.')
   flags.DEFINE_integer('job_timeout_s', 4 * 3600,
                        'A job running longer is killed and marked failed.')
+  flags.DEFINE_string('torchvision_python', '',
+                      'Python of an environment with torch, torchvision '
+                      'and pycocotools; needed by the torchvision system.')
   flags.DEFINE_string('job', '', 'Internal: the job a child process runs.')
   flags.DEFINE_string('job_output', '', 'Internal: where a child writes.')
 
@@ -668,8 +678,18 @@ def _run_job(name, settings, work_dir):
   """Runs a job in a subprocess; returns (result or None, error text)."""
   log_path = os.path.join(work_dir, 'logs', f'{name}.log')
   output = os.path.join(work_dir, 'logs', f'{name}.json')
+  kind, system, size = (name.split('-') + ['', ''])[:3]
   if name == 'assemble':
     command = _assemble_command(settings)
+  elif system in TORCHVISION_SYSTEMS:
+    data_dir = os.path.dirname(os.path.dirname(
+        _data_prefix(work_dir, int(size), settings['num_images'])))
+    command = [FLAGS.torchvision_python,
+               os.path.join(REPO, 'benchmarks', 'torchvision_maskrcnn.py'),
+               f'--job={kind}', f'--size={size}', f"--runs={settings['runs']}",
+               f'--data_dir={data_dir}',
+               f"--data_batches={settings['data_batches']}",
+               f'--output={output}']
   else:
     command = [sys.executable, os.path.abspath(__file__), f'--job={name}',
                f'--job_output={output}', f'--work_dir={work_dir}']
@@ -731,6 +751,11 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'unknown systems {sorted(unknown)}: use '
                          f'{", ".join(SYSTEMS)}')
+  if (set(FLAGS.systems) & set(TORCHVISION_SYSTEMS)
+      and not FLAGS.torchvision_python):
+    raise app.UsageError('the torchvision system needs --torchvision_python '
+                         '(an interpreter with torch, torchvision and '
+                         'pycocotools)')
   settings = _settings()
   work_dir = os.path.abspath(FLAGS.work_dir)
   os.makedirs(os.path.join(work_dir, 'logs'), exist_ok=True)
@@ -988,6 +1013,10 @@ def format_report(store, settings):
     if not measured:
       continue
     flops = result(f'infer-{system}-{measured[-1]}')['flops']
+    if system in TORCHVISION_SYSTEMS:
+      lines.append(f'- {SYSTEMS[system]}: torch.utils.flop_counter counts '
+                   'convolutions and matmuls only (not RoIAlign, NMS)')
+      continue
     top = ', '.join(f'{op} ({elements:.1f}M)'
                     for op, elements in flops['uncounted_top'])
     warning = (f"; {flops['unknown_shape_ops']} conv/matmul ops without "

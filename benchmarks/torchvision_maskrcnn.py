@@ -1,0 +1,231 @@
+"""torchvision's Mask R-CNN R50-FPN, timed as side_by_side.py times the others.
+
+Run by `benchmarks/side_by_side.py --systems=...,torchvision
+--torchvision_python=PYTHON` with an interpreter that has torch, torchvision
+and pycocotools (not this project's dependencies; e.g. a separate venv with
+`pip install torch torchvision pycocotools`). One job per process, its
+result written as json with the keys side_by_side.py's report reads:
+
+  python benchmarks/torchvision_maskrcnn.py --job=infer --size=512 \
+      --runs=3 --output=/tmp/tv.json
+  python benchmarks/torchvision_maskrcnn.py --job=train --size=512 \
+      --data_dir=WORK_DIR/data/512px_16images --output=/tmp/tv.json
+
+The model is `maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)`
+with 81 classes (80 + background), its transform resizing to the image's
+own size (square images: scale 1), at most 100 detections and score
+threshold 0, so that, as in the TF rows, 100 untrained detections reach the
+mask head. With no pretrained weights torchvision trains every layer with
+ordinary batch norm. Threads: torch's default (one per core). FLOPs:
+`torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls,
+multiply-add = 2 FLOPs; RoIAlign and NMS are not counted, as the TF
+profiler counts neither CropAndResize nor NMS).
+"""
+
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import time
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+import torch
+import torchvision
+from torch.utils import flop_counter
+
+NUM_CLASSES = 80
+MAX_DETECTIONS = 100
+TRAIN_BATCH = 2
+INFER_BATCHES = (1, 4)
+DATA_WARMUP_BATCHES = 2
+
+
+def _peak_rss_mib():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _model(size):
+  return torchvision.models.detection.maskrcnn_resnet50_fpn(
+      weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1,
+      min_size=size, max_size=size, box_detections_per_img=MAX_DETECTIONS,
+      box_score_thresh=0.0)
+
+
+def _info(size):
+  return {'precision': 'float32', 'torch': torch.__version__,
+          'torchvision': torchvision.__version__,
+          'threads': torch.get_num_threads(), 'min_size': size,
+          'box_score_thresh': 0.0,
+          'box_detections_per_img': MAX_DETECTIONS,
+          'trainable': 'all layers, nn.BatchNorm2d (no pretrained weights)'}
+
+
+def _time_calls(function, runs):
+  start = time.perf_counter()
+  function()
+  first = time.perf_counter() - start
+  samples = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    function()
+    samples.append(time.perf_counter() - start)
+  return first, statistics.median(samples)
+
+
+def _gflops(function):
+  counter = flop_counter.FlopCounterMode(display=False)
+  with counter:
+    function()
+  return counter.get_total_flops() / 1e9
+
+
+def infer(size, runs):
+  model = _model(size).eval()
+  torch.manual_seed(0)
+  result = {'load': [os.getloadavg()[0]]}
+  with torch.inference_mode():
+    for batch in INFER_BATCHES:
+      images = [torch.rand(3, size, size) for _ in range(batch)]
+      call = lambda images=images: model(images)
+      first, median = _time_calls(call, runs)
+      result[f'ms_per_image_b{batch}'] = 1e3 * median / batch
+      result[f'first_call_s_b{batch}'] = first
+      result[f'rss_mib_b{batch}'] = _peak_rss_mib()
+      if batch == 1:
+        result['detections_b1'] = len(call()[0]['boxes'])
+        result['flops'] = {'gflops': _gflops(call), 'uncounted_top': [],
+                           'unknown_shape_ops': 0}
+    # The ResNet-50 body alone (no FPN), on a normalised image.
+    body = model.backbone.body
+    image = model.transform.normalize(torch.rand(3, size, size))[None]
+    call = lambda: body(image)
+    _, median = _time_calls(call, runs)
+    result['backbone_ms_b1'] = 1e3 * median
+    result['backbone_flops'] = {'gflops': _gflops(call)}
+  result['load'].append(os.getloadavg()[0])
+  result['info'] = _info(size)
+  return result
+
+
+def _read_examples(data_dir):
+  """[(image [3, H, W] float in [0, 1], target dict)] of the train split."""
+  with open(os.path.join(data_dir, 'train', 'annotations.json')) as f:
+    coco = json.load(f)
+  by_image = {}
+  for annotation in coco['annotations']:
+    by_image.setdefault(str(annotation['image_id']), []).append(annotation)
+  examples = []
+  for entry in coco['images']:
+    path = os.path.join(data_dir, 'train', 'images', entry['file_name'])
+    annotations = by_image.get(str(entry['id']), [])
+    examples.append((path, annotations))
+  return examples
+
+
+def _load(example):
+  path, annotations = example
+  image = np.asarray(Image.open(path).convert('RGB'), np.float32) / 255.0
+  boxes, labels, masks = [], [], []
+  for annotation in annotations:
+    x, y, w, h = json.loads(str(annotation['bbox']))
+    rle = annotation['segmentation']
+    if isinstance(rle, str):
+      rle = json.loads(rle.replace("'", '"'))
+    boxes.append([x, y, x + w, y + h])
+    labels.append(int(annotation['category_id']))
+    masks.append(mask_utils.decode(rle))
+  target = {
+      'boxes': torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+      'labels': torch.tensor(labels, dtype=torch.int64),
+      'masks': torch.from_numpy(np.stack(masks)) if masks else
+               torch.zeros(0, *image.shape[:2], dtype=torch.uint8),
+  }
+  return torch.from_numpy(image).permute(2, 0, 1).contiguous(), target
+
+
+def train(size, runs, data_dir, data_batches):
+  examples = _read_examples(data_dir)
+  rng = random.Random(0)
+
+  def batches():
+    while True:
+      picked = rng.sample(examples, TRAIN_BATCH)
+      loaded = [_load(example) for example in picked]
+      yield [image for image, _ in loaded], [target for _, target in loaded]
+
+  load_before = os.getloadavg()[0]
+  iterator = batches()
+  start = time.perf_counter()
+  for _ in range(DATA_WARMUP_BATCHES):
+    next(iterator)
+  first_batches_s = time.perf_counter() - start
+  start = time.perf_counter()
+  for _ in range(data_batches):
+    next(iterator)
+  data_s = time.perf_counter() - start
+  fetched = [next(iterator) for _ in range(runs + 1)]
+
+  torch.manual_seed(0)
+  model = _model(size).train()
+  optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                              weight_decay=1e-4)
+
+  def step(batch):
+    images, targets = batch
+    losses = model(images, targets)
+    total = sum(losses.values())
+    optimizer.zero_grad()
+    total.backward()
+    optimizer.step()
+    return float(total.detach())
+
+  start = time.perf_counter()
+  losses = [step(fetched[0])]
+  first_step_s = time.perf_counter() - start
+  samples = []
+  for batch in fetched[1:]:
+    start = time.perf_counter()
+    losses.append(step(batch))
+    samples.append(time.perf_counter() - start)
+  return {
+      's_per_step': statistics.median(samples),
+      'first_step_s': first_step_s,
+      'data_images_per_s': data_batches * TRAIN_BATCH / data_s,
+      'data_first_batches_s': first_batches_s,
+      'image_shape': [TRAIN_BATCH, size, size, 3],
+      'losses': losses,
+      'load': [load_before, os.getloadavg()[0]],
+      'rss_mib': _peak_rss_mib(),
+      'info': _info(size),
+  }
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--job', choices=('infer', 'train'), required=True)
+  parser.add_argument('--size', type=int, required=True)
+  parser.add_argument('--runs', type=int, default=3)
+  parser.add_argument('--data_dir', help='train: a side_by_side data root '
+                      '(train/annotations.json, train/images).')
+  parser.add_argument('--data_batches', type=int, default=20)
+  parser.add_argument('--output', required=True)
+  args = parser.parse_args()
+  start = time.perf_counter()
+  if args.job == 'infer':
+    result = infer(args.size, args.runs)
+    result['rss_mib'] = _peak_rss_mib()
+  else:
+    if not args.data_dir:
+      parser.error('--job=train needs --data_dir')
+    result = train(args.size, args.runs, args.data_dir, args.data_batches)
+  result['job_s'] = time.perf_counter() - start
+  with open(args.output, 'w') as f:
+    json.dump(result, f)
+
+
+if __name__ == '__main__':
+  main()

@@ -102,12 +102,17 @@ def test_bottleneck_block_is_model_garden_block(rate):
 
 
 @requires_native
-def test_backbone_at_output_stride_8_has_no_space_to_batch():
+def test_only_small_static_maps_skip_space_to_batch():
   model = backbone_lib.build_backbone(50, 8, (1, 2, 4))
-  ops = _op_types(lambda images: model(images, training=False),
-                  tf.TensorSpec([1, 64, 64, 3], tf.float32))
-  assert 'Conv2D' in ops
-  assert 'SpaceToBatchND' not in ops
+  call = lambda images: model(images, training=False)
+  # 64 px: res4 and res5 are 8 x 8 (tiles of 4, 2, 1, 1 px at rates 2, 4,
+  # 8, 16).
+  assert 'SpaceToBatchND' not in _op_types(
+      call, tf.TensorSpec([1, 64, 64, 3], tf.float32))
+  # 256 px: 32 x 32 at rate 2 leaves 16 px tiles; unknown sizes keep the
+  # detour too.
+  for spec in ([1, 256, 256, 3], [1, None, None, 3]):
+    assert 'SpaceToBatchND' in _op_types(call, tf.TensorSpec(spec))
 
 
 def test_bottleneck_block_refuses_what_it_does_not_rebuild():

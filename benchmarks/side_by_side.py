@@ -1053,6 +1053,15 @@ def format_report(store, settings):
       f"{settings['model_garden_score_threshold']} for Model Garden (its "
       'default 0.05 drops every box of a random 81-class model).',
   ]
+  if any(system in TORCHVISION_SYSTEMS for system, _ in rows):
+    lines.append(
+        '- torchvision (`benchmarks/torchvision_maskrcnn.py`): eager PyTorch, '
+        'random weights, every layer trained with ordinary batch norm (its '
+        'default without pretrained weights), score threshold 0 so 100 '
+        'detections reach the mask head; training with SGD (lr 0.01, '
+        'momentum 0.9) on the same PNGs and annotations, decoded in Python '
+        '(its "tf.data images/s" is that loader); FLOPs from '
+        '`torch.utils.flop_counter`.')
   if failed:
     lines.append(f'- Failed jobs (no numbers): {", ".join(failed)}.')
   return '\n'.join(lines) + '\n'

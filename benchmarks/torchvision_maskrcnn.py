@@ -148,6 +148,8 @@ def _load(example):
 
 
 def train(size, runs, data_dir, data_batches):
+  """side_by_side._measure_training's protocol, restated: this script runs
+  under another interpreter, which need not have absl or TensorFlow."""
   examples = _read_examples(data_dir)
   rng = random.Random(0)
 

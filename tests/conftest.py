@@ -32,22 +32,3 @@ def voc_sample(tmp_path_factory):
 import sys  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-
-
-# Files whose tests take longest are collected first. Under pytest-xdist
-# (`make test`: two workers, a whole file at a time, handed out in collection
-# order) a long file collected last runs alone while the other worker idles;
-# started first, it overlaps the rest. Slowest seen in CI: the distributed
-# test (~215 s under two workers), then export and training.
-SLOW_FILES_FIRST = ('test_distributed.py', 'serving/test_export.py',
-                    'test_train.py', 'serving/test_predict.py')
-
-
-def pytest_collection_modifyitems(items):
-  def rank(item):
-    path = item.nodeid.split('::')[0]
-    for i, name in enumerate(SLOW_FILES_FIRST):
-      if path.endswith(name):
-        return i
-    return len(SLOW_FILES_FIRST)
-  items.sort(key=rank)  # stable: the order within a file is kept

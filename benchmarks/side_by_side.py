@@ -64,9 +64,7 @@ import importlib.metadata
 import json
 import math
 import os
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,6 +72,11 @@ import time
 
 from absl import app
 from absl import flags
+
+try:
+  from benchmarks import timing
+except ImportError:  # run as a script: benchmarks/ is on the path
+  import timing
 
 # TensorFlow, Model Garden and MaskLab are imported inside the job
 # functions: the parent process only launches jobs and reports, and each
@@ -129,10 +132,6 @@ CONV_SHAPE = (128, 256)  # [1, side, side, channels] -> channels, 3x3.
 # --quick: small enough for a smoke test in a few minutes on 2 cores.
 QUICK = {'sizes': [128], 'runs': 1, 'num_images': 4, 'data_batches': 2,
          'peak_repeats': 2, 'matmul_size': 1024, 'conv_shape': (32, 64)}
-# Batches fetched before the tf.data rate is timed (autotuning, the file
-# cache, tracing of the map functions).
-DATA_WARMUP_BATCHES = 2
-
 FLAGS = flags.FLAGS
 
 
@@ -209,33 +208,6 @@ def _data_prefix(work_dir, size, num_images):
 # ------------------------------------------------------ child: helpers
 
 
-def _peak_rss_mib():
-  """Peak resident set of this process so far, in MiB."""
-  try:
-    with open('/proc/self/status') as f:
-      for line in f:
-        if line.startswith('VmHWM:'):
-          return int(line.split()[1]) / 1024
-  except OSError:
-    pass
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB
-
-
-def _time_calls(function, args, runs):
-  """(first call s, median s of `runs` calls): one untimed-for-the-median
-  warm-up (tracing, XLA compilation), then the timed calls. A tf.function
-  on CPU returns when its outputs are computed."""
-  start = time.perf_counter()
-  function(*args)
-  first = time.perf_counter() - start
-  samples = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    function(*args)
-    samples.append(time.perf_counter() - start)
-  return first, statistics.median(samples)
-
-
 def _static_function(python_function, args):
   """tf.function traced once, at the shapes of `args`."""
   import tensorflow as tf
@@ -277,65 +249,23 @@ def _measure_inference(whole, make_args, backbone, backbone_args, runs,
   for batch in INFER_BATCHES:
     args = make_args(batch)
     function = _static_function(whole, args)
-    first, median = _time_calls(function, args, runs)
+    first, median = timing.time_calls(function, args, runs)
     result[f'ms_per_image_b{batch}'] = 1e3 * median / batch
     result[f'first_call_s_b{batch}'] = first
     # VmHWM only grows: read after each batch size, before anything else
     # runs, it is the peak of that batch size (and the build before it).
-    result[f'rss_mib_b{batch}'] = _peak_rss_mib()
+    result[f'rss_mib_b{batch}'] = timing.peak_rss_mib()
     if batch == 1:
       result['detections_b1'] = int(count_detections(function(*args)))
       result['flops'] = _flops(function)
       args1 = backbone_args(args)
   function = _static_function(backbone, args1)
-  first, median = _time_calls(function, args1, runs)
+  first, median = timing.time_calls(function, args1, runs)
   result['backbone_ms_b1'] = 1e3 * median
   result['backbone_flops'] = _flops(function)
   result['load'] = [load_before, os.getloadavg()[0]]
   result['tf_version'] = tf.__version__
   return result
-
-
-def _measure_training(dataset, step, runs, data_batches, image_shape):
-  """tf.data images/s, then s/step on batches fetched beforehand.
-
-  Args:
-    dataset: the system's training dataset (batches of TRAIN_BATCH).
-    step: batch -> total loss (a tensor); one optimizer step.
-    runs: timed steps (median), after one warm-up step.
-    data_batches: batches timed for the pipeline rate.
-    image_shape: batch -> shape of its image tensor.
-  """
-  load_before = os.getloadavg()[0]
-  start = time.perf_counter()
-  iterator = iter(dataset)
-  for _ in range(DATA_WARMUP_BATCHES):
-    next(iterator)
-  first_batches_s = time.perf_counter() - start
-  start = time.perf_counter()
-  for _ in range(data_batches):
-    next(iterator)
-  data_s = time.perf_counter() - start
-  batches = [next(iterator) for _ in range(runs + 1)]
-  # The pipeline must not keep working beside the timed steps.
-  del iterator
-  start = time.perf_counter()
-  losses = [float(step(batches[0]))]
-  first_step_s = time.perf_counter() - start
-  samples = []
-  for batch in batches[1:]:
-    start = time.perf_counter()
-    losses.append(float(step(batch)))
-    samples.append(time.perf_counter() - start)
-  return {
-      's_per_step': statistics.median(samples),
-      'first_step_s': first_step_s,
-      'data_images_per_s': data_batches * TRAIN_BATCH / data_s,
-      'data_first_batches_s': first_batches_s,
-      'image_shape': [int(d) for d in image_shape(batches[0])],
-      'losses': losses,
-      'load': [load_before, os.getloadavg()[0]],
-  }
 
 
 # ------------------------------------------------------ child: MaskLab
@@ -411,10 +341,11 @@ def _masklab_training(system, size, settings):
     trainer = train.Trainer(configs, model_dir)
     # The tf.function train() runs, without its checkpointing and logging.
     train_step = trainer._train_step  # pylint: disable=protected-access
-    result = _measure_training(
+    result = timing.measure_training(
         trainer.dataset, lambda batch: train_step(batch)[0]['total'],
         runs=settings['runs'], data_batches=settings['data_batches'],
-        image_shape=lambda batch: batch['image'].shape)
+        image_shape=lambda batch: batch['image'].shape,
+        batch_size=TRAIN_BATCH)
   finally:
     shutil.rmtree(model_dir, ignore_errors=True)
   result['info'] = _masklab_info(configs)
@@ -546,10 +477,10 @@ def _model_garden_training(system, size, settings):
                                       global_clipnorm=10.0)
   train_step = tf.function(
       lambda inputs: task.train_step(inputs, model, optimizer)[task.loss])
-  result = _measure_training(
+  result = timing.measure_training(
       dataset, train_step, runs=settings['runs'],
       data_batches=settings['data_batches'],
-      image_shape=lambda batch: batch[0].shape)
+      image_shape=lambda batch: batch[0].shape, batch_size=TRAIN_BATCH)
   result['info'] = _model_garden_info(config)
   return result
 
@@ -630,7 +561,7 @@ def _child_main(name):
     result = _masklab_training(rest[0], int(rest[1]), settings)
   else:
     raise ValueError(f'unknown job {name!r}')
-  result['rss_mib'] = _peak_rss_mib()
+  result['rss_mib'] = timing.peak_rss_mib()
   result['job_s'] = time.perf_counter() - start
   with open(FLAGS.job_output, 'w') as f:
     json.dump(result, f)

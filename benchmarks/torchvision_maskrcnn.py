@@ -26,8 +26,6 @@ import argparse
 import json
 import os
 import random
-import resource
-import statistics
 import time
 
 import numpy as np
@@ -37,15 +35,15 @@ import torch
 import torchvision
 from torch.utils import flop_counter
 
+try:
+  from benchmarks import timing
+except ImportError:  # run as a script: benchmarks/ is on the path
+  import timing
+
 NUM_CLASSES = 80
 MAX_DETECTIONS = 100
 TRAIN_BATCH = 2
 INFER_BATCHES = (1, 4)
-DATA_WARMUP_BATCHES = 2
-
-
-def _peak_rss_mib():
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _model(size):
@@ -64,18 +62,6 @@ def _info(size):
           'trainable': 'all layers, nn.BatchNorm2d (no pretrained weights)'}
 
 
-def _time_calls(function, runs):
-  start = time.perf_counter()
-  function()
-  first = time.perf_counter() - start
-  samples = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    function()
-    samples.append(time.perf_counter() - start)
-  return first, statistics.median(samples)
-
-
 def _gflops(function):
   counter = flop_counter.FlopCounterMode(display=False)
   with counter:
@@ -91,10 +77,10 @@ def infer(size, runs):
     for batch in INFER_BATCHES:
       images = [torch.rand(3, size, size) for _ in range(batch)]
       call = lambda images=images: model(images)
-      first, median = _time_calls(call, runs)
+      first, median = timing.time_calls(call, (), runs)
       result[f'ms_per_image_b{batch}'] = 1e3 * median / batch
       result[f'first_call_s_b{batch}'] = first
-      result[f'rss_mib_b{batch}'] = _peak_rss_mib()
+      result[f'rss_mib_b{batch}'] = timing.peak_rss_mib()
       if batch == 1:
         result['detections_b1'] = len(call()[0]['boxes'])
         result['flops'] = {'gflops': _gflops(call), 'uncounted_top': [],
@@ -103,7 +89,7 @@ def infer(size, runs):
     body = model.backbone.body
     image = model.transform.normalize(torch.rand(3, size, size))[None]
     call = lambda: body(image)
-    _, median = _time_calls(call, runs)
+    _, median = timing.time_calls(call, (), runs)
     result['backbone_ms_b1'] = 1e3 * median
     result['backbone_flops'] = {'gflops': _gflops(call)}
   result['load'].append(os.getloadavg()[0])
@@ -148,8 +134,6 @@ def _load(example):
 
 
 def train(size, runs, data_dir, data_batches):
-  """side_by_side._measure_training's protocol, restated: this script runs
-  under another interpreter, which need not have absl or TensorFlow."""
   examples = _read_examples(data_dir)
   rng = random.Random(0)
 
@@ -158,18 +142,6 @@ def train(size, runs, data_dir, data_batches):
       picked = rng.sample(examples, TRAIN_BATCH)
       loaded = [_load(example) for example in picked]
       yield [image for image, _ in loaded], [target for _, target in loaded]
-
-  load_before = os.getloadavg()[0]
-  iterator = batches()
-  start = time.perf_counter()
-  for _ in range(DATA_WARMUP_BATCHES):
-    next(iterator)
-  first_batches_s = time.perf_counter() - start
-  start = time.perf_counter()
-  for _ in range(data_batches):
-    next(iterator)
-  data_s = time.perf_counter() - start
-  fetched = [next(iterator) for _ in range(runs + 1)]
 
   torch.manual_seed(0)
   model = _model(size).train()
@@ -185,25 +157,13 @@ def train(size, runs, data_dir, data_batches):
     optimizer.step()
     return float(total.detach())
 
-  start = time.perf_counter()
-  losses = [step(fetched[0])]
-  first_step_s = time.perf_counter() - start
-  samples = []
-  for batch in fetched[1:]:
-    start = time.perf_counter()
-    losses.append(step(batch))
-    samples.append(time.perf_counter() - start)
-  return {
-      's_per_step': statistics.median(samples),
-      'first_step_s': first_step_s,
-      'data_images_per_s': data_batches * TRAIN_BATCH / data_s,
-      'data_first_batches_s': first_batches_s,
-      'image_shape': [TRAIN_BATCH, size, size, 3],
-      'losses': losses,
-      'load': [load_before, os.getloadavg()[0]],
-      'rss_mib': _peak_rss_mib(),
-      'info': _info(size),
-  }
+  result = timing.measure_training(
+      batches(), step, runs, data_batches,
+      image_shape=lambda batch: [TRAIN_BATCH, size, size, 3],
+      batch_size=TRAIN_BATCH)
+  result['rss_mib'] = timing.peak_rss_mib()
+  result['info'] = _info(size)
+  return result
 
 
 def main():
@@ -219,7 +179,7 @@ def main():
   start = time.perf_counter()
   if args.job == 'infer':
     result = infer(args.size, args.runs)
-    result['rss_mib'] = _peak_rss_mib()
+    result['rss_mib'] = timing.peak_rss_mib()
   else:
     if not args.data_dir:
       parser.error('--job=train needs --data_dir')

@@ -1,0 +1,85 @@
+"""Timing protocol shared by side_by_side.py and torchvision_maskrcnn.py.
+
+Standard library only: torchvision_maskrcnn.py runs under another
+interpreter, which need not have absl or TensorFlow.
+"""
+
+import os
+import resource
+import statistics
+import time
+
+# Batches fetched before the input pipeline's rate is timed (autotuning, the
+# file cache, tracing of the map functions).
+DATA_WARMUP_BATCHES = 2
+
+
+def peak_rss_mib():
+  """Peak resident set of this process so far, in MiB."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB
+
+
+def time_calls(function, args, runs):
+  """(first call s, median s of `runs` calls): one untimed-for-the-median
+  warm-up (tracing, XLA compilation), then the timed calls. A tf.function
+  on CPU (and eager PyTorch) returns when its outputs are computed."""
+  start = time.perf_counter()
+  function(*args)
+  first = time.perf_counter() - start
+  samples = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    function(*args)
+    samples.append(time.perf_counter() - start)
+  return first, statistics.median(samples)
+
+
+def measure_training(dataset, step, runs, data_batches, image_shape,
+                     batch_size):
+  """Input pipeline images/s, then s/step on batches fetched beforehand.
+
+  Args:
+    dataset: the system's training dataset (an iterable of batches).
+    step: batch -> total loss (a tensor); one optimizer step.
+    runs: timed steps (median), after one warm-up step.
+    data_batches: batches timed for the pipeline rate.
+    image_shape: batch -> shape of its image tensor.
+    batch_size: images per batch.
+  """
+  load_before = os.getloadavg()[0]
+  start = time.perf_counter()
+  iterator = iter(dataset)
+  for _ in range(DATA_WARMUP_BATCHES):
+    next(iterator)
+  first_batches_s = time.perf_counter() - start
+  start = time.perf_counter()
+  for _ in range(data_batches):
+    next(iterator)
+  data_s = time.perf_counter() - start
+  batches = [next(iterator) for _ in range(runs + 1)]
+  # The pipeline must not keep working beside the timed steps.
+  del iterator
+  start = time.perf_counter()
+  losses = [float(step(batches[0]))]
+  first_step_s = time.perf_counter() - start
+  samples = []
+  for batch in batches[1:]:
+    start = time.perf_counter()
+    losses.append(float(step(batch)))
+    samples.append(time.perf_counter() - start)
+  return {
+      's_per_step': statistics.median(samples),
+      'first_step_s': first_step_s,
+      'data_images_per_s': data_batches * batch_size / data_s,
+      'data_first_batches_s': first_batches_s,
+      'image_shape': [int(d) for d in image_shape(batches[0])],
+      'losses': losses,
+      'load': [load_before, os.getloadavg()[0]],
+  }

@@ -55,8 +55,8 @@ class AtrousConv2D(tf_keras.layers.Conv2D):
   """
 
   def convolution_op(self, inputs, kernel):
+    # Conv2D's padding is 'valid' or 'same' (Keras refuses 'causal' there).
     if (not self._small_tiles(inputs.shape)
-        or not isinstance(self.padding, str) or self.padding == 'causal'
         or not native_dilation_supported()):
       return super().convolution_op(inputs, kernel)
     return tf.nn.conv2d(

@@ -42,12 +42,15 @@ For every shortest side in --sizes (square images, so no resizing):
     convolutions and matmuls, not what runs inside XLA clusters), and on
     the ResNet-50 backbone alone, timed alone too;
   the machine's peak: the best GFLOP/s of a 4096^2 tf.matmul and of a 3x3
-    tf.nn.conv2d [1, 128, 128, 256] -> 256, measured in the same run, so
-    achieved GFLOP/s read as a share of what this machine can do;
+    tf.nn.conv2d [1, 128, 128, 256] -> 256, measured again before each
+    size's jobs (a shared 2-core machine's speed drifts by 2x between
+    hours), so achieved GFLOP/s read as a share of what this machine could
+    do when those rows were measured;
 and benchmarks/assemble.py's table (--skip_model_cost) for the assembling
 layer.
 
-Every job (peak, data, inference or training of one system at one size)
+Every job (a size's peak, data, inference or training of one system at one
+size)
 runs in its own subprocess: each starts with fresh memory, so its peak
 resident set is its own, and a crash or an out-of-memory kill costs one
 row. Results accumulate in --work_dir/results.json as jobs finish; running
@@ -129,9 +132,16 @@ INFER_BATCHES = (1, 4)
 # Peak kernels: big enough to reach the machine's steady GFLOP/s.
 MATMUL_SIZE = 4096
 CONV_SHAPE = (128, 256)  # [1, side, side, channels] -> channels, 3x3.
+# A batch of small maps with wide channels: the shape of the per-box conv5
+# block's convolutions, whose larger GEMMs oneDNN runs faster than the
+# single big map's (on the Xeon of RESULTS.md the models' own convs beat
+# CONV_SHAPE's rate); [batch, side, side, channels] -> channels, 3x3.
+CONV_BATCHED_SHAPE = (64, 16, 512)
+PEAK_KERNELS = ('matmul', 'conv', 'conv_batched')
 # --quick: small enough for a smoke test in a few minutes on 2 cores.
 QUICK = {'sizes': [128], 'runs': 1, 'num_images': 4, 'data_batches': 2,
-         'peak_repeats': 2, 'matmul_size': 1024, 'conv_shape': (32, 64)}
+         'peak_repeats': 2, 'matmul_size': 1024, 'conv_shape': (32, 64),
+         'conv_batched_shape': (4, 8, 64)}
 FLAGS = flags.FLAGS
 
 
@@ -489,12 +499,15 @@ def _model_garden_training(system, size, settings):
 
 
 def _measure_peak(settings):
-  """Best GFLOP/s of a big matmul and a big 3x3 convolution, in float32
-  and in bfloat16 (the CPU's bfloat16 units are another limit)."""
+  """Best GFLOP/s of a big matmul and two big 3x3 convolutions (one map,
+  a batch of small maps), in float32 and in bfloat16 (the CPU's bfloat16
+  units are another limit)."""
   import tensorflow as tf
   quick = settings['quick']
   n = QUICK['matmul_size'] if quick else MATMUL_SIZE
   side, channels = QUICK['conv_shape'] if quick else CONV_SHAPE
+  batch, small_side, wide = (QUICK['conv_batched_shape'] if quick
+                             else CONV_BATCHED_SHAPE)
   kernels = {}
   for suffix, dtype in (('', tf.float32), ('_bf16', tf.bfloat16)):
     normal = lambda shape, dtype=dtype: tf.cast(tf.random.normal(shape),
@@ -507,9 +520,16 @@ def _measure_peak(settings):
         (normal([1, side, side, channels]),
          normal([3, 3, channels, channels])),
         2.0 * side * side * channels * channels * 9)
+    kernels[f'conv_batched{suffix}'] = (
+        tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME')),
+        (normal([batch, small_side, small_side, wide]),
+         normal([3, 3, wide, wide])),
+        2.0 * batch * small_side * small_side * wide * wide * 9)
   result = {'matmul_shape': f'{n}x{n} @ {n}x{n}',
             'conv_shape': f'[1, {side}, {side}, {channels}] * 3x3 -> '
                           f'{channels}',
+            'conv_batched_shape': f'[{batch}, {small_side}, {small_side}, '
+                                  f'{wide}] * 3x3 -> {wide}',
             'load': [os.getloadavg()[0]]}
   for name, (function, args, flop) in kernels.items():
     function(*args)  # warm-up
@@ -584,10 +604,11 @@ def _save_store(store, path):
 
 
 def _plan(sizes, systems, skip_assemble):
-  """Job names in running order: the peak first, then size by size, so an
-  interrupted run already holds comparable rows."""
-  jobs = ['peak']
+  """Job names in running order, size by size (the size's peak first), so
+  an interrupted run already holds comparable rows."""
+  jobs = []
   for size in sizes:
+    jobs.append(f'peak-{size}')
     jobs += [f'infer-{system}-{size}' for system in systems]
     jobs.append(f'data-{size}')
     jobs += [f'train-{system}-{size}' for system in systems]
@@ -651,7 +672,7 @@ def _run_job(name, settings, work_dir):
 
 def _summary(name, result):
   """One progress line for a finished job."""
-  if name == 'peak':
+  if name.startswith('peak'):
     return (f"matmul {result['matmul_gflops_per_s']:.0f}, conv "
             f"{result['conv_gflops_per_s']:.0f} GFLOP/s; bfloat16 "
             f"{result.get('matmul_bf16_gflops_per_s', 0):.0f}, "
@@ -726,9 +747,11 @@ def main(argv):
             f'{_summary(name, result)}', flush=True)
       store['failed'].pop(name, None)
       if not name.startswith('data-'):
+        now = datetime.datetime.now()
         store['jobs'][name] = {'settings': settings, 'result': result,
                                'invocation': invocation,
-                               'date': datetime.date.today().isoformat()}
+                               'date': now.date().isoformat(),
+                               'time': now.strftime('%H:%M')}
     _save_store(store, store_path)
   report = format_report(store, settings)
   print()
@@ -748,6 +771,21 @@ def main(argv):
 
 def _fmt(value, spec, suffix=''):
   return '-' if value is None else f'{value:{spec}}{suffix}'
+
+
+def _peak_gflops(peak, suffix):
+  """The better of the matmul and the conv ('' float32, '_bf16'), or None."""
+  if not peak:
+    return None
+  rates = [peak.get(f'{kernel}{suffix}_gflops_per_s')
+           for kernel in PEAK_KERNELS]
+  return max((rate for rate in rates if rate), default=None)
+
+
+def _peak_time(jobs, size):
+  """When a size's peak was measured (HH:MM), or None for a run's single
+  peak (which recorded no time)."""
+  return jobs.get(f'peak-{size}', {}).get('time')
 
 
 def _version(package):
@@ -778,13 +816,9 @@ def format_report(store, settings):
       if result(f'infer-{system}-{size}') or result(
           f'train-{system}-{size}'):
         rows.append((system, size))
-  peak = result('peak')
-  peak_gflops = (max(peak['matmul_gflops_per_s'], peak['conv_gflops_per_s'])
-                 if peak else None)
-  # bfloat16 rows are read against the bfloat16 kernels' peak.
-  peak_bf16 = (max(peak.get('matmul_bf16_gflops_per_s', 0),
-                   peak.get('conv_bf16_gflops_per_s', 0))
-               if peak else None) or None
+  # Each size's rows are read against the peak measured just before them;
+  # 'peak' is the one peak of a run made before peaks were per size.
+  peaks = {size: result(f'peak-{size}') or result('peak') for size in sizes}
   used = sorted({entry['invocation'] for entry in jobs.values()})
   commands = [store['invocations'][i]['command'] for i in used]
   dates = sorted({entry['date'] for entry in jobs.values()})
@@ -809,18 +843,17 @@ def format_report(store, settings):
       + (' (--quick: smoke-test settings, not a benchmark)'
          if settings['quick'] else ''),
   ]
-  if peak:
+  measured_peaks = [(size, peak) for size, peak in peaks.items() if peak]
+  if measured_peaks:
+    peak = measured_peaks[0][1]
+    shapes = ', '.join(peak[f'{kernel}_shape'] for kernel in PEAK_KERNELS
+                       if f'{kernel}_shape' in peak)
     lines.append(
-        f"- Peak of this machine, same run: matmul {peak['matmul_shape']} "
-        f"{peak['matmul_gflops_per_s']:.0f} GFLOP/s, conv "
-        f"{peak['conv_shape']} {peak['conv_gflops_per_s']:.0f} GFLOP/s; "
-        f'the best, {peak_gflops:.0f} GFLOP/s, is "peak" below')
-    if peak_bf16:
-      lines.append(
-          f"- bfloat16 peak, same kernels: matmul "
-          f"{peak['matmul_bf16_gflops_per_s']:.0f}, conv "
-          f"{peak['conv_bf16_gflops_per_s']:.0f} GFLOP/s; the best, "
-          f'{peak_bf16:.0f} GFLOP/s, is the peak of the bfloat16 rows')
+        f'- Peak of this machine, same run: the best of {shapes}, in float32 '
+        'and in bfloat16 (the peak of the bfloat16 rows); ' +
+        ('measured once, before all sizes'
+         if all(p is peak for _, p in measured_peaks) else
+         "measured before each size's jobs") + ', table below')
   lines += [
       '',
       '## Speed and memory',
@@ -846,6 +879,20 @@ def format_report(store, settings):
       '',
       '## The limit: FLOPs against the machine\'s peak',
       '',
+      '| px | measured at | ' + ' | '.join(
+          f'{kernel} {precision}' for precision in ('f32', 'bf16')
+          for kernel in PEAK_KERNELS) + ' | peak f32 | peak bf16 |',
+      '|---:|---|' + '---:|' * (2 * len(PEAK_KERNELS) + 2),
+  ]
+  for size, peak in measured_peaks:
+    lines.append(
+        f'| {size} | {_peak_time(jobs, size) or "-"} | ' + ' | '.join(
+            _fmt(peak.get(f'{kernel}{suffix}_gflops_per_s'), '.0f')
+            for suffix in ('', '_bf16') for kernel in PEAK_KERNELS) +
+        f" | {_fmt(_peak_gflops(peak, ''), '.0f')} "
+        f"| {_fmt(_peak_gflops(peak, '_bf16'), '.0f')} |")
+  lines += [
+      '',
       'GFLOPs per image of the inference graph (batch 1); achieved = '
       'GFLOPs / time per image; % of peak = achieved / peak (the '
       'bfloat16 peak for bfloat16 rows). Backbone: '
@@ -853,17 +900,17 @@ def format_report(store, settings):
       'Garden: without the FPN), batch 1. The batch-4 rates take the '
       'batch-1 GFLOPs per image.',
       '',
-      '| model | px | GFLOPs/image | GFLOP/s b1 | % of peak | GFLOP/s b4 '
-      '| % of peak | backbone GFLOPs | backbone ms | backbone GFLOP/s '
-      '| % of peak | backbone share of b1 time |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      '| model | px | GFLOPs/image | peak GFLOP/s | GFLOP/s b1 | % of peak '
+      '| GFLOP/s b4 | % of peak | backbone GFLOPs | backbone ms '
+      '| backbone GFLOP/s | % of peak | backbone share of b1 time |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for system, size in rows:
     infer = result(f'infer-{system}-{size}')
     if not infer:
       continue
-    row_peak = (peak_bf16 if 'bfloat16' in infer['info'].get('precision', '')
-                else peak_gflops)
+    row_peak = _peak_gflops(peaks[size], '_bf16' if 'bfloat16' in infer[
+        'info'].get('precision', '') else '')
     percent = lambda rate, row_peak=row_peak: (
         None if rate is None or not row_peak else 100 * rate / row_peak)
     gflops = infer['flops']['gflops']
@@ -872,7 +919,8 @@ def format_report(store, settings):
     backbone = infer['backbone_flops']['gflops']
     backbone_rate = backbone / (infer['backbone_ms_b1'] / 1e3)
     lines.append(
-        f'| {SYSTEMS[system]} | {size} | {gflops:.1f} | {rate1:.1f} '
+        f'| {SYSTEMS[system]} | {size} | {gflops:.1f} '
+        f"| {_fmt(row_peak, '.0f')} | {rate1:.1f} "
         f"| {_fmt(percent(rate1), '.1f', ' %')} | {rate4:.1f} "
         f"| {_fmt(percent(rate4), '.1f', ' %')} | {backbone:.1f} "
         f"| {infer['backbone_ms_b1']:.0f} | {backbone_rate:.1f} "
@@ -910,12 +958,13 @@ def format_report(store, settings):
       '',
       '| model | px | first inference call s, b1 / b4 | first training step '
       's | detections (image 0, b1) | load average, inference / training '
-      '| job s, inference / training |',
-      '|---|---:|---:|---:|---:|---:|---:|',
+      '| job s, inference / training | measured at, inference / training |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for system, size in rows:
     infer = result(f'infer-{system}-{size}') or {}
     train = result(f'train-{system}-{size}') or {}
+    clock = lambda name: jobs.get(name, {}).get('time') or '-'
     load = lambda r: ('-' if 'load' not in r else
                       '..'.join(f'{v:.1f}' for v in r['load']))
     lines.append(
@@ -926,7 +975,9 @@ def format_report(store, settings):
         f"| {_fmt(infer.get('detections_b1'), 'd')} "
         f'| {load(infer)} / {load(train)} '
         f"| {_fmt(infer.get('job_s'), '.0f')} / "
-        f"{_fmt(train.get('job_s'), '.0f')} |")
+        f"{_fmt(train.get('job_s'), '.0f')} "
+        f"| {clock(f'infer-{system}-{size}')} / "
+        f"{clock(f'train-{system}-{size}')} |")
 
   lines += ['', '## Models as measured', '']
   for system in SYSTEMS:

@@ -1,0 +1,94 @@
+"""benchmarks/side_by_side.py's plan and report, from a hand-made store (no
+TensorFlow: the report is plain Python over the jobs' json)."""
+
+from benchmarks import side_by_side
+
+SETTINGS = {'runs': 3, 'num_images': 16, 'data_batches': 20,
+            'peak_repeats': 5, 'quick': False,
+            'model_garden_score_threshold': 0.0}
+
+
+def _peak(conv_f32, conv_bf16):
+  return {'matmul_shape': '4096x4096 @ 4096x4096',
+          'conv_shape': '[1, 128, 128, 256] * 3x3 -> 256',
+          'conv_batched_shape': '[64, 16, 16, 512] * 3x3 -> 512',
+          'matmul_gflops_per_s': 50.0, 'conv_gflops_per_s': 60.0,
+          'conv_batched_gflops_per_s': conv_f32,
+          'matmul_bf16_gflops_per_s': 70.0, 'conv_bf16_gflops_per_s': 80.0,
+          'conv_batched_bf16_gflops_per_s': conv_bf16}
+
+
+def _inference(gflops, ms, precision):
+  return {'ms_per_image_b1': ms, 'ms_per_image_b4': ms,
+          'rss_mib_b1': 1.0, 'rss_mib_b4': 2.0,
+          'flops': {'gflops': gflops, 'uncounted_top': [],
+                    'unknown_shape_ops': 0},
+          'backbone_flops': {'gflops': gflops / 2},
+          'backbone_ms_b1': ms / 2, 'info': {'precision': precision}}
+
+
+def _job(result, clock):
+  return {'settings': SETTINGS, 'result': result, 'invocation': 0,
+          'date': '2026-11-22', 'time': clock}
+
+
+def _limit_rows(report):
+  section = report[report.index("## The limit"):]
+  section = section[:section.index('## Input pipeline')]
+  return [line.split(' | ') for line in section.splitlines()
+          if line.startswith('| MaskLab')]
+
+
+def test_each_size_is_planned_after_its_own_peak():
+  plan = side_by_side._plan([512, 256], ['masklab_fast'],  # pylint: disable=protected-access
+                            skip_assemble=False)
+  assert plan == ['peak-512', 'infer-masklab_fast-512', 'data-512',
+                  'train-masklab_fast-512', 'peak-256',
+                  'infer-masklab_fast-256', 'data-256',
+                  'train-masklab_fast-256', 'assemble']
+
+
+def test_rows_are_read_against_the_peak_of_their_size():
+  # 100 GFLOPs in 1 s on both sizes; the machine was twice as fast (peak
+  # 400 instead of 200) when the 512 px rows were measured.
+  store = {'invocations': [{'command': 'python benchmarks/side_by_side.py',
+                            'date': '2026-11-22T15:00:00'}],
+           'failed': {},
+           'jobs': {
+               'peak-256': _job(_peak(200.0, 1000.0), '15:00'),
+               'infer-masklab_fast_fp32-256': _job(
+                   _inference(100.0, 1000.0, 'float32'), '15:05'),
+               'peak-512': _job(_peak(400.0, 2000.0), '16:00'),
+               'infer-masklab_fast_fp32-512': _job(
+                   _inference(100.0, 1000.0, 'float32'), '16:05'),
+               'infer-masklab_fast-512': _job(
+                   _inference(100.0, 1000.0, 'mixed_bfloat16'), '16:10'),
+           }}
+  report = side_by_side.format_report(store, SETTINGS)
+  assert "measured before each size's jobs" in report
+  # px, measured at, three float32 kernels, three bfloat16, the two peaks.
+  assert '| 256 | 15:00 | 50 | 60 | 200 | 70 | 80 | 1000 | 200 | 1000 |' in (
+      report)
+  assert '| 512 | 16:00 | 50 | 60 | 400 | 70 | 80 | 2000 | 400 | 2000 |' in (
+      report)
+  rows = {(row[0], row[1]): row for row in _limit_rows(report)}
+  # Columns: model, px, GFLOPs, peak, GFLOP/s b1, % of peak, ...
+  assert rows[('| MaskLab R50 fast, float32', '256')][3:6] == [
+      '200', '100.0', '50.0 %']
+  assert rows[('| MaskLab R50 fast, float32', '512')][3:6] == [
+      '400', '100.0', '25.0 %']
+  assert rows[('| MaskLab R50 fast, bfloat16', '512')][3:6] == [
+      '2000', '100.0', '5.0 %']
+  # The time each row was measured is in the details.
+  assert '| 15:05 / - |' in report
+
+
+def test_a_single_peak_of_an_older_run_serves_every_size():
+  store = {'invocations': [{'command': 'c', 'date': 'd'}], 'failed': {},
+           'jobs': {'peak': _job(_peak(300.0, 900.0), None),
+                    'infer-masklab_fast_fp32-256': _job(
+                        _inference(150.0, 1000.0, 'float32'), None)}}
+  report = side_by_side.format_report(store, SETTINGS)
+  assert 'measured once, before all sizes' in report
+  row, = _limit_rows(report)
+  assert row[3:6] == ['300', '150.0', '50.0 %']

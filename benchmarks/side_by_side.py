@@ -26,8 +26,11 @@ with it: 81) and at most 100 detections per image; float32 unless named:
   torchvision: torchvision's `maskrcnn_resnet50_fpn` (random weights, score
     threshold 0, 100 detections), run by benchmarks/torchvision_maskrcnn.py
     with the interpreter --torchvision_python names (an environment with
-    torch, torchvision and pycocotools; none is this project's dependency).
-The default --systems leave out the two twins and torchvision.
+    torch, torchvision and pycocotools; none is this project's dependency);
+  torchvision_finetune: the same model as its builder makes it for
+    fine-tuning from ImageNet weights (frozen batch norm, stem and layer1),
+    the recipe its published COCO numbers use.
+The default --systems leave out the two twins and the torchvision rows.
 
 For every shortest side in --sizes (square images, so no resizing):
   inference: ms/image at batch 1 and 4, a warm-up call (tracing, XLA
@@ -107,6 +110,8 @@ SYSTEMS = {
     'model_garden': 'Model Garden R50-FPN',
     'model_garden_bf16': 'Model Garden R50-FPN, bfloat16',
     'torchvision': 'torchvision Mask R-CNN R50-FPN (PyTorch)',
+    'torchvision_finetune': 'torchvision Mask R-CNN R50-FPN, fine-tuning '
+                            'recipe (frozen BN, stem, layer1)',
 }
 # MaskLab systems: (flags file, overrides). masklab_r50_fast.flags computes
 # in mixed_bfloat16; its _fp32 twin shows what the precision alone buys.
@@ -122,7 +127,9 @@ MASKLAB_SYSTEMS = {
 MODEL_GARDEN_SYSTEMS = {'model_garden': 'float32',
                         'model_garden_bf16': 'mixed_bfloat16'}
 # Run by benchmarks/torchvision_maskrcnn.py under --torchvision_python.
-TORCHVISION_SYSTEMS = ('torchvision',)
+# Each with the arguments that make it.
+TORCHVISION_SYSTEMS = {'torchvision': (),
+                       'torchvision_finetune': ('--fine_tune',)}
 DEFAULT_SYSTEMS = ('masklab_os16', 'masklab_os8', 'masklab_fast',
                    'model_garden')
 NUM_CLASSES = 80  # COCO's object classes, background not counted.
@@ -641,7 +648,7 @@ def _run_job(name, settings, work_dir):
                f'--job={kind}', f'--size={size}', f"--runs={settings['runs']}",
                f'--data_dir={data_dir}',
                f"--data_batches={settings['data_batches']}",
-               f'--output={output}']
+               f'--output={output}', *TORCHVISION_SYSTEMS[system]]
   else:
     command = [sys.executable, os.path.abspath(__file__), f'--job={name}',
                f'--job_output={output}', f'--work_dir={work_dir}']
@@ -1039,9 +1046,13 @@ def format_report(store, settings):
     lines.append(
         '- torchvision (`benchmarks/torchvision_maskrcnn.py`): eager PyTorch, '
         'random weights, every layer trained with ordinary batch norm (its '
-        'default without pretrained weights), score threshold 0 so 100 '
+        'default without pretrained weights; the fine-tuning row: frozen '
+        'batch norm, stem and layer1, as its builder makes it with ImageNet '
+        'weights), score threshold 0 so 100 '
         'detections reach the mask head; training with SGD (lr 0.01, '
-        'momentum 0.9) on the same PNGs and annotations, decoded in Python '
+        'momentum 0.9; lr 0 for the fine-tuning row, whose identity frozen '
+        'batch norm turns random weights NaN after one real step) on the '
+        'same PNGs and annotations, decoded in Python '
         '(its "tf.data images/s" is that loader); FLOPs from '
         '`torch.utils.flop_counter`.')
   if failed:

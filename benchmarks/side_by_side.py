@@ -515,23 +515,20 @@ def _measure_peak(settings):
   side, channels = QUICK['conv_shape'] if quick else CONV_SHAPE
   batch, small_side, wide = (QUICK['conv_batched_shape'] if quick
                              else CONV_BATCHED_SHAPE)
+  conv = tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME'))
   kernels = {}
   for suffix, dtype in (('', tf.float32), ('_bf16', tf.bfloat16)):
     normal = lambda shape, dtype=dtype: tf.cast(tf.random.normal(shape),
                                                 dtype)
+    # (function, args, FLOPs) of a 3x3 conv [batch, side, side, c] -> c.
+    conv_kernel = lambda batch, side, c, normal=normal: (
+        conv, (normal([batch, side, side, c]), normal([3, 3, c, c])),
+        2.0 * batch * side * side * c * c * 9)
     kernels[f'matmul{suffix}'] = (
         tf.function(tf.matmul), (normal([n, n]), normal([n, n])),
         2.0 * n ** 3)
-    kernels[f'conv{suffix}'] = (
-        tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME')),
-        (normal([1, side, side, channels]),
-         normal([3, 3, channels, channels])),
-        2.0 * side * side * channels * channels * 9)
-    kernels[f'conv_batched{suffix}'] = (
-        tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME')),
-        (normal([batch, small_side, small_side, wide]),
-         normal([3, 3, wide, wide])),
-        2.0 * batch * small_side * small_side * wide * wide * 9)
+    kernels[f'conv{suffix}'] = conv_kernel(1, side, channels)
+    kernels[f'conv_batched{suffix}'] = conv_kernel(batch, small_side, wide)
   result = {'matmul_shape': f'{n}x{n} @ {n}x{n}',
             'conv_shape': f'[1, {side}, {side}, {channels}] * 3x3 -> '
                           f'{channels}',
@@ -680,10 +677,9 @@ def _run_job(name, settings, work_dir):
 def _summary(name, result):
   """One progress line for a finished job."""
   if name.startswith('peak'):
-    return (f"matmul {result['matmul_gflops_per_s']:.0f}, conv "
-            f"{result['conv_gflops_per_s']:.0f} GFLOP/s; bfloat16 "
-            f"{result.get('matmul_bf16_gflops_per_s', 0):.0f}, "
-            f"{result.get('conv_bf16_gflops_per_s', 0):.0f}")
+    return (f"float32 {_fmt(_peak_gflops(result, ''), '.0f')}, bfloat16 "
+            f"{_fmt(_peak_gflops(result, '_bf16'), '.0f')} GFLOP/s "
+            '(best kernel)')
   if name.startswith('infer'):
     return (f"{result['ms_per_image_b1']:.0f} ms/image b1, "
             f"{result['ms_per_image_b4']:.0f} b4, "
@@ -781,7 +777,7 @@ def _fmt(value, spec, suffix=''):
 
 
 def _peak_gflops(peak, suffix):
-  """The better of the matmul and the conv ('' float32, '_bf16'), or None."""
+  """The best rate of the PEAK_KERNELS ('' float32, '_bf16'), or None."""
   if not peak:
     return None
   rates = [peak.get(f'{kernel}{suffix}_gflops_per_s')
@@ -789,10 +785,10 @@ def _peak_gflops(peak, suffix):
   return max((rate for rate in rates if rate), default=None)
 
 
-def _peak_time(jobs, size):
-  """When a size's peak was measured (HH:MM), or None for a run's single
-  peak (which recorded no time)."""
-  return jobs.get(f'peak-{size}', {}).get('time')
+def _job_time(jobs, name):
+  """When a job ran (HH:MM), or '-' (not run, or stored before jobs
+  recorded their time)."""
+  return jobs.get(name, {}).get('time') or '-'
 
 
 def _version(package):
@@ -853,14 +849,14 @@ def format_report(store, settings):
   measured_peaks = [(size, peak) for size, peak in peaks.items() if peak]
   if measured_peaks:
     peak = measured_peaks[0][1]
+    per_size = any(result(f'peak-{size}') for size in sizes)
     shapes = ', '.join(peak[f'{kernel}_shape'] for kernel in PEAK_KERNELS
                        if f'{kernel}_shape' in peak)
     lines.append(
         f'- Peak of this machine, same run: the best of {shapes}, in float32 '
         'and in bfloat16 (the peak of the bfloat16 rows); ' +
-        ('measured once, before all sizes'
-         if all(p is peak for _, p in measured_peaks) else
-         "measured before each size's jobs") + ', table below')
+        ("measured before each size's jobs" if per_size else
+         'measured once, before all sizes') + ', table below')
   lines += [
       '',
       '## Speed and memory',
@@ -893,7 +889,7 @@ def format_report(store, settings):
   ]
   for size, peak in measured_peaks:
     lines.append(
-        f'| {size} | {_peak_time(jobs, size) or "-"} | ' + ' | '.join(
+        f"| {size} | {_job_time(jobs, f'peak-{size}')} | " + ' | '.join(
             _fmt(peak.get(f'{kernel}{suffix}_gflops_per_s'), '.0f')
             for suffix in ('', '_bf16') for kernel in PEAK_KERNELS) +
         f" | {_fmt(_peak_gflops(peak, ''), '.0f')} "
@@ -971,7 +967,6 @@ def format_report(store, settings):
   for system, size in rows:
     infer = result(f'infer-{system}-{size}') or {}
     train = result(f'train-{system}-{size}') or {}
-    clock = lambda name: jobs.get(name, {}).get('time') or '-'
     load = lambda r: ('-' if 'load' not in r else
                       '..'.join(f'{v:.1f}' for v in r['load']))
     lines.append(
@@ -983,8 +978,8 @@ def format_report(store, settings):
         f'| {load(infer)} / {load(train)} '
         f"| {_fmt(infer.get('job_s'), '.0f')} / "
         f"{_fmt(train.get('job_s'), '.0f')} "
-        f"| {clock(f'infer-{system}-{size}')} / "
-        f"{clock(f'train-{system}-{size}')} |")
+        f"| {_job_time(jobs, f'infer-{system}-{size}')} / "
+        f"{_job_time(jobs, f'train-{system}-{size}')} |")
 
   lines += ['', '## Models as measured', '']
   for system in SYSTEMS:

@@ -50,7 +50,10 @@ For every shortest side in --sizes (square images, so no resizing):
     hours), so achieved GFLOP/s read as a share of what this machine could
     do when those rows were measured;
 and benchmarks/assemble.py's table (--skip_model_cost) for the assembling
-layer.
+layer. The paper's config and Model Garden (float32) are also timed
+interleaved in one process at batch 1 (PAIR_ROUNDS rounds, a `pair-` job),
+since rows measured minutes apart on this machine can differ by more than
+the models do.
 
 Every job (a size's peak, data, inference or training of one system at one
 size)
@@ -71,6 +74,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,6 +140,10 @@ NUM_CLASSES = 80  # COCO's object classes, background not counted.
 MAX_DETECTIONS = 100
 TRAIN_BATCH = 2
 INFER_BATCHES = (1, 4)
+# Systems also timed interleaved in one process (`_measure_pair`): the
+# issue's GFLOP/s target compares the paper's config with Model Garden's.
+PAIRS = (('masklab_os8', 'model_garden'),)
+PAIR_ROUNDS = 10
 # Peak kernels: big enough to reach the machine's steady GFLOP/s.
 MATMUL_SIZE = 4096
 CONV_SHAPE = (128, 256)  # [1, side, side, channels] -> channels, 3x3.
@@ -317,7 +325,8 @@ def _masklab_info(configs):
   }
 
 
-def _masklab_inference(system, size, settings):
+def _masklab_inference_setup(system, size):
+  """What `_measure_inference` (and `_measure_pair`) take, for MaskLab."""
   import numpy as np
   import tensorflow as tf
   from masklab_tf.modeling import factory
@@ -334,16 +343,14 @@ def _masklab_inference(system, size, settings):
     return ({'image': tf.constant(image, tf.uint8),
              'image_size': tf.constant([[size, size]] * batch, tf.int32)},)
 
-  result = _measure_inference(
+  return dict(
       whole=lambda inputs: model(inputs, training=False),
       make_args=make_args,
       backbone=lambda image: models.backbone(normalize(image),
                                              training=False),
       backbone_args=lambda args: (args[0]['image'],),
-      runs=settings['runs'],
-      count_detections=lambda outputs: outputs['num_detections'][0])
-  result['info'] = _masklab_info(configs)
-  return result
+      count_detections=lambda outputs: outputs['num_detections'][0],
+      info=_masklab_info(configs))
 
 
 def _masklab_training(system, size, settings):
@@ -454,7 +461,8 @@ def _model_garden_info(config):
   }
 
 
-def _model_garden_inference(system, size, settings):
+def _model_garden_inference_setup(system, size, settings):
+  """What `_measure_inference` (and `_measure_pair`) take, for Model Garden."""
   import numpy as np
   import tensorflow as tf
   task, config, padded = _model_garden_task(system, size, settings)
@@ -469,16 +477,54 @@ def _model_garden_inference(system, size, settings):
     return (tf.constant(images, tf.float32),
             tf.constant([[size, size]] * batch, tf.float32))
 
-  result = _measure_inference(
+  return dict(
       whole=lambda images, shape: model(images, image_shape=shape,
                                         training=False),
       make_args=make_args,
       backbone=lambda images: model.backbone(images, training=False),
       backbone_args=lambda args: (args[0],),
-      runs=settings['runs'],
-      count_detections=lambda outputs: outputs['num_detections'][0])
-  result['info'] = _model_garden_info(config)
+      count_detections=lambda outputs: outputs['num_detections'][0],
+      info=_model_garden_info(config))
+
+
+def _inference_setup(system, size, settings):
+  if system in MODEL_GARDEN_SYSTEMS:
+    return _model_garden_inference_setup(system, size, settings)
+  return _masklab_inference_setup(system, size)
+
+
+def _inference(system, size, settings):
+  setup = _inference_setup(system, size, settings)
+  info = setup.pop('info')
+  result = _measure_inference(runs=settings['runs'], **setup)
+  result['info'] = info
   return result
+
+
+def _measure_pair(systems, size, settings):
+  """Batch-1 inference of `systems` in one process, calls interleaved.
+
+  The machine's speed drifts by 2x between hours and by tens of percent
+  between minutes, so two rows measured minutes apart can disagree by more
+  than the models differ; round r times every system's call r back to
+  back, so each round compares them at one speed.
+  """
+  functions, args = {}, {}
+  for system in systems:
+    setup = _inference_setup(system, size, settings)
+    args[system] = setup['make_args'](1)
+    functions[system] = _static_function(setup['whole'], args[system])
+    functions[system](*args[system])  # Tracing, XLA compilation.
+  rounds = 1 if settings['quick'] else PAIR_ROUNDS
+  samples = {system: [] for system in systems}
+  for _ in range(rounds):
+    for system in systems:
+      start = time.perf_counter()
+      functions[system](*args[system])
+      samples[system].append(1e3 * (time.perf_counter() - start))
+  return {'systems': list(systems), 'samples_ms': samples,
+          'ms_b1': {system: statistics.median(samples[system])
+                    for system in systems}}
 
 
 def _model_garden_training(system, size, settings):
@@ -575,10 +621,10 @@ def _child_main(name):
     result = _measure_peak(settings)
   elif kind == 'data':
     result = _make_data(int(rest[0]), settings)
-  elif kind == 'infer' and rest[0] in MODEL_GARDEN_SYSTEMS:
-    result = _model_garden_inference(rest[0], int(rest[1]), settings)
   elif kind == 'infer':
-    result = _masklab_inference(rest[0], int(rest[1]), settings)
+    result = _inference(rest[0], int(rest[1]), settings)
+  elif kind == 'pair':
+    result = _measure_pair(rest[0].split('+'), int(rest[1]), settings)
   elif kind == 'train' and rest[0] in MODEL_GARDEN_SYSTEMS:
     result = _model_garden_training(rest[0], int(rest[1]), settings)
   elif kind == 'train':
@@ -614,6 +660,8 @@ def _plan(sizes, systems, skip_assemble):
   for size in sizes:
     jobs.append(f'peak-{size}')
     jobs += [f'infer-{system}-{size}' for system in systems]
+    jobs += [f"pair-{'+'.join(pair)}-{size}" for pair in PAIRS
+             if set(pair) <= set(systems)]
     jobs.append(f'data-{size}')
     jobs += [f'train-{system}-{size}' for system in systems]
   if not skip_assemble:
@@ -693,6 +741,10 @@ def _summary(name, result):
             f"{', '.join(f'{v:.3g}' for v in result['losses'])}")
   if name.startswith('data'):
     return f"{result['images']} images"
+  if name.startswith('pair'):
+    return ', '.join(f'{system} {ms:.0f} ms' for system, ms in
+                     result['ms_b1'].items()) + ' (b1, interleaved medians)'
+
   return 'done'
 
 
@@ -931,6 +983,7 @@ def format_report(store, settings):
         f"| {100 * infer['backbone_ms_b1'] / infer['ms_per_image_b1']:.0f}"
         ' % |')
 
+  lines += _pair_lines(result, sizes)
   lines += [
       '',
       '## Input pipeline against training',
@@ -1053,6 +1106,47 @@ def format_report(store, settings):
   if failed:
     lines.append(f'- Failed jobs (no numbers): {", ".join(failed)}.')
   return '\n'.join(lines) + '\n'
+
+
+def _pair_lines(result, sizes):
+  """The interleaved comparisons (`_measure_pair`), GFLOPs from the infer
+  jobs of the same systems and size."""
+  lines = []
+  for pair in PAIRS:
+    first, second = pair
+    rows = []
+    for size in sizes:
+      pair_result = result(f"pair-{'+'.join(pair)}-{size}")
+      infers = [result(f'infer-{system}-{size}') for system in pair]
+      if not pair_result or not all(infers):
+        continue
+      gflops = [infer['flops']['gflops'] for infer in infers]
+      samples = [pair_result['samples_ms'][system] for system in pair]
+      rates = [[g / (ms / 1e3) for ms in system_samples]
+               for g, system_samples in zip(gflops, samples)]
+      medians = [statistics.median(system_rates) for system_rates in rates]
+      wins = sum(a >= b for a, b in zip(*rates))
+      rows.append(
+          f'| {size} | {len(samples[0])} '
+          f'| {pair_result["ms_b1"][first]:.0f} '
+          f'| {pair_result["ms_b1"][second]:.0f} '
+          f'| {medians[0]:.1f} | {medians[1]:.1f} '
+          f'| {medians[0] / medians[1]:.2f} | {wins} of {len(samples[0])} |')
+    if rows:
+      lines += [
+          '',
+          f'Interleaved in one process, batch 1: {SYSTEMS[first]} against '
+          f'{SYSTEMS[second]}, each round timing one call of each back to '
+          'back (the rows above were measured minutes apart, and this '
+          "machine's speed moves by tens of percent between minutes); "
+          'GFLOP/s from the GFLOPs above, medians over the rounds.',
+          '',
+          f'| px | rounds | {SYSTEMS[first]} ms | {SYSTEMS[second]} ms '
+          f'| {SYSTEMS[first]} GFLOP/s | {SYSTEMS[second]} GFLOP/s '
+          '| ratio | rounds with the first at least the second |',
+          '|---:|---:|---:|---:|---:|---:|---:|---|',
+          *rows]
+  return lines
 
 
 def write_results(path, report):

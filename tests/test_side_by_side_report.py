@@ -92,3 +92,36 @@ def test_a_single_peak_of_an_older_run_serves_every_size():
   assert 'measured once, before all sizes' in report
   row, = _limit_rows(report)
   assert row[3:6] == ['300', '150.0', '50.0 %']
+
+
+def test_the_paper_config_and_model_garden_are_paired_after_their_rows():
+  plan = side_by_side._plan([512], ['masklab_os8', 'model_garden'],  # pylint: disable=protected-access
+                            skip_assemble=True)
+  assert plan == ['peak-512', 'infer-masklab_os8-512',
+                  'infer-model_garden-512',
+                  'pair-masklab_os8+model_garden-512', 'data-512',
+                  'train-masklab_os8-512', 'train-model_garden-512']
+  # Without both systems there is nothing to pair.
+  assert not any(job.startswith('pair') for job in side_by_side._plan(  # pylint: disable=protected-access
+      [512], ['masklab_os8'], skip_assemble=True))
+
+
+def test_paired_rounds_are_read_round_by_round():
+  # 900 and 450 GFLOPs; round by round MaskLab's GFLOP/s is 150, 100, 200
+  # against Model Garden's 150, 150, 150.
+  pair = {'systems': ['masklab_os8', 'model_garden'],
+          'samples_ms': {'masklab_os8': [6000.0, 9000.0, 4500.0],
+                         'model_garden': [3000.0, 3000.0, 3000.0]},
+          'ms_b1': {'masklab_os8': 6000.0, 'model_garden': 3000.0}}
+  store = {'invocations': [{'command': 'c', 'date': 'd'}], 'failed': {},
+           'jobs': {'peak-512': _job(_peak(200.0, 1000.0), '15:00'),
+                    'infer-masklab_os8-512': _job(
+                        _inference(900.0, 7000.0, 'float32'), '15:05'),
+                    'infer-model_garden-512': _job(
+                        _inference(450.0, 3000.0, 'float32'), '15:10'),
+                    'pair-masklab_os8+model_garden-512': _job(pair, '15:15')}}
+  report = side_by_side.format_report(store, SETTINGS)
+  assert 'Interleaved in one process' in report
+  # px, rounds, ms, ms, GFLOP/s medians, ratio, rounds won (ties count).
+  assert ('| 512 | 3 | 6000 | 3000 | 150.0 | 150.0 | 1.00 | 2 of 3 |'
+          in report)

@@ -744,7 +744,6 @@ def _summary(name, result):
   if name.startswith('pair'):
     return ', '.join(f'{system} {ms:.0f} ms' for system, ms in
                      result['ms_b1'].items()) + ' (b1, interleaved medians)'
-
   return 'done'
 
 

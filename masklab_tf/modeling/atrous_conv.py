@@ -21,6 +21,21 @@ TF's own (non-oneDNN) CPU kernels run a dilated conv forward but not its
 gradients ("Current CPU implementations do not yet support dilation rates
 larger than 1"), so with oneDNN switched off (TF_ENABLE_ONEDNN_OPTS=0) and no
 GPU the layer keeps Keras's SpaceToBatchND path.
+
+Where the rate is large against the map, most of a dilated conv's taps read
+'same' padding: a 3x3 rate-4 conv on the box classifier's 7 x 7 crops reads
+169 in-map pixels of the 441 its nominal FLOPs pay for. There
+(`tap_coverage` <= MAX_SPARSE_TAP_COVERAGE, static sizes, stride 1, 'same',
+odd kernel) the layer runs `sparse_tap_conv2d`: one matmul per tap on the
+window of the map the tap reads inside the map, summed. Exact, every
+backend, and its gradients are matmuls: oneDNN's weight gradient of that
+conv was the largest op of a bfloat16 training step (benchmarks/RESULTS.md,
+"sparse taps").
+
+In training, stride-1 1x1 convs run as matmuls on the [pixels, C] view of
+the map: oneDNN's bfloat16 1x1 conv gradients ran 1.1-2x slower than the
+matmuls that compute them (float32: about even), and the box classifier's
+conv5 block on every sampled RoI is mostly 1x1 convs.
 """
 
 from __future__ import annotations
@@ -39,6 +54,10 @@ from masklab_tf.modeling import tiled_conv
 # Largest SpaceToBatchND tile (ceil(size / rate)) for which the native kernel
 # runs instead.
 SMALL_TILE = 8
+# Largest share of a dilated conv's nominal pixel-taps that read inside the
+# map for which `sparse_tap_conv2d` runs instead of the conv (7 x 7 crops:
+# rate 4 0.38, 2-3.5x faster in training; rate 2 0.66, no faster).
+MAX_SPARSE_TAP_COVERAGE = 0.5
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,15 +67,94 @@ def native_dilation_supported() -> bool:
               or tf.config.list_physical_devices('GPU'))
 
 
+def _tap_windows(size: int, kernel_size: int, rate: int):
+  """Per tap of one axis: (offset, first, end) of the outputs it reaches.
+
+  A 'same' conv with an odd kernel reads input o + offset for output o,
+  offset = (tap - (kernel_size - 1) / 2) * rate; outputs [first, end) read
+  inside [0, size). Taps reading only padding get first >= end.
+  """
+  windows = []
+  for tap in range(kernel_size):
+    offset = (tap - (kernel_size - 1) // 2) * rate
+    windows.append((offset, max(0, -offset), min(size, size - offset)))
+  return windows
+
+
+def tap_coverage(height: int, width: int, kernel_size, dilation_rate) -> float:
+  """Share of a 'same' conv's output-pixel x tap pairs that read the map."""
+  coverage = 1.0
+  for size, k, rate in zip((height, width), kernel_size, dilation_rate):
+    inside = sum(max(0, end - first)
+                 for _, first, end in _tap_windows(size, k, rate))
+    coverage *= inside / (k * size)
+  return coverage
+
+
+def sparse_tap_conv2d(inputs: tf.Tensor, kernel: tf.Tensor,
+                      dilation_rate) -> tf.Tensor:
+  """A stride-1 'same' dilated conv as one matmul per tap, on its window.
+
+  Equals tf.nn.conv2d(inputs, kernel, 1, 'SAME', dilations=dilation_rate)
+  but pays only for the taps' pixels that lie inside the map: tap (i, j)
+  multiplies the window of inputs it reads by kernel[i, j] and adds the
+  product, zero-padded, to the outputs it reaches.
+
+  Args:
+    inputs: [B, H, W, C], H and W static.
+    kernel: [kh, kw, C, C'], kh and kw odd.
+    dilation_rate: (rate_h, rate_w).
+
+  Returns:
+    [B, H, W, C'].
+  """
+  _, height, width, channels = inputs.shape
+  kernel_h, kernel_w, _, filters = kernel.shape
+  rows = _tap_windows(height, kernel_h, dilation_rate[0])
+  cols = _tap_windows(width, kernel_w, dilation_rate[1])
+  outputs = None
+  for i, (dy, top, bottom) in enumerate(rows):
+    for j, (dx, left, right) in enumerate(cols):
+      if top >= bottom or left >= right:
+        continue  # The tap reads padding only.
+      window = inputs[:, top + dy:bottom + dy, left + dx:right + dx, :]
+      product = tf.matmul(tf.reshape(window, [-1, channels]), kernel[i, j])
+      product = tf.reshape(product,
+                           [-1, bottom - top, right - left, filters])
+      if (top, bottom, left, right) != (0, height, 0, width):
+        product = tf.pad(product, [[0, 0], [top, height - bottom],
+                                   [left, width - right], [0, 0]])
+      outputs = product if outputs is None else outputs + product
+  return outputs
+
+
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class AtrousConv2D(tf_keras.layers.Conv2D):
   """`tf_keras.layers.Conv2D` whose dilated case runs the native kernel.
 
-  Same arguments, weights and config as Conv2D; only how a conv with
-  dilation_rate > 1 reaches the kernels differs (see the module docstring).
+  Same arguments, weights and config as Conv2D; only how the conv reaches
+  the kernels differs: dilated convs (native kernel or sparse taps) and 1x1
+  convs in training (matmul); see the module docstring.
   """
 
+  def call(self, inputs, training=None):
+    if training is not True or not self._pointwise(inputs.shape):
+      return super().call(inputs)
+    channels = inputs.shape[-1]
+    outputs = tf.matmul(tf.reshape(inputs, [-1, channels]),
+                        tf.reshape(self.kernel, [channels, self.filters]))
+    outputs = tf.reshape(
+        outputs, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
+    outputs.set_shape(inputs.shape[:-1].concatenate([self.filters]))
+    if self.use_bias:
+      outputs = tf.nn.bias_add(outputs, self.bias)
+    if self.activation is not None:
+      outputs = self.activation(outputs)
+    return outputs
+
   def convolution_op(self, inputs, kernel):
+    if self._sparse_taps(inputs.shape):
+      return sparse_tap_conv2d(inputs, kernel, self.dilation_rate)
     # Conv2D's padding is 'valid' or 'same' (Keras refuses 'causal' there).
     if (not self._small_tiles(inputs.shape)
         or not native_dilation_supported()):
@@ -66,6 +164,23 @@ class AtrousConv2D(tf_keras.layers.Conv2D):
         padding=self.padding.upper(), dilations=list(self.dilation_rate),
         data_format='NHWC' if self.data_format == 'channels_last' else 'NCHW',
         name=self.__class__.__name__)
+
+  def _pointwise(self, shape) -> bool:
+    """A stride-1 1x1 conv, channels last: a matmul over pixels."""
+    return (tuple(self.kernel_size) == (1, 1) and tuple(self.strides) == (1, 1)
+            and self.groups == 1 and self.data_format == 'channels_last'
+            and shape.rank == 4)
+
+  def _sparse_taps(self, shape) -> bool:
+    """Whether `sparse_tap_conv2d` computes this call (module docstring)."""
+    if (self.data_format != 'channels_last' or self.padding != 'same'
+        or tuple(self.strides) != (1, 1) or max(self.dilation_rate) == 1
+        or self.groups != 1
+        or not all(k % 2 for k in self.kernel_size)
+        or None in (shape[1], shape[2])):
+      return False
+    return tap_coverage(shape[1], shape[2], self.kernel_size,
+                        self.dilation_rate) <= MAX_SPARSE_TAP_COVERAGE
 
   def _small_tiles(self, shape) -> bool:
     """Dilated, and every dilated axis's static size / rate <= SMALL_TILE."""
@@ -88,7 +203,8 @@ class AtrousBottleneckBlock(nn_blocks.BottleneckBlock):
   squeeze-excitation, ResNet-D shortcuts and stochastic depth are refused.
   `call` runs the 1x1 conv + batch norm (+ ReLU) triplets on 8 x 8 pixel
   tiles of the map (`tiled_conv.to_pixel_tiles`), where oneDNN's 1x1 convs
-  run faster than on one large map; the 3x3 conv sees the map as it is.
+  run faster than on one large map (at inference: in training AtrousConv2D
+  runs them as matmuls over the pixels); the 3x3 conv sees the map as it is.
   """
 
   def build(self, input_shape):

@@ -45,8 +45,10 @@ def test_same_values_and_gradients_as_keras_conv2d(rate, padding, strides):
 
 @requires_native
 def test_dilated_conv_and_its_gradients_skip_space_to_batch():
-  layer = atrous_conv.AtrousConv2D(4, 3, padding='same', dilation_rate=4)
-  reference = tf_keras.layers.Conv2D(4, 3, padding='same', dilation_rate=4)
+  # Rate 2 on 7 x 7: 4 px SpaceToBatchND tiles, 66 % of the taps inside
+  # the map (sparse taps take rate 4 there).
+  layer = atrous_conv.AtrousConv2D(4, 3, padding='same', dilation_rate=2)
+  reference = tf_keras.layers.Conv2D(4, 3, padding='same', dilation_rate=2)
   x = tf.TensorSpec([2, 7, 7, 5], tf.float32)
   for conv in (layer, reference):
     conv.build(x.shape)
@@ -65,6 +67,91 @@ def test_dilated_conv_and_its_gradients_skip_space_to_batch():
   ops = _op_types(train_graph(layer), x)
   assert not ops & {'SpaceToBatchND', 'BatchToSpaceND'}
   assert {'Conv2DBackpropFilter', 'Conv2DBackpropInput'} <= ops
+
+
+def _train_graph_ops(conv, spec):
+  def step(images):
+    with tf.GradientTape() as tape:
+      tape.watch(images)
+      loss = tf.reduce_sum(conv(images, training=True))
+    return tape.gradient(loss, [images, conv.kernel])
+  return _op_types(step, spec)
+
+
+@pytest.mark.parametrize('size, kernel_size, rate', [
+    ((7, 7), (3, 3), (4, 4)), ((7, 7), (3, 3), (8, 8)),
+    ((7, 5), (3, 5), (4, 2)), ((13, 11), (5, 5), (3, 3))])
+def test_sparse_taps_equal_the_dilated_conv(size, kernel_size, rate):
+  """Values and both gradients, where padding holds most of the taps."""
+  x = tf.random.stateless_normal([2, *size, 5], seed=[7, 8])
+  kwargs = dict(filters=4, kernel_size=kernel_size, padding='same',
+                dilation_rate=rate)
+  reference = tf_keras.layers.Conv2D(**kwargs)
+  layer = atrous_conv.AtrousConv2D(**kwargs)
+  reference.build(x.shape)
+  layer.build(x.shape)
+  layer.set_weights(reference.get_weights())
+  assert atrous_conv.tap_coverage(*size, kernel_size, rate) <= (
+      atrous_conv.MAX_SPARSE_TAP_COVERAGE)
+  for actual, expected in zip(_value_and_grads(layer, x),
+                              _value_and_grads(reference, x)):
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+  ops = _train_graph_ops(layer, tf.TensorSpec([None, *size, 5]))
+  assert 'MatMul' in ops
+  assert not ops & {'Conv2D', 'Conv2DBackpropFilter', 'Conv2DBackpropInput',
+                    'SpaceToBatchND'}
+
+
+def test_tap_coverage_counts_the_taps_inside_the_map():
+  # 7 px, 3 taps at rate 4: the centre reads 7 outputs, each side 3.
+  assert atrous_conv.tap_coverage(7, 7, (3, 3), (4, 4)) == pytest.approx(
+      (13 / 21)**2)
+  assert atrous_conv.tap_coverage(7, 7, (3, 3), (8, 8)) == pytest.approx(
+      1 / 9)
+  # 64 px at rate 1: only the border rows and columns read padding.
+  assert atrous_conv.tap_coverage(64, 64, (3, 3), (1, 1)) == pytest.approx(
+      (190 / 192)**2)
+
+
+def test_dense_taps_and_unknown_sizes_keep_the_conv():
+  layer = atrous_conv.AtrousConv2D(4, 3, padding='same', dilation_rate=4)
+  layer.build([None, None, None, 5])
+  # 32 x 32 at rate 4: 84 % of the taps read the map.
+  for spec in ([2, 32, 32, 5], [2, None, None, 5]):
+    assert 'MatMul' not in _train_graph_ops(layer, tf.TensorSpec(spec))
+
+
+@pytest.mark.parametrize('use_bias, activation', [(False, None),
+                                                  (True, 'relu')])
+def test_pointwise_conv_trains_as_a_matmul(use_bias, activation):
+  """Same values and gradients as Conv2D; matmul in training only."""
+  x = tf.random.stateless_normal([3, 7, 7, 6], seed=[9, 10])
+  kwargs = dict(filters=4, kernel_size=1, use_bias=use_bias,
+                activation=activation, bias_initializer='random_normal')
+  reference = tf_keras.layers.Conv2D(**kwargs)
+  layer = atrous_conv.AtrousConv2D(**kwargs)
+  reference.build(x.shape)
+  layer.build(x.shape)
+  layer.set_weights(reference.get_weights())
+  for training in (True, False):
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch(x)
+      actual = layer(x, training=training)
+      expected = reference(x, training=training)
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+    for a, b in zip(tape.gradient(actual, [x] + layer.weights),
+                    tape.gradient(expected, [x] + reference.weights)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  spec = tf.TensorSpec([None, 7, 7, 6])
+  train_ops = _train_graph_ops(layer, spec)
+  assert 'MatMul' in train_ops and 'Conv2D' not in train_ops
+  assert 'Conv2D' in _op_types(lambda x: layer(x, training=False), spec)
+  # The training flag reaches it from an enclosing model's call.
+  model = tf_keras.Sequential([tf_keras.Input([7, 7, 6]), layer])
+  assert 'MatMul' in _op_types(lambda x: model(x, training=True), spec)
+  strided = atrous_conv.AtrousConv2D(4, 1, strides=2)
+  strided.build(x.shape)
+  assert 'MatMul' not in _op_types(lambda x: strided(x, training=True), spec)
 
 
 def test_conv_config_round_trip():

@@ -22,17 +22,8 @@ def _value_and_grads(layer, x):
   return [y] + tape.gradient(loss, [x, layer.kernel])
 
 
-def _op_types(function, *args):
-  graph = tf.function(function).get_concrete_function(*args).graph
-  return {op.type for op in graph.get_operations()}
-
-
-@pytest.mark.parametrize('rate, padding, strides', [
-    (2, 'same', 1), (4, 'same', 1), (3, 'valid', 1), (1, 'same', 2)])
-def test_same_values_and_gradients_as_keras_conv2d(rate, padding, strides):
-  x = tf.random.stateless_normal([2, 13, 11, 5], seed=[1, 2])
-  kwargs = dict(filters=4, kernel_size=3, padding=padding, strides=strides,
-                dilation_rate=rate)
+def _assert_same_as_keras_conv2d(x, **kwargs):
+  """AtrousConv2D(**kwargs) with Conv2D's weights: same values, gradients."""
   reference = tf_keras.layers.Conv2D(**kwargs)
   layer = atrous_conv.AtrousConv2D(**kwargs)
   reference.build(x.shape)
@@ -41,6 +32,29 @@ def test_same_values_and_gradients_as_keras_conv2d(rate, padding, strides):
   for actual, expected in zip(_value_and_grads(layer, x),
                               _value_and_grads(reference, x)):
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+  return layer
+
+
+def _op_types(function, *args):
+  graph = tf.function(function).get_concrete_function(*args).graph
+  return {op.type for op in graph.get_operations()}
+
+
+def _train_graph_ops(conv, spec):
+  def step(images):
+    with tf.GradientTape() as tape:
+      tape.watch(images)
+      loss = tf.reduce_sum(conv(images, training=True))
+    return tape.gradient(loss, [images, conv.kernel])
+  return _op_types(step, spec)
+
+
+@pytest.mark.parametrize('rate, padding, strides', [
+    (2, 'same', 1), (4, 'same', 1), (3, 'valid', 1), (1, 'same', 2)])
+def test_same_values_and_gradients_as_keras_conv2d(rate, padding, strides):
+  x = tf.random.stateless_normal([2, 13, 11, 5], seed=[1, 2])
+  _assert_same_as_keras_conv2d(x, filters=4, kernel_size=3, padding=padding,
+                               strides=strides, dilation_rate=rate)
 
 
 @requires_native
@@ -53,29 +67,12 @@ def test_dilated_conv_and_its_gradients_skip_space_to_batch():
   for conv in (layer, reference):
     conv.build(x.shape)
 
-  def train_graph(conv):
-    def step(images):
-      with tf.GradientTape() as tape:
-        tape.watch(images)
-        loss = tf.reduce_sum(conv(images))
-      return tape.gradient(loss, [images, conv.kernel])
-    return step
-
   # The reference proves the check can fail: Keras goes through
   # SpaceToBatchND.
-  assert 'SpaceToBatchND' in _op_types(train_graph(reference), x)
-  ops = _op_types(train_graph(layer), x)
+  assert 'SpaceToBatchND' in _train_graph_ops(reference, x)
+  ops = _train_graph_ops(layer, x)
   assert not ops & {'SpaceToBatchND', 'BatchToSpaceND'}
   assert {'Conv2DBackpropFilter', 'Conv2DBackpropInput'} <= ops
-
-
-def _train_graph_ops(conv, spec):
-  def step(images):
-    with tf.GradientTape() as tape:
-      tape.watch(images)
-      loss = tf.reduce_sum(conv(images, training=True))
-    return tape.gradient(loss, [images, conv.kernel])
-  return _op_types(step, spec)
 
 
 @pytest.mark.parametrize('size, kernel_size, rate', [
@@ -83,19 +80,11 @@ def _train_graph_ops(conv, spec):
     ((7, 5), (3, 5), (4, 2)), ((13, 11), (5, 5), (3, 3))])
 def test_sparse_taps_equal_the_dilated_conv(size, kernel_size, rate):
   """Values and both gradients, where padding holds most of the taps."""
-  x = tf.random.stateless_normal([2, *size, 5], seed=[7, 8])
-  kwargs = dict(filters=4, kernel_size=kernel_size, padding='same',
-                dilation_rate=rate)
-  reference = tf_keras.layers.Conv2D(**kwargs)
-  layer = atrous_conv.AtrousConv2D(**kwargs)
-  reference.build(x.shape)
-  layer.build(x.shape)
-  layer.set_weights(reference.get_weights())
   assert atrous_conv.tap_coverage(*size, kernel_size, rate) <= (
       atrous_conv.MAX_SPARSE_TAP_COVERAGE)
-  for actual, expected in zip(_value_and_grads(layer, x),
-                              _value_and_grads(reference, x)):
-    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+  x = tf.random.stateless_normal([2, *size, 5], seed=[7, 8])
+  layer = _assert_same_as_keras_conv2d(x, filters=4, kernel_size=kernel_size,
+                                       padding='same', dilation_rate=rate)
   ops = _train_graph_ops(layer, tf.TensorSpec([None, *size, 5]))
   assert 'MatMul' in ops
   assert not ops & {'Conv2D', 'Conv2DBackpropFilter', 'Conv2DBackpropInput',

@@ -1,4 +1,4 @@
-"""Atrous convolutions that reach the native dilated kernels.
+"""Atrous (and 1x1) convolutions that reach the faster kernels.
 
 `tf.nn.convolution`, which every Keras `Conv2D` calls, runs a dilated conv as
 SpaceToBatchND -> undilated conv -> BatchToSpaceND everywhere but on TPUs
@@ -130,7 +130,7 @@ def sparse_tap_conv2d(inputs: tf.Tensor, kernel: tf.Tensor,
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class AtrousConv2D(tf_keras.layers.Conv2D):
-  """`tf_keras.layers.Conv2D` whose dilated case runs the native kernel.
+  """`tf_keras.layers.Conv2D` that reaches the faster kernels where it can.
 
   Same arguments, weights and config as Conv2D; only how the conv reaches
   the kernels differs: dilated convs (native kernel or sparse taps) and 1x1

@@ -22,13 +22,19 @@ def _value_and_grads(layer, x):
   return [y] + tape.gradient(loss, [x, layer.kernel])
 
 
-def _assert_same_as_keras_conv2d(x, **kwargs):
-  """AtrousConv2D(**kwargs) with Conv2D's weights: same values, gradients."""
+def _layer_and_reference(input_shape, **kwargs):
+  """AtrousConv2D(**kwargs) and Keras's Conv2D(**kwargs), same weights."""
   reference = tf_keras.layers.Conv2D(**kwargs)
   layer = atrous_conv.AtrousConv2D(**kwargs)
-  reference.build(x.shape)
-  layer.build(x.shape)
+  reference.build(input_shape)
+  layer.build(input_shape)
   layer.set_weights(reference.get_weights())
+  return layer, reference
+
+
+def _assert_same_as_keras_conv2d(x, **kwargs):
+  """AtrousConv2D(**kwargs) with Conv2D's weights: same values, gradients."""
+  layer, reference = _layer_and_reference(x.shape, **kwargs)
   for actual, expected in zip(_value_and_grads(layer, x),
                               _value_and_grads(reference, x)):
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
@@ -115,13 +121,9 @@ def test_dense_taps_and_unknown_sizes_keep_the_conv():
 def test_pointwise_conv_trains_as_a_matmul(use_bias, activation):
   """Same values and gradients as Conv2D; matmul in training only."""
   x = tf.random.stateless_normal([3, 7, 7, 6], seed=[9, 10])
-  kwargs = dict(filters=4, kernel_size=1, use_bias=use_bias,
-                activation=activation, bias_initializer='random_normal')
-  reference = tf_keras.layers.Conv2D(**kwargs)
-  layer = atrous_conv.AtrousConv2D(**kwargs)
-  reference.build(x.shape)
-  layer.build(x.shape)
-  layer.set_weights(reference.get_weights())
+  layer, reference = _layer_and_reference(
+      x.shape, filters=4, kernel_size=1, use_bias=use_bias,
+      activation=activation, bias_initializer='random_normal')
   for training in (True, False):
     with tf.GradientTape(persistent=True) as tape:
       tape.watch(x)

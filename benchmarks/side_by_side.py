@@ -144,6 +144,9 @@ INFER_BATCHES = (1, 4)
 # issue's GFLOP/s target compares the paper's config with Model Garden's.
 PAIRS = (('masklab_os8', 'model_garden'),)
 PAIR_ROUNDS = 10
+# Rounds of the backbone timed back to back with the peak kernels in its
+# inference job (`_backbone_against_peak`).
+BACKBONE_PEAK_ROUNDS = 5
 # Peak kernels: big enough to reach the machine's steady GFLOP/s.
 MATMUL_SIZE = 4096
 CONV_SHAPE = (128, 256)  # [1, side, side, channels] -> channels, 3x3.
@@ -256,8 +259,33 @@ def _flops(function):
           'uncounted_top': uncounted[:6]}
 
 
+def _backbone_against_peak(function, args, gflops, precision, settings):
+  """The backbone's GFLOP/s over the peak kernels' best, round by round.
+
+  The peak job runs up to an hour before or after a backbone job, and this
+  machine's speed drifts by tens of percent within minutes (the same
+  backbone read 36 % of the peak in one run and 79 % in the next), so each
+  round times the backbone and then the peak kernels of its precision
+  back to back, and the ratio is taken within the round.
+  """
+  kernels = _peak_kernels(
+      settings, ('_bf16',) if 'bfloat16' in precision else ('',))
+  for kernel, kernel_args, _ in kernels.values():
+    kernel(*kernel_args)  # warm-up
+  rounds = 1 if settings['quick'] else BACKBONE_PEAK_ROUNDS
+  backbone_rates, peak_rates = [], []
+  for _ in range(rounds):
+    backbone_rates.append(gflops / _seconds(function, args))
+    peak_rates.append(max(flop / 1e9 / _seconds(kernel, kernel_args)
+                          for kernel, kernel_args, flop in kernels.values()))
+  return {'backbone_gflops_per_s': backbone_rates,
+          'peak_gflops_per_s': peak_rates,
+          'percent_of_peak': [100 * b / p
+                              for b, p in zip(backbone_rates, peak_rates)]}
+
+
 def _measure_inference(whole, make_args, backbone, backbone_args, runs,
-                       count_detections):
+                       count_detections, precision, settings):
   """Times and counts FLOPs of a model at INFER_BATCHES and its backbone.
 
   Args:
@@ -267,6 +295,9 @@ def _measure_inference(whole, make_args, backbone, backbone_args, runs,
     backbone_args: the arguments of `whole` -> those of `backbone`.
     runs: timed calls (median).
     count_detections: outputs of `whole` -> valid detections of image 0.
+    precision: the model's policy ('float32', 'mixed_bfloat16', ...): which
+      peak kernels the backbone is set against.
+    settings: `_settings()`.
   """
   import tensorflow as tf
   result = {}
@@ -288,6 +319,9 @@ def _measure_inference(whole, make_args, backbone, backbone_args, runs,
   first, median = timing.time_calls(function, args1, runs)
   result['backbone_ms_b1'] = 1e3 * median
   result['backbone_flops'] = _flops(function)
+  result['backbone_vs_peak'] = _backbone_against_peak(
+      function, args1, result['backbone_flops']['gflops'], precision,
+      settings)
   result['load'] = [load_before, os.getloadavg()[0]]
   result['tf_version'] = tf.__version__
   return result
@@ -496,7 +530,9 @@ def _inference_setup(system, size, settings):
 def _inference(system, size, settings):
   setup = _inference_setup(system, size, settings)
   info = setup.pop('info')
-  result = _measure_inference(runs=settings['runs'], **setup)
+  result = _measure_inference(runs=settings['runs'],
+                              precision=info['precision'], settings=settings,
+                              **setup)
   result['info'] = info
   return result
 
@@ -551,10 +587,10 @@ def _model_garden_training(system, size, settings):
 # ------------------------------------------------- child: peak, data
 
 
-def _measure_peak(settings):
-  """Best GFLOP/s of a big matmul and two big 3x3 convolutions (one map,
-  a batch of small maps), in float32 and in bfloat16 (the CPU's bfloat16
-  units are another limit)."""
+def _peak_kernels(settings, suffixes=('', '_bf16')):
+  """{name: (function, args, FLOPs)} of the PEAK_KERNELS: a big matmul and
+  two big 3x3 convolutions (one map, a batch of small maps), per suffix
+  ('' float32, '_bf16' bfloat16)."""
   import tensorflow as tf
   quick = settings['quick']
   n = QUICK['matmul_size'] if quick else MATMUL_SIZE
@@ -563,7 +599,8 @@ def _measure_peak(settings):
                              else CONV_BATCHED_SHAPE)
   conv = tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME'))
   kernels = {}
-  for suffix, dtype in (('', tf.float32), ('_bf16', tf.bfloat16)):
+  for suffix in suffixes:
+    dtype = tf.bfloat16 if suffix == '_bf16' else tf.float32
     normal = lambda shape, dtype=dtype: tf.cast(tf.random.normal(shape),
                                                 dtype)
     # (function, args, FLOPs) of a 3x3 conv [batch, side, side, c] -> c.
@@ -575,19 +612,34 @@ def _measure_peak(settings):
         2.0 * n ** 3)
     kernels[f'conv{suffix}'] = conv_kernel(1, side, channels)
     kernels[f'conv_batched{suffix}'] = conv_kernel(batch, small_side, wide)
+  return kernels
+
+
+def _seconds(function, args):
+  start = time.perf_counter()
+  function(*args)
+  return time.perf_counter() - start
+
+
+def _measure_peak(settings):
+  """Best GFLOP/s of each of the `_peak_kernels`, in float32 and in bfloat16
+  (the CPU's bfloat16 units are another limit)."""
+  import tensorflow as tf
+  quick = settings['quick']
+  n = QUICK['matmul_size'] if quick else MATMUL_SIZE
+  side, channels = QUICK['conv_shape'] if quick else CONV_SHAPE
+  batch, small_side, wide = (QUICK['conv_batched_shape'] if quick
+                             else CONV_BATCHED_SHAPE)
   result = {'matmul_shape': f'{n}x{n} @ {n}x{n}',
             'conv_shape': f'[1, {side}, {side}, {channels}] * 3x3 -> '
                           f'{channels}',
             'conv_batched_shape': f'[{batch}, {small_side}, {small_side}, '
                                   f'{wide}] * 3x3 -> {wide}',
             'load': [os.getloadavg()[0]]}
-  for name, (function, args, flop) in kernels.items():
+  for name, (function, args, flop) in _peak_kernels(settings).items():
     function(*args)  # warm-up
-    best = math.inf
-    for _ in range(settings['peak_repeats']):
-      start = time.perf_counter()
-      function(*args)
-      best = min(best, time.perf_counter() - start)
+    best = min(_seconds(function, args)
+               for _ in range(settings['peak_repeats']))
     result[f'{name}_gflops_per_s'] = flop / best / 1e9
   result['load'].append(os.getloadavg()[0])
   result['tf_version'] = tf.__version__
@@ -982,6 +1034,7 @@ def format_report(store, settings):
         f"| {100 * infer['backbone_ms_b1'] / infer['ms_per_image_b1']:.0f}"
         ' % |')
 
+  lines += _backbone_peak_lines(result, rows)
   lines += _pair_lines(result, sizes)
   lines += [
       '',
@@ -1105,6 +1158,38 @@ def format_report(store, settings):
   if failed:
     lines.append(f'- Failed jobs (no numbers): {", ".join(failed)}.')
   return '\n'.join(lines) + '\n'
+
+
+def _backbone_peak_lines(result, rows):
+  """The backbones against the peak kernels timed in the same job, round by
+  round (`_backbone_against_peak`)."""
+  lines = []
+  for system, size in rows:
+    infer = result(f'infer-{system}-{size}')
+    against = (infer or {}).get('backbone_vs_peak')
+    if not against:
+      continue
+    percents = against['percent_of_peak']
+    lines.append(
+        f'| {SYSTEMS[system]} | {size} | {len(percents)} '
+        f"| {statistics.median(against['backbone_gflops_per_s']):.1f} "
+        f"| {statistics.median(against['peak_gflops_per_s']):.0f} "
+        f'| {statistics.median(percents):.1f} % '
+        f'| {min(percents):.1f}-{max(percents):.1f} % |')
+  if not lines:
+    return []
+  return [
+      '',
+      'Backbones against the peak in one process: each round times the '
+      'backbone (batch 1) and then the peak kernels of its precision back '
+      'to back, and % of peak is the round\'s backbone GFLOP/s over its best '
+      "kernel's; medians over the rounds (the table above sets jobs run "
+      'minutes apart against each other).',
+      '',
+      '| model | px | rounds | backbone GFLOP/s | peak GFLOP/s '
+      '| % of peak | range over rounds |',
+      '|---|---:|---:|---:|---:|---:|---|',
+      *lines]
 
 
 def _pair_lines(result, sizes):

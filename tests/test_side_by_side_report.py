@@ -125,3 +125,25 @@ def test_paired_rounds_are_read_round_by_round():
   # px, rounds, ms, ms, GFLOP/s medians, ratio, rounds won (ties count).
   assert ('| 512 | 3 | 6000 | 3000 | 150.0 | 150.0 | 1.00 | 2 of 3 |'
           in report)
+
+
+def test_backbones_are_read_against_the_peak_of_their_own_rounds():
+  # Round by round the backbone ran at 40, 60, 30 GFLOP/s while the peak
+  # kernels ran at 100, 100, 50: 40 %, 60 %, 60 %, whatever the peak job
+  # measured an hour apart (200 here).
+  infer = _inference(100.0, 1000.0, 'float32')
+  infer['backbone_vs_peak'] = {'backbone_gflops_per_s': [40.0, 60.0, 30.0],
+                               'peak_gflops_per_s': [100.0, 100.0, 50.0],
+                               'percent_of_peak': [40.0, 60.0, 60.0]}
+  store = {'invocations': [{'command': 'c', 'date': 'd'}], 'failed': {},
+           'jobs': {'peak-512': _job(_peak(200.0, 1000.0), '15:00'),
+                    'infer-masklab_os16-512': _job(infer, '15:05'),
+                    # Stored before jobs measured it: no row, no error.
+                    'infer-masklab_os8-512': _job(
+                        _inference(100.0, 1000.0, 'float32'), '15:10')}}
+  report = side_by_side.format_report(store, SETTINGS)
+  assert 'Backbones against the peak in one process' in report
+  # model, px, rounds, backbone and peak medians, % of peak, its range.
+  assert ('| MaskLab R50, OS 16 | 512 | 3 | 40.0 | 100 | 60.0 % '
+          '| 40.0-60.0 % |') in report
+  assert report.count('| 512 | 3 |') == 1

@@ -41,6 +41,7 @@ from absl import flags
 
 from masklab_tf import config as config_lib
 from masklab_tf.modeling import factory
+from masklab_tf.modeling import precision as precision_lib
 
 PARTS = ('backbone', 'RPN', 'box classifier', 'mask branch')
 
@@ -234,9 +235,11 @@ def run_model_cost_table(flagfile='configs/masklab_r50_coco.flags',
     overrides.append(f'--output_stride={output_stride}')
   data_cfg, geometry, model_cfg, train_cfg = config_lib.from_flagfile(
       flagfile, tuple(overrides))
-  # In the config's precision (masklab_r50_fast.flags: mixed_bfloat16).
+  # In the config's precision, as this host resolves it
+  # (masklab_r50_fast.flags: auto).
+  precision = precision_lib.resolve(train_cfg.mixed_precision)
   models = factory.build_models(model_cfg, geometry, data_cfg.max_instances,
-                                precision=train_cfg.mixed_precision)
+                                precision=precision)
   build_s = time.perf_counter() - start
 
   rng = np.random.default_rng(seed)
@@ -270,7 +273,7 @@ def run_model_cost_table(flagfile='configs/masklab_r50_coco.flags',
       'hypercolumn_channels': model_cfg.hypercolumn_channels,
       'refine_filters': model_cfg.refine_filters,
       'deformable_crop': model_cfg.deformable_crop,
-      'precision': train_cfg.mixed_precision or 'float32',
+      'precision': precision or 'float32',
       'repeats': repeats,
       'load_before': load_before, 'load_after': load_after,
       'cpus': os.cpu_count(), 'build_s': build_s,

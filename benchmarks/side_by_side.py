@@ -17,8 +17,9 @@ with it: 81) and at most 100 detections per image; float32 unless named:
   masklab_os16, masklab_os8: configs/masklab_r50_coco.flags at output
     stride 16 or 8 (--max_detections=100);
   masklab_fast: configs/masklab_r50_fast.flags (output stride 16, 100 test
-    proposals, 32-channel hypercolumn, mixed_bfloat16);
-  masklab_fast_fp32: the same in float32 (what bfloat16 alone buys);
+    proposals, 32-channel hypercolumn) in mixed_bfloat16, what its
+    --mixed_precision=auto picks on CPUs with bfloat16 units;
+  masklab_fast_fp32: the same in float32, what auto picks elsewhere;
   model_garden: Model Garden's `maskrcnn_resnetfpn_coco` experiment
     (`official.vision`, no checkpoint) with detection_generator
     max_num_detections=100, no sync batch norm, no scale jitter;
@@ -117,15 +118,17 @@ SYSTEMS = {
     'torchvision_finetune': 'torchvision Mask R-CNN R50-FPN, fine-tuning '
                             'recipe (frozen BN, stem, layer1)',
 }
-# MaskLab systems: (flags file, overrides). masklab_r50_fast.flags computes
-# in mixed_bfloat16; its _fp32 twin shows what the precision alone buys.
+# MaskLab systems: (flags file, overrides). masklab_r50_fast.flags says
+# --mixed_precision=auto (precision.resolve: host-dependent); each twin
+# names its precision, so a row means the same on every machine.
 MASKLAB_SYSTEMS = {
     'masklab_os16': ('configs/masklab_r50_coco.flags',
                      ('--output_stride=16',)),
     'masklab_os8': ('configs/masklab_r50_coco.flags', ('--output_stride=8',)),
     'masklab_fast_fp32': ('configs/masklab_r50_fast.flags',
                           ('--mixed_precision=',)),
-    'masklab_fast': ('configs/masklab_r50_fast.flags', ()),
+    'masklab_fast': ('configs/masklab_r50_fast.flags',
+                     ('--mixed_precision=mixed_bfloat16',)),
 }
 # Model Garden systems: their tf_keras mixed precision policy.
 MODEL_GARDEN_SYSTEMS = {'model_garden': 'float32',
@@ -342,6 +345,7 @@ def _masklab_configs(system, size, extra=()):
 
 def _masklab_info(configs):
   """The settings a MaskLab row was measured with (the report lists them)."""
+  from masklab_tf.modeling import precision as precision_lib
   model = configs.model
   return {
       'output_stride': model.output_stride,
@@ -355,7 +359,8 @@ def _masklab_info(configs):
       'hypercolumn_channels': model.hypercolumn_channels,
       'refine_filters': model.refine_filters,
       'detection_score_threshold': model.detection_score_threshold,
-      'precision': configs.train.mixed_precision or 'float32',
+      'precision': (precision_lib.resolve(configs.train.mixed_precision)
+                    or 'float32'),
   }
 
 

@@ -247,8 +247,10 @@ class TrainConfig:
       lr_decay_steps, lr_decay_rate: schedule; step decay multiplies by
       lr_decay_rate at each boundary in lr_decay_steps.
     momentum, weight_decay (L2 on kernels), clip_norm (global, 0 = off).
-    mixed_precision: '', 'mixed_bfloat16' or 'mixed_float16' (with dynamic
-      loss scaling): the model's compute dtype wherever it is built
+    mixed_precision: '', 'mixed_bfloat16', 'mixed_float16' (with dynamic
+      loss scaling) or 'auto' (mixed_bfloat16 on TPUs, Ampere+ GPUs and
+      CPUs with oneDNN bfloat16 units, float32 elsewhere:
+      modeling/precision.py): the model's compute dtype wherever it is built
       (training, bin/evaluate, bin/export, load_model).
     max_bad_steps: stop after this many non-finite steps in a row.
     checkpoint_every, keep_checkpoints: checkpoint cadence and retention.

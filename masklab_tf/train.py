@@ -36,6 +36,7 @@ from masklab_tf.data import sources
 from masklab_tf.modeling import factory
 from masklab_tf.modeling import masklab
 from masklab_tf.modeling import postprocess
+from masklab_tf.modeling import precision as precision_lib
 
 
 class TrainingStopped(RuntimeError):
@@ -178,15 +179,21 @@ class Trainer:
             data_cfg, configs.geometry, train_cfg.batch_size, True, context,
             skipped=self.skipped, source=pipeline.make_source(
                 data_cfg, context, self.skipped, dataset=self.train_set)))
+    # 'auto' is decided here, where the strategy is known (TPUs: bfloat16).
+    self.precision = precision_lib.resolve(train_cfg.mixed_precision,
+                                           self.strategy)
+    if train_cfg.mixed_precision == precision_lib.AUTO:
+      logging.info('mixed_precision=auto: %s on this host',
+                   self.precision or 'float32')
     with self.strategy.scope():
       tf_keras.utils.set_random_seed(train_cfg.seed)
       self.models = factory.build_models(
           configs.model, configs.geometry, configs.data.max_instances,
-          precision=train_cfg.mixed_precision)
+          precision=self.precision)
       optimizer = tf_keras.optimizers.SGD(
           learning_rate=train_cfg.learning_rate,
           momentum=train_cfg.momentum)
-      if train_cfg.mixed_precision == 'mixed_float16':
+      if self.precision == 'mixed_float16':
         optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
       self.optimizer = optimizer
       self.optimizer.build(self.models.train_model.trainable_variables)

@@ -21,6 +21,7 @@ import tf_keras
 from masklab_tf import config as config_lib
 from masklab_tf.modeling import instancefcn
 from masklab_tf.modeling import masklab
+from masklab_tf.modeling import precision as precision_lib
 
 INSTANCEFCN = 'instancefcn'
 
@@ -67,9 +68,10 @@ def build_models(cfg: config_lib.ModelConfig,
                  max_instances: int = 100, image_shape: tuple = (None, None),
                  use_xla: bool = True,
                  precision: str = '') -> masklab.MaskLabModels:
-  """The system's models; `precision`: '', 'mixed_bfloat16' or
-  'mixed_float16' (TrainConfig.mixed_precision). Geometry (anchors,
-  proposals, sampling, NMS, box decoding) stays float32 under both."""
+  """The system's models; `precision`: '', 'mixed_bfloat16',
+  'mixed_float16' or 'auto' (TrainConfig.mixed_precision; precision.resolve
+  decides 'auto' for this host). Geometry (anchors, proposals, sampling,
+  NMS, box decoding) stays float32 under the mixed policies."""
   build = (instancefcn.build_instancefcn if is_instancefcn(cfg)
            else masklab.build_masklab)
   # Keras runs every custom layer's call through AutoGraph while it builds
@@ -77,7 +79,7 @@ def build_models(cfg: config_lib.ModelConfig,
   # are tf.while_loop / tf.cond / tf.where), and converting them was ~5 of
   # the ~7.5 s a process took to build shapes_cpu.
   build = tf.autograph.experimental.do_not_convert(build)
-  with precision_scope(precision):
+  with precision_scope(precision_lib.resolve(precision)):
     return build(cfg, geometry, max_instances, image_shape, use_xla)
 
 

@@ -57,3 +57,40 @@ def test_other_systems_build_in_bfloat16(head):
       factory.model_inputs(fixed_batch(), False, cfg), training=False)
   assert out['detection_boxes'].dtype == tf.float32
   assert out['detection_masks'].dtype == tf.float32
+
+
+def test_auto_precision_follows_the_host(tmp_path, monkeypatch):
+  from masklab_tf.modeling import precision
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16 amx_bf16\n')
+  assert precision.cpu_flags(str(cpuinfo)) >= precision.CPU_BFLOAT16_FLAGS
+  assert precision.cpu_flags(str(tmp_path / 'absent')) == frozenset()
+  # Named policies pass through; unknown ones name the choices.
+  assert precision.resolve('mixed_float16') == 'mixed_float16'
+  assert precision.resolve('') == ''
+  with pytest.raises(ValueError, match="mixed_precision='bf16'.*'auto'"):
+    precision.resolve('bf16')
+  # 'auto' is bfloat16 exactly where the host computes it natively.
+  for native, expected in ((True, 'mixed_bfloat16'), (False, '')):
+    monkeypatch.setattr(precision, 'native_bfloat16', lambda n=native: n)
+    assert precision.resolve('auto') == expected
+  # This host: oneDNN's bfloat16 needs both the units and oneDNN on.
+  monkeypatch.undo()
+  if not tf.config.list_physical_devices('GPU'):
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
+    assert precision.native_bfloat16() == bool(
+        _pywrap_util_port.IsMklEnabled()
+        and precision.cpu_flags() & precision.CPU_BFLOAT16_FLAGS)
+
+
+def test_fast_config_builds_in_the_precision_auto_picks():
+  from masklab_tf import config as config_lib
+  from masklab_tf.modeling import precision
+  configs = config_lib.from_flagfile('configs/masklab_r50_fast.flags')
+  assert configs.train.mixed_precision == 'auto'
+  cfg = tiny_config()
+  models = factory.build_models(cfg, max_instances=MAX_INSTANCES,
+                                precision='auto')
+  expected = 'bfloat16' if precision.native_bfloat16() else 'float32'
+  assert models.train_model.get_layer('mask_head').compute_dtype == expected
+  assert tf_keras.mixed_precision.global_policy().name == 'float32'

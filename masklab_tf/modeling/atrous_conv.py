@@ -30,7 +30,10 @@ odd kernel) the layer runs `sparse_tap_conv2d`: one matmul per tap on the
 window of the map the tap reads inside the map, summed. Exact, every
 backend, and its gradients are matmuls: oneDNN's weight gradient of that
 conv was the largest op of a bfloat16 training step (benchmarks/RESULTS.md,
-"sparse taps").
+"sparse taps"). Without native dilated kernels the SpaceToBatchND path's
+input gradient on 7 x 7 crops at rate 2 was the largest op of a float32
+training step (2.1 of 16 s on an AMD EPYC), and the matmuls win up to a
+coverage of MAX_SPARSE_TAP_COVERAGE_WITHOUT_NATIVE.
 
 In training, stride-1 1x1 convs run as matmuls on the [pixels, C] view of
 the map: oneDNN's bfloat16 1x1 conv gradients ran 1.1-2x slower than the
@@ -54,10 +57,18 @@ from masklab_tf.modeling import tiled_conv
 # Largest SpaceToBatchND tile (ceil(size / rate)) for which the native kernel
 # runs instead.
 SMALL_TILE = 8
-# Largest share of a dilated conv's nominal pixel-taps that read inside the
-# map for which `sparse_tap_conv2d` runs instead of the conv (7 x 7 crops:
-# rate 4 0.38, 2-3.5x faster in training; rate 2 0.66, no faster).
+# Largest share of a conv's nominal pixel-taps that read inside the map for
+# which `sparse_tap_conv2d` runs instead of the conv, with native dilated
+# kernels (oneDNN, 2-core Xeon, 7 x 7 crops: rate 4 0.38, 2-3.5x faster in
+# training; rate 2 0.66, no faster)...
 MAX_SPARSE_TAP_COVERAGE = 0.5
+# ... and without them (TF's Eigen kernels: SpaceToBatchND and an undilated
+# conv on the tiles; 2-core AMD EPYC, float32, forward and both gradients,
+# [128, 7, 7, 512] 3x3 rate 2 (0.66): 2947 -> 654 ms; [2, 32, 32, 512]:
+# rate 4 (0.84) 331 -> 258, rate 2 (0.92) 293 -> 317). Undilated convs keep
+# the conv (7 x 7, 0.82: 1050 -> 851 ms, not worth other round-off in every
+# small map of the tests' tiny backbones).
+MAX_SPARSE_TAP_COVERAGE_WITHOUT_NATIVE = 0.85
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,8 +190,10 @@ class AtrousConv2D(tf_keras.layers.Conv2D):
         or not all(k % 2 for k in self.kernel_size)
         or None in (shape[1], shape[2])):
       return False
+    limit = (MAX_SPARSE_TAP_COVERAGE if native_dilation_supported()
+             else MAX_SPARSE_TAP_COVERAGE_WITHOUT_NATIVE)
     return tap_coverage(shape[1], shape[2], self.kernel_size,
-                        self.dilation_rate) <= MAX_SPARSE_TAP_COVERAGE
+                        self.dilation_rate) <= limit
 
   def _small_tiles(self, shape) -> bool:
     """Dilated, and every dilated axis's static size / rate <= SMALL_TILE."""

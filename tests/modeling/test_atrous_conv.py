@@ -109,11 +109,32 @@ def test_tap_coverage_counts_the_taps_inside_the_map():
 
 
 def test_dense_taps_and_unknown_sizes_keep_the_conv():
-  layer = atrous_conv.AtrousConv2D(4, 3, padding='same', dilation_rate=4)
+  layer = atrous_conv.AtrousConv2D(4, 3, padding='same', dilation_rate=2)
   layer.build([None, None, None, 5])
-  # 32 x 32 at rate 4: 84 % of the taps read the map.
+  # 32 x 32 at rate 2: 92 % of the taps read the map.
   for spec in ([2, 32, 32, 5], [2, None, None, 5]):
     assert 'MatMul' not in _train_graph_ops(layer, tf.TensorSpec(spec))
+
+
+@pytest.mark.parametrize('native', [True, False])
+def test_sparse_taps_reach_further_without_native_dilated_kernels(
+    native, monkeypatch):
+  """On 7 x 7 crops rate 2 (66 % of the taps in the map) runs as taps only
+  where the conv would take SpaceToBatchND, rate 4 (38 %) on both; 32 x 32
+  at rate 2 (92 %) and undilated convs keep the conv on both."""
+  monkeypatch.setattr(atrous_conv, 'native_dilation_supported',
+                      lambda: native)
+  for size, rate, taps in ((7, 2, not native), (7, 4, True), (7, 1, False),
+                           (32, 2, False)):
+    layer = atrous_conv.AtrousConv2D(4, 3, padding='same',
+                                     dilation_rate=rate)
+    layer.build([None, size, size, 5])
+    ops = _train_graph_ops(layer, tf.TensorSpec([2, size, size, 5]))
+    assert ('Conv2D' not in ops) == taps, (size, rate)
+  if not native:  # (faking native kernels on a host without them fails)
+    x = tf.random.stateless_normal([2, 7, 7, 5], seed=[3, 4])
+    _assert_same_as_keras_conv2d(x, filters=4, kernel_size=3,
+                                 padding='same', dilation_rate=2)
 
 
 @pytest.mark.parametrize('use_bias, activation', [(False, None),

@@ -592,16 +592,21 @@ def _model_garden_training(system, size, settings):
 # ------------------------------------------------- child: peak, data
 
 
+def _peak_shapes(settings):
+  """(matmul side, (conv side, channels), (batch, side, channels)): the
+  PEAK_KERNELS' sizes, --quick applied."""
+  if settings['quick']:
+    return (QUICK['matmul_size'], QUICK['conv_shape'],
+            QUICK['conv_batched_shape'])
+  return MATMUL_SIZE, CONV_SHAPE, CONV_BATCHED_SHAPE
+
+
 def _peak_kernels(settings, suffixes=('', '_bf16')):
   """{name: (function, args, FLOPs)} of the PEAK_KERNELS: a big matmul and
   two big 3x3 convolutions (one map, a batch of small maps), per suffix
   ('' float32, '_bf16' bfloat16)."""
   import tensorflow as tf
-  quick = settings['quick']
-  n = QUICK['matmul_size'] if quick else MATMUL_SIZE
-  side, channels = QUICK['conv_shape'] if quick else CONV_SHAPE
-  batch, small_side, wide = (QUICK['conv_batched_shape'] if quick
-                             else CONV_BATCHED_SHAPE)
+  n, (side, channels), (batch, small_side, wide) = _peak_shapes(settings)
   conv = tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME'))
   kernels = {}
   for suffix in suffixes:
@@ -630,11 +635,7 @@ def _measure_peak(settings):
   """Best GFLOP/s of each of the `_peak_kernels`, in float32 and in bfloat16
   (the CPU's bfloat16 units are another limit)."""
   import tensorflow as tf
-  quick = settings['quick']
-  n = QUICK['matmul_size'] if quick else MATMUL_SIZE
-  side, channels = QUICK['conv_shape'] if quick else CONV_SHAPE
-  batch, small_side, wide = (QUICK['conv_batched_shape'] if quick
-                             else CONV_BATCHED_SHAPE)
+  n, (side, channels), (batch, small_side, wide) = _peak_shapes(settings)
   result = {'matmul_shape': f'{n}x{n} @ {n}x{n}',
             'conv_shape': f'[1, {side}, {side}, {channels}] * 3x3 -> '
                           f'{channels}',

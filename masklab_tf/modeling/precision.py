@@ -6,9 +6,10 @@ device computes bfloat16 natively and float32 elsewhere. On CPUs that is
 TensorFlow's oneDNN path on AVX512_BF16 or AMX: there bfloat16 convolutions
 ran ~4x faster than float32 (benchmarks/RESULTS.md, a Xeon). Without those
 units TensorFlow converts bfloat16 to float32 inside Eigen's kernels: on a
-2-core AMD EPYC (AVX2) the fast config's backbone took 576 ms in bfloat16
-against 470 in float32 and Model Garden's Mask R-CNN 6.4 s against 4.4,
-for 8 bits of mantissa and nothing in return.
+2-core AMD EPYC (AVX2) the fast config's training step took 89.7 s in
+bfloat16 against 11.9 in float32, its backbone 576 ms against 470, and
+Model Garden's Mask R-CNN inference 6.4 s against 4.4
+(benchmarks/results/side_by_side_amd_epyc/table.md).
 """
 
 from __future__ import annotations

@@ -271,15 +271,14 @@ def _backbone_against_peak(function, args, gflops, precision, settings):
   round times the backbone and then the peak kernels of its precision
   back to back, and the ratio is taken within the round.
   """
-  kernels = _peak_kernels(
-      settings, ('_bf16',) if 'bfloat16' in precision else ('',))
+  kernels = _peak_kernels(settings, (_peak_suffix(precision),))
   for kernel, kernel_args, _ in kernels.values():
     kernel(*kernel_args)  # warm-up
   rounds = 1 if settings['quick'] else BACKBONE_PEAK_ROUNDS
   backbone_rates, peak_rates = [], []
   for _ in range(rounds):
-    backbone_rates.append(gflops / _seconds(function, args))
-    peak_rates.append(max(flop / 1e9 / _seconds(kernel, kernel_args)
+    backbone_rates.append(gflops / timing.seconds(function, args))
+    peak_rates.append(max(flop / 1e9 / timing.seconds(kernel, kernel_args)
                           for kernel, kernel_args, flop in kernels.values()))
   return {'backbone_gflops_per_s': backbone_rates,
           'peak_gflops_per_s': peak_rates,
@@ -560,9 +559,8 @@ def _measure_pair(systems, size, settings):
   samples = {system: [] for system in systems}
   for _ in range(rounds):
     for system in systems:
-      start = time.perf_counter()
-      functions[system](*args[system])
-      samples[system].append(1e3 * (time.perf_counter() - start))
+      samples[system].append(
+          1e3 * timing.seconds(functions[system], args[system]))
   return {'systems': list(systems), 'samples_ms': samples,
           'ms_b1': {system: statistics.median(samples[system])
                     for system in systems}}
@@ -590,6 +588,12 @@ def _model_garden_training(system, size, settings):
 
 
 # ------------------------------------------------- child: peak, data
+
+
+def _peak_suffix(precision):
+  """The peak kernels' name suffix for a row's precision ('float32',
+  'mixed_bfloat16', Model Garden's 'bfloat16', ...): '_bf16' or ''."""
+  return '_bf16' if 'bfloat16' in precision else ''
 
 
 def _peak_shapes(settings):
@@ -625,12 +629,6 @@ def _peak_kernels(settings, suffixes=('', '_bf16')):
   return kernels
 
 
-def _seconds(function, args):
-  start = time.perf_counter()
-  function(*args)
-  return time.perf_counter() - start
-
-
 def _measure_peak(settings):
   """Best GFLOP/s of each of the `_peak_kernels`, in float32 and in bfloat16
   (the CPU's bfloat16 units are another limit)."""
@@ -644,7 +642,7 @@ def _measure_peak(settings):
             'load': [os.getloadavg()[0]]}
   for name, (function, args, flop) in _peak_kernels(settings).items():
     function(*args)  # warm-up
-    best = min(_seconds(function, args)
+    best = min(timing.seconds(function, args)
                for _ in range(settings['peak_repeats']))
     result[f'{name}_gflops_per_s'] = flop / best / 1e9
   result['load'].append(os.getloadavg()[0])
@@ -1021,8 +1019,8 @@ def format_report(store, settings):
     infer = result(f'infer-{system}-{size}')
     if not infer:
       continue
-    row_peak = _peak_gflops(peaks[size], '_bf16' if 'bfloat16' in infer[
-        'info'].get('precision', '') else '')
+    row_peak = _peak_gflops(peaks[size], _peak_suffix(
+        infer['info'].get('precision', '')))
     percent = lambda rate, row_peak=row_peak: (
         None if rate is None or not row_peak else 100 * rate / row_peak)
     gflops = infer['flops']['gflops']

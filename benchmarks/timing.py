@@ -26,19 +26,20 @@ def peak_rss_mib():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB
 
 
-def time_calls(function, args, runs):
-  """(first call s, median s of `runs` calls): one untimed-for-the-median
-  warm-up (tracing, XLA compilation), then the timed calls. A tf.function
-  on CPU (and eager PyTorch) returns when its outputs are computed."""
+def seconds(function, args):
+  """Wall seconds of one call `function(*args)`. A tf.function on CPU (and
+  eager PyTorch) returns when its outputs are computed."""
   start = time.perf_counter()
   function(*args)
-  first = time.perf_counter() - start
-  samples = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    function(*args)
-    samples.append(time.perf_counter() - start)
-  return first, statistics.median(samples)
+  return time.perf_counter() - start
+
+
+def time_calls(function, args, runs):
+  """(first call s, median s of `runs` calls): one untimed-for-the-median
+  warm-up (tracing, XLA compilation), then the timed calls."""
+  first = seconds(function, args)
+  return first, statistics.median(seconds(function, args)
+                                  for _ in range(runs))
 
 
 def measure_training(dataset, step, runs, data_batches, image_shape,

@@ -3,19 +3,48 @@
 import os
 import platform
 
+# CPU flags that decide which kernels TensorFlow runs, hence the tables'
+# speeds: AVX-512 (oneDNN is on by default only with the AVX512_VNNI /
+# AVX512_BF16 / AMX generation), bfloat16 dot products, AMX tiles. Two
+# "AMD EPYC" machines of this project differed in exactly these
+# (Zen 3: AVX2 only, Eigen kernels; Zen 4: AVX-512 and AVX512_BF16, oneDNN).
+KERNEL_FLAGS = ('avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16')
 
-def cpu_model() -> str:
-  """The CPU's model name (/proc/cpuinfo), else platform's guess."""
+
+def _cpuinfo() -> dict:
+  """The first processor's fields of /proc/cpuinfo ({} where unreadable)."""
+  fields = {}
   try:
     with open('/proc/cpuinfo') as f:
       for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
+        if not line.strip():
+          break
+        key, _, value = line.partition(':')
+        fields[key.strip()] = value.strip()
   except OSError:
     pass
-  return platform.processor() or 'unknown CPU'
+  return fields
+
+
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), else platform's guess."""
+  return _cpuinfo().get('model name') or platform.processor() or 'unknown CPU'
+
+
+def cpu_details() -> str:
+  """'family F model M; <kernel flags present>' ('' where unknown)."""
+  info = _cpuinfo()
+  if not info:
+    return ''
+  flags = set(info.get('flags', '').split())
+  present = [flag for flag in KERNEL_FLAGS if flag in flags]
+  return (f"family {info.get('cpu family', '?')} model "
+          f"{info.get('model', '?')}; "
+          + (', '.join(present) if present else 'no AVX-512'))
 
 
 def describe() -> str:
-  """'N cores, <CPU model>'."""
-  return f'{os.cpu_count()} cores, {cpu_model()}'
+  """'N cores, <CPU model> (family F model M; <kernel flags>)'."""
+  details = cpu_details()
+  return (f'{os.cpu_count()} cores, {cpu_model()}'
+          + (f' ({details})' if details else ''))

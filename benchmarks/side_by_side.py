@@ -146,6 +146,8 @@ INFER_BATCHES = (1, 4)
 # Systems also timed interleaved in one process (`_measure_pair`): the
 # issue's GFLOP/s target compares the paper's config with Model Garden's.
 PAIRS = (('masklab_os8', 'model_garden'),)
+# Keys of a job's model info that only restate its image size.
+SIZE_KEYS = ('min_size',)
 PAIR_ROUNDS = 10
 # Rounds of the backbone timed back to back with the peak kernels in its
 # inference job (`_backbone_against_peak`).
@@ -1096,8 +1098,11 @@ def format_report(store, settings):
                  for size in sizes for kind in ('infer', 'train')
                  if result(f'{kind}-{system}-{size}')), None)
     if info:
+      # The image size is the rows' px column; an info records the size
+      # of the job it came from, which is one of several.
       lines.append(f'- {SYSTEMS[system]}: ' + ', '.join(
-          f'{key}={value}' for key, value in info.items()))
+          f'{key}={value}' for key, value in info.items()
+          if key not in SIZE_KEYS))
   lines += ['', 'FLOPs the profiler does not see (op types it has no count '
             'for, by million output elements, at the largest size; nested '
             'function calls such as XLA clusters hide their bodies):', '']

@@ -147,3 +147,23 @@ def test_backbones_are_read_against_the_peak_of_their_own_rounds():
   assert ('| MaskLab R50, OS 16 | 512 | 3 | 40.0 | 100 | 60.0 % '
           '| 40.0-60.0 % |') in report
   assert report.count('| 512 | 3 |') == 1
+
+
+def test_models_as_measured_leave_the_image_size_to_the_px_column():
+  # torchvision's info names the size of the job it came from; with rows at
+  # 256 and 512 px, "min_size=256" would misdescribe the 512 px row.
+  def torchvision(size):
+    infer = _inference(100.0, 1000.0, 'float32')
+    infer['info'] = {'precision': 'float32', 'threads': 2, 'min_size': size}
+    return infer
+  store = {'invocations': [{'command': 'c', 'date': 'd'}], 'failed': {},
+           'jobs': {'peak-256': _job(_peak(200.0, 1000.0), '15:00'),
+                    'infer-torchvision-256': _job(torchvision(256), '15:05'),
+                    'peak-512': _job(_peak(200.0, 1000.0), '16:00'),
+                    'infer-torchvision-512': _job(torchvision(512), '16:05')}}
+  report = side_by_side.format_report(store, SETTINGS)
+  models = report[report.index('## Models as measured'):]
+  line, = [line for line in models.splitlines()
+           if line.startswith('- torchvision Mask R-CNN R50-FPN (PyTorch):')
+           and 'precision=' in line]
+  assert line.endswith('precision=float32, threads=2')

@@ -26,14 +26,17 @@ def _cpuinfo() -> dict:
   return fields
 
 
-def cpu_model() -> str:
-  """The CPU's model name (/proc/cpuinfo), else platform's guess."""
-  return _cpuinfo().get('model name') or platform.processor() or 'unknown CPU'
+def cpu_model(info=None) -> str:
+  """The CPU's model name (/proc/cpuinfo, or `info` read from it), else
+  platform's guess."""
+  info = _cpuinfo() if info is None else info
+  return info.get('model name') or platform.processor() or 'unknown CPU'
 
 
-def cpu_details() -> str:
-  """'family F model M; <kernel flags present>' ('' where unknown)."""
-  info = _cpuinfo()
+def cpu_details(info=None) -> str:
+  """'family F model M; <kernel flags present>' ('' where unknown), from
+  /proc/cpuinfo or `info` read from it."""
+  info = _cpuinfo() if info is None else info
   if not info:
     return ''
   flags = set(info.get('flags', '').split())
@@ -45,6 +48,7 @@ def cpu_details() -> str:
 
 def describe() -> str:
   """'N cores, <CPU model> (family F model M; <kernel flags>)'."""
-  details = cpu_details()
-  return (f'{os.cpu_count()} cores, {cpu_model()}'
+  info = _cpuinfo()  # read once for both parts
+  details = cpu_details(info)
+  return (f'{os.cpu_count()} cores, {cpu_model(info)}'
           + (f' ({details})' if details else ''))

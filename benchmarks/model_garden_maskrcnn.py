@@ -7,7 +7,7 @@ Usage:
 Trains tf-models-official's Mask R-CNN (`official.vision`: ResNet-18 + FPN,
 its own input pipeline, model and losses, nothing reimplemented) for a time
 budget, then scores it on the val split with the project's COCO evaluation
-(`masklab_tf.evaluate.coco_metrics`), so MaskLab runs and this baseline
+(`masklab_tf.evaluation.evaluator.coco_metrics`), so MaskLab runs and this baseline
 compare on one metric code path. Other benchmarks import it:
 
   import model_garden_maskrcnn as mg
@@ -62,11 +62,11 @@ from official.vision.ops import mask_ops
 # (official.vision.configs.maskrcnn) with exp_factory.
 from official.vision.tasks import maskrcnn as maskrcnn_task
 
-from masklab_tf import evaluate as masklab_evaluate
+from masklab_tf.evaluation import evaluator as masklab_evaluate
 # MaskLab's own budget clock, so that both systems get the same time by the
 # same rule: it starts before the first step (tracing counts), covers
 # training only, and in CPU mode counts every thread of this process.
-from masklab_tf.train import TimeBudget
+from masklab_tf.training.trainer import TimeBudget
 
 SHAPES_DIR = '/work/bench/shapes'
 TRAIN_PATTERN = os.path.join(SHAPES_DIR, 'tfrecords', 'train-*.tfrecord')
@@ -376,7 +376,7 @@ def evaluate(model_dir_or_model, val_annotations: str = VAL_ANNOTATIONS,
              val_images: str = VAL_IMAGES, val_pattern: str = VAL_PATTERN,
              results_path: str | None = None,
              model_overrides: dict | None = None) -> dict:
-  """Box and mask COCO metrics (masklab_tf.evaluate.coco_metrics format).
+  """Box and mask COCO metrics (masklab_tf.evaluation.evaluator.coco_metrics format).
 
   Args:
     model_dir_or_model: a model_dir with a checkpoint, or the model itself.

@@ -41,7 +41,7 @@ sys.path.insert(0, REPO)
 
 import machine  # pylint: disable=g-import-not-at-top
 from masklab_tf import config
-from masklab_tf.modeling import masklab
+from masklab_tf.modeling.systems import masklab
 from masklab_tf.serving import export
 
 FLAGS = flags.FLAGS

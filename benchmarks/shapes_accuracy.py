@@ -44,7 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import machine  # pylint: disable=g-import-not-at-top
-from masklab_tf import evaluate
+from masklab_tf.evaluation import evaluator as evaluator_lib
 from masklab_tf.data import coco
 from masklab_tf.data import synthetic
 
@@ -100,7 +100,7 @@ def data_paths(data_dir):
 
 def run_masklab(system, paths, model_dir):
   from masklab_tf import config  # pylint: disable=g-import-not-at-top
-  from masklab_tf import train
+  from masklab_tf.training import trainer as trainer_lib
   configs = config.from_flagfile(
       os.path.join(REPO, FLAGS.flagfile_for_masklab),
       (f'--mask_head={MASK_HEADS[system]}',
@@ -108,13 +108,13 @@ def run_masklab(system, paths, model_dir):
        f'--train_images={paths["train_images"]}',
        '--lr_schedule=cosine', '--checkpoint_every=1000000',
        '--image_summary_every=0'))
-  trainer = train.Trainer(configs, model_dir)
+  trainer = trainer_lib.Trainer(configs, model_dir)
   trainer.restore_or_initialise()
-  budget = train.TimeBudget(FLAGS.budget_s, FLAGS.budget_mode)
+  budget = trainer_lib.TimeBudget(FLAGS.budget_s, FLAGS.budget_mode)
   wall, cpu = time.time(), time.process_time()
   losses = trainer.train(budget=budget)
   wall, cpu = time.time() - wall, time.process_time() - cpu
-  evaluator = evaluate.Evaluator(configs, paths['val_annotations'],
+  evaluator = evaluator_lib.Evaluator(configs, paths['val_annotations'],
                                  paths['val_images'])
   metrics = evaluator.run(trainer.models.inference_model,
                           os.path.join(model_dir, 'results.json'))
@@ -165,7 +165,7 @@ def connected_component_results(dataset: coco.CocoDataset) -> list[dict]:
 
 def run_connected_components(paths):
   dataset = coco.read_coco(paths['val_annotations'], paths['val_images'])
-  metrics = evaluate.coco_metrics(dataset.to_coco_dict(),
+  metrics = evaluator_lib.coco_metrics(dataset.to_coco_dict(),
                                   connected_component_results(dataset),
                                   dataset.max_instances_per_image)
   return {'steps': 0, 'wall_s': 0.0, 'cpu_s': 0.0, 'metrics': metrics}

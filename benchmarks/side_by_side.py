@@ -395,7 +395,7 @@ def _masklab_inference_setup(system, size):
 
 
 def _masklab_training(system, size, settings):
-  from masklab_tf import train
+  from masklab_tf.training import trainer as trainer_lib
   pattern = _data_prefix(FLAGS.work_dir, size, settings['num_images']) + '-*'
   configs = _masklab_configs(system, size, (
       f'--train_tfrecords={pattern}', f'--batch_size={TRAIN_BATCH}',
@@ -403,7 +403,7 @@ def _masklab_training(system, size, settings):
   # The Trainer wants a model_dir (checkpoint manager); nothing is saved.
   model_dir = tempfile.mkdtemp(dir=FLAGS.work_dir, prefix='model_')
   try:
-    trainer = train.Trainer(configs, model_dir)
+    trainer = trainer_lib.Trainer(configs, model_dir)
     # The tf.function train() runs, without its checkpointing and logging.
     train_step = trainer._train_step  # pylint: disable=protected-access
     result = timing.measure_training(

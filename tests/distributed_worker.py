@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, '.')
 
 from masklab_tf import config  # pylint: disable=g-import-not-at-top
-from masklab_tf import train
+from masklab_tf.training import trainer as trainer_lib
 
 TINY = ('--backbone_depth=10', '--rpn_head_channels=16',
         '--num_proposals=6', '--test_num_proposals=6',
@@ -45,12 +45,12 @@ def configs_for(annotations, images, *overrides):
 
 
 def mirrored_vs_one(annotations, images, out_path):
-  train.split_cpu(2)
+  trainer_lib.split_cpu(2)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   configs = configs_for(annotations, images, '--batch_size=4')
-  one = train.Trainer(configs, out_path + '.one',
+  one = trainer_lib.Trainer(configs, out_path + '.one',
                       strategy=tf.distribute.get_strategy())
-  mirrored = train.Trainer(
+  mirrored = trainer_lib.Trainer(
       configs, out_path + '.mirrored',
       strategy=tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
   for source, target in zip(one.models.train_model.weights,
@@ -80,7 +80,7 @@ def multi_worker(annotations, images, model_dir, out_path):
   strategy = tf.distribute.MultiWorkerMirroredStrategy()
   configs = configs_for(annotations, images, '--batch_size=4',
                         '--train_steps=2')
-  trainer = train.Trainer(configs, model_dir, strategy=strategy)
+  trainer = trainer_lib.Trainer(configs, model_dir, strategy=strategy)
   trainer.restore_or_initialise()
   losses = trainer.train()
   np.savez(out_path, step=trainer.current_step, loss=losses['total'],

@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, '.')
 
 from masklab_tf import config  # pylint: disable=g-import-not-at-top
-from masklab_tf import train
+from masklab_tf.training import trainer as trainer_lib
 
 
 def main(annotations, images, model_dir):
@@ -29,7 +29,7 @@ def main(annotations, images, model_dir):
       '--keep_checkpoints=2'))
   # Built after the previous process's kill: its CheckpointManager reads
   # MODEL_DIR's checkpoint state as a restarted run's would.
-  trainer = train.Trainer(configs, model_dir)
+  trainer = trainer_lib.Trainer(configs, model_dir)
   print(trainer.restore_or_initialise(), flush=True)
   while True:
     trainer.step.assign_add(1)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from masklab_tf import train
+from masklab_tf.training import trainer as trainer_lib
 from test_train import configs_for
 
 
@@ -86,7 +86,7 @@ def test_training_skips_counts_and_reports_bad_data(messy_set, tmp_path,
   configs = configs_for(messy_set, '--train_steps=7',
                         '--shuffle_buffer=20')
   caplog.set_level(logging.WARNING)
-  trainer = train.Trainer(configs, str(tmp_path))
+  trainer = trainer_lib.Trainer(configs, str(tmp_path))
   trainer.restore_or_initialise()
   # 7 steps of 2 images cover the first epoch of the 13 readable records.
   losses = trainer.train()

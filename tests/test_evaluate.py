@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_api
 
-from masklab_tf import evaluate
-from masklab_tf.modeling import postprocess
+from masklab_tf.evaluation import evaluator as evaluator_lib
+from masklab_tf.postprocess import detections as detections_lib
 
 
 def ground_truth(num_instances, size=200, first_id=1):
@@ -38,12 +38,12 @@ def perfect_results(data, masks):
       'scores': np.linspace(1.0, 0.5, len(masks)),
       'classes': np.ones(len(masks), np.int32),
       'masks': np.stack(masks)}]
-  return evaluate.to_coco_results(predictions, [1])
+  return evaluator_lib.to_coco_results(predictions, [1])
 
 
 def test_perfect_predictions_score_100():
   data, masks = ground_truth(5)
-  metrics = evaluate.coco_metrics(data, perfect_results(data, masks))
+  metrics = evaluator_lib.coco_metrics(data, perfect_results(data, masks))
   assert metrics['box']['AP'] == pytest.approx(100.0)
   assert metrics['mask']['AP'] == pytest.approx(100.0)
 
@@ -51,10 +51,10 @@ def test_perfect_predictions_score_100():
 def test_more_than_100_instances_count_in_full():
   # COCOeval's default maxDets=100 would cap this image's recall at 0.8.
   data, masks = ground_truth(125)
-  metrics = evaluate.coco_metrics(data, perfect_results(data, masks),
+  metrics = evaluator_lib.coco_metrics(data, perfect_results(data, masks),
                                   max_detections=125)
   assert metrics['mask']['AP'] == pytest.approx(100.0)
-  capped = evaluate.coco_metrics(data, perfect_results(data, masks),
+  capped = evaluator_lib.coco_metrics(data, perfect_results(data, masks),
                                  max_detections=100)
   assert capped['mask']['AP'] < 90.0
 
@@ -62,7 +62,7 @@ def test_more_than_100_instances_count_in_full():
 def test_empty_predictions_give_zero_and_a_warning(caplog):
   data, _ = ground_truth(3)
   with caplog.at_level('WARNING'):
-    metrics = evaluate.coco_metrics(data, [])
+    metrics = evaluator_lib.coco_metrics(data, [])
   assert metrics['mask']['AP'] == 0.0 and metrics['box']['AP'] == 0.0
   assert 'no detections' in caplog.text
 
@@ -73,7 +73,7 @@ def test_paste_masks_inverts_the_crop_convention():
   mask[0, 10:40, 20:70] = 1
   box = np.array([[10.0, 20.0, 40.0, 70.0]], np.float32)
   crops = crop.crop_masks(mask, box, 41).numpy()
-  pasted = postprocess.paste_masks(crops, box, 60, 80)[0] >= 0.5
+  pasted = detections_lib.paste_masks(crops, box, 60, 80)[0] >= 0.5
   assert (pasted == mask[0].astype(bool)).mean() > 0.999
   assert not pasted[:10].any() and not pasted[:, :20].any()
 
@@ -92,7 +92,7 @@ def test_summary_matches_cocoeval_at_default_max_dets():
   results = perfect_results(data, noisy)
   for result in results:
     result['score'] = float(rng.uniform())
-  ours = evaluate.coco_metrics(data, results)['mask']
+  ours = evaluator_lib.coco_metrics(data, results)['mask']
   with contextlib.redirect_stdout(io.StringIO()):
     gt = coco_api.COCO()
     gt.dataset = data
@@ -101,6 +101,6 @@ def test_summary_matches_cocoeval_at_default_max_dets():
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-  for key, value in zip(evaluate.METRIC_NAMES, evaluator.stats[:6]):
+  for key, value in zip(evaluator_lib.METRIC_NAMES, evaluator.stats[:6]):
     expected = value * 100 if value >= 0 else -1.0  # -1: undefined
     assert ours[key] == pytest.approx(expected, abs=1e-6), key

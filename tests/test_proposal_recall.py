@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_api
 
-from masklab_tf import proposal_recall
+from masklab_tf.evaluation import proposal_recall
 
 
 def _rle(mask):

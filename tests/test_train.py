@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from masklab_tf import config
-from masklab_tf import train
+from masklab_tf.training import trainer as trainer_lib
 
 TINY = ('--backbone_depth=10', '--rpn_head_channels=32',
         '--num_proposals=30', '--test_num_proposals=30',
@@ -30,22 +30,22 @@ def configs_for(shapes_train, *overrides):
 def test_learning_rate_schedule():
   cfg = config.TrainConfig(learning_rate=0.1, warmup_steps=10,
                            train_steps=110)
-  assert float(train.learning_rate_at(0, cfg)) == pytest.approx(0.01)
-  assert float(train.learning_rate_at(9, cfg)) == pytest.approx(0.1)
-  assert float(train.learning_rate_at(60, cfg)) == pytest.approx(0.05)
-  assert float(train.learning_rate_at(110, cfg)) == pytest.approx(0.0)
+  assert float(trainer_lib.learning_rate_at(0, cfg)) == pytest.approx(0.01)
+  assert float(trainer_lib.learning_rate_at(9, cfg)) == pytest.approx(0.1)
+  assert float(trainer_lib.learning_rate_at(60, cfg)) == pytest.approx(0.05)
+  assert float(trainer_lib.learning_rate_at(110, cfg)) == pytest.approx(0.0)
   step = config.TrainConfig(learning_rate=0.1, warmup_steps=1,
                             lr_schedule='step', lr_decay_steps=(5, 8))
-  assert float(train.learning_rate_at(6, step)) == pytest.approx(0.01)
-  assert float(train.learning_rate_at(9, step)) == pytest.approx(0.001)
+  assert float(trainer_lib.learning_rate_at(6, step)) == pytest.approx(0.01)
+  assert float(trainer_lib.learning_rate_at(9, step)) == pytest.approx(0.001)
   # A time budget moves the cosine's end (a tensor, no retracing).
-  assert float(train.learning_rate_at(
+  assert float(trainer_lib.learning_rate_at(
       60, cfg, tf.constant(210, tf.int64))) == pytest.approx(
           0.05 * (1 + np.cos(np.pi / 4)))
 
 
 def test_time_budget_estimates_the_steps_it_allows():
-  budget = train.TimeBudget(100.0, 'cpu', skip_steps=10)
+  budget = trainer_lib.TimeBudget(100.0, 'cpu', skip_steps=10)
   clock = [0.0]
   budget._clock = lambda: clock[0]  # pylint: disable=protected-access
   budget.start()
@@ -57,7 +57,7 @@ def test_time_budget_estimates_the_steps_it_allows():
   clock[0] = 100.0
   assert budget.spent()
   with pytest.raises(ValueError, match='wall or cpu'):
-    train.TimeBudget(1.0, 'gpu')
+    trainer_lib.TimeBudget(1.0, 'gpu')
 
 
 @pytest.fixture(scope='module')
@@ -67,7 +67,7 @@ def two_steps(shapes_train, tmp_path_factory):
   model_dir = tmp_path_factory.mktemp('two_steps')
   configs = configs_for(shapes_train, '--train_steps=3',
                         '--image_summary_every=2')
-  trainer = train.Trainer(configs, str(model_dir))
+  trainer = trainer_lib.Trainer(configs, str(model_dir))
   assert trainer.restore_or_initialise() == 'initialised from scratch'
   trainer.train(num_steps=2)
   weights = [v.numpy() for v in trainer.models.train_model.weights]
@@ -77,7 +77,7 @@ def two_steps(shapes_train, tmp_path_factory):
 def test_resume_continues_at_the_saved_step(two_steps):
   configs, model_dir, weights, _ = two_steps
   # A new process-like trainer on the same model_dir picks up step 2.
-  second = train.Trainer(configs, str(model_dir))
+  second = trainer_lib.Trainer(configs, str(model_dir))
   assert 'at step 2' in second.restore_or_initialise()
   for saved, restored in zip(weights, second.models.train_model.weights):
     np.testing.assert_array_equal(saved, restored.numpy())
@@ -132,7 +132,7 @@ def test_non_finite_steps_are_skipped_then_stop(two_steps, tmp_path):
   trainer.manager = tf.train.CheckpointManager(
       trainer.checkpoint, str(tmp_path), max_to_keep=1)
   trainer.dataset = tf.data.Dataset.from_tensors(bad).repeat()
-  with pytest.raises(train.TrainingStopped,
+  with pytest.raises(trainer_lib.TrainingStopped,
                      match='2 non-finite steps in a row.*lower the learning'):
     trainer.train(num_steps=5)
   assert trainer.manager.latest_checkpoint

@@ -19,8 +19,8 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
-from masklab_tf.modeling import instancefcn
-from masklab_tf.modeling import masklab
+from masklab_tf.modeling.systems import instancefcn
+from masklab_tf.modeling.systems import masklab
 from masklab_tf.modeling import precision as precision_lib
 
 INSTANCEFCN = 'instancefcn'

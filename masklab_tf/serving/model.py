@@ -34,9 +34,9 @@ import tf_keras
 from masklab_tf import config as config_lib
 from masklab_tf.data import pipeline
 from masklab_tf.modeling import factory
-from masklab_tf.modeling import mask_voting as mask_voting_lib
-from masklab_tf.modeling import output_fusion
-from masklab_tf.modeling import postprocess
+from masklab_tf.postprocess import mask_voting as mask_voting_lib
+from masklab_tf.postprocess import output_fusion
+from masklab_tf.postprocess import detections as detections_lib
 from masklab_tf.serving import preprocess
 
 def to_original(outputs: dict, image_size, scale, original_size,
@@ -111,7 +111,7 @@ def _full_image(masks, boxes, classes, scores, num, semantic_map, original,
                 largest, mask_voting, panoptic):
   """One image: pasted binary masks [D, H, W] (voted or at 0.5) and, with
   `panoptic`, the fused category and instance maps [H, W]."""
-  probabilities = postprocess.paste_masks_tf(masks, boxes, largest[0],
+  probabilities = detections_lib.paste_masks_tf(masks, boxes, largest[0],
                                              largest[1])
   valid = tf.range(tf.shape(classes)[0]) < num
   classes = tf.where(valid, tf.cast(classes, tf.int32), 0)

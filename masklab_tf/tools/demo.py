@@ -19,8 +19,8 @@ from absl import app
 from absl import flags
 
 from masklab_tf import config
-from masklab_tf import evaluate
-from masklab_tf import train
+from masklab_tf.evaluation import evaluator as evaluator_lib
+from masklab_tf.training import trainer as trainer_lib
 from masklab_tf import visualize
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
@@ -151,17 +151,17 @@ def _train_and_evaluate(configs, output_dir, val_set):
   model_dir = os.path.join(output_dir, 'model')
   print(f'[4/6] training {configs.train.train_steps} steps into {model_dir} '
         f'(batch {configs.train.batch_size}; rerun to resume)')
-  trainer = train.Trainer(configs, model_dir)
+  trainer = trainer_lib.Trainer(configs, model_dir)
   print('  ' + trainer.restore_or_initialise(), flush=True)
   trainer.train()
   print(f'[5/6] COCO evaluation on {len(val_set.records)} val images')
-  evaluator = evaluate.Evaluator(configs, split('val', 'annotations.json'),
+  evaluator = evaluator_lib.Evaluator(configs, split('val', 'annotations.json'),
                                  split('val', 'images'))
   metrics = evaluator.run(trainer.models.inference_model,
                           os.path.join(model_dir, 'results.json'))
-  evaluate.write_metrics(os.path.join(model_dir, 'metrics.json'), metrics,
+  evaluator_lib.write_metrics(os.path.join(model_dir, 'metrics.json'), metrics,
                          step=trainer.current_step)
-  print(evaluate.format_table({f'shapes_cpu, step {trainer.current_step}':
+  print(evaluator_lib.format_table({f'shapes_cpu, step {trainer.current_step}':
                                metrics}))
   preview = os.path.join(output_dir, 'predictions_preview.png')
   _save_predictions(trainer.models.inference_model, evaluator, val_set,
@@ -178,7 +178,7 @@ def _train_and_evaluate(configs, output_dir, val_set):
 
 
 def _save_predictions(inference_model, evaluator, val_set, path):
-  predictions = evaluate.predict(inference_model, evaluator.batches.take(2))
+  predictions = evaluator_lib.predict(inference_model, evaluator.batches.take(2))
   records = {r.image_id: r for r in val_set.records}
   panels = []
   for prediction in predictions[:6]:

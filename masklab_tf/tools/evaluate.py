@@ -24,7 +24,7 @@ from absl import flags
 import tensorflow as tf
 
 from masklab_tf import config
-from masklab_tf import evaluate
+from masklab_tf.evaluation import evaluator as evaluator_lib
 from masklab_tf.modeling import factory
 
 FLAGS = flags.FLAGS
@@ -69,16 +69,16 @@ def main(argv):
     models = factory.restore_models(configs, path)
     inference_model, saved_model = models.inference_model, None
   os.makedirs(output_dir, exist_ok=True)
-  evaluator = evaluate.Evaluator(configs, configs.data.annotations,
+  evaluator = evaluator_lib.Evaluator(configs, configs.data.annotations,
                                  configs.data.images)
   metrics = evaluator.run(inference_model,
                           os.path.join(output_dir, 'results.json'),
                           saved_model=saved_model)
-  evaluate.write_metrics(os.path.join(output_dir, 'metrics.json'), metrics,
+  evaluator_lib.write_metrics(os.path.join(output_dir, 'metrics.json'), metrics,
                          **{'saved_model' if saved_model else 'checkpoint':
                             path})
   print(f'model: {path}')
-  print(evaluate.format_table({os.path.basename(path): metrics}))
+  print(evaluator_lib.format_table({os.path.basename(path): metrics}))
 
 
 if __name__ == '__main__':

@@ -51,10 +51,10 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 
-from masklab_tf import evaluate
+from masklab_tf.evaluation import evaluator
 from masklab_tf import visualize
-from masklab_tf.modeling import output_fusion
-from masklab_tf.modeling import postprocess
+from masklab_tf.postprocess import output_fusion
+from masklab_tf.postprocess import detections as detections_lib
 
 FLAGS = flags.FLAGS
 
@@ -184,7 +184,7 @@ def run_batch(signature, items: list[Item]) -> list[dict]:
     boxes = outputs['detection_boxes'][i, :num]
     # The numpy paste (evaluation's), not `detection_masks_full`: the
     # SavedModel may have been exported without it.
-    masks = postprocess.paste_masks(outputs['detection_masks'][i, :num],
+    masks = detections_lib.paste_masks(outputs['detection_masks'][i, :num],
                                     boxes, height, width)
     results.append({
         'image_id': item.image_id, 'boxes': boxes,
@@ -272,7 +272,7 @@ def main(argv):
       drawn += above
       done += 1
       # RLE now: full-image masks of a whole folder would not fit in memory.
-      results.extend(evaluate.to_coco_results([prediction], category_ids or (
+      results.extend(evaluator.to_coco_results([prediction], category_ids or (
           range(1, int(prediction['classes'].max(initial=0)) + 1))))
       print(f'{item.path}: {above} detections >= {FLAGS.score_threshold:g} '
             f'(of {len(prediction["scores"])})', flush=True)

@@ -22,8 +22,8 @@ from absl import flags
 import tensorflow as tf
 
 from masklab_tf import config
-from masklab_tf import evaluate
-from masklab_tf import train
+from masklab_tf.evaluation import evaluator as evaluator_lib
+from masklab_tf.training import trainer as trainer_lib
 
 FLAGS = flags.FLAGS
 
@@ -42,13 +42,13 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   configs = config.all_from_flags()
   if configs.train.strategy == 'mirrored':
-    train.split_cpu(configs.train.num_cpu_replicas)
+    trainer_lib.split_cpu(configs.train.num_cpu_replicas)
   os.makedirs(FLAGS.model_dir, exist_ok=True)
-  trainer = train.Trainer(configs, FLAGS.model_dir)
+  trainer = trainer_lib.Trainer(configs, FLAGS.model_dir)
   print(trainer.restore_or_initialise(), flush=True)
   evaluator = None
   if configs.train.val_annotations:
-    evaluator = evaluate.Evaluator(configs, configs.train.val_annotations,
+    evaluator = evaluator_lib.Evaluator(configs, configs.train.val_annotations,
                                    configs.train.val_images)
   best = BestCheckpoint(trainer, FLAGS.model_dir)
 
@@ -69,9 +69,9 @@ def main(argv):
   if evaluator:
     step = trainer.current_step
     metrics = evaluate_at(step)
-    evaluate.write_metrics(os.path.join(FLAGS.model_dir, 'metrics.json'),
+    evaluator_lib.write_metrics(os.path.join(FLAGS.model_dir, 'metrics.json'),
                            metrics, step=step)
-    print(evaluate.format_table({f'step {step}': metrics}))
+    print(evaluator_lib.format_table({f'step {step}': metrics}))
 
 
 class BestCheckpoint:
@@ -86,17 +86,17 @@ class BestCheckpoint:
     self.best = -1.0
     if os.path.exists(self.path):
       with open(self.path) as f:
-        self.best = evaluate.headline(json.load(f))[1]
+        self.best = evaluator_lib.headline(json.load(f))[1]
 
   def update(self, step, metrics):
-    name, value = evaluate.headline(metrics)
+    name, value = evaluator_lib.headline(metrics)
     box = (f'box AP {metrics["box"]["AP"]:.1f}  ' if 'box' in metrics
            else '')
     print(f'eval at step {step}: {box}{name} {value:.1f}', flush=True)
     if value > self.best:
       self.best = value
       self.manager.save(checkpoint_number=step)
-      evaluate.write_metrics(self.path, metrics, step=step)
+      evaluator_lib.write_metrics(self.path, metrics, step=step)
 
 
 if __name__ == '__main__':

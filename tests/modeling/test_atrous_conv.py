@@ -6,8 +6,8 @@ import tensorflow as tf
 import tf_keras
 
 from official.vision.modeling.layers import nn_blocks
-from masklab_tf.modeling import atrous_conv
-from masklab_tf.modeling import backbone as backbone_lib
+from masklab_tf.modeling.layers import atrous_conv
+from masklab_tf.modeling.backbones import resnet as backbone_lib
 
 requires_native = pytest.mark.skipif(
     not atrous_conv.native_dilation_supported(),

@@ -15,7 +15,7 @@ import tf_keras
 from official.vision.modeling import backbones as mg_backbones
 from official.vision.modeling import classification_model
 from official.vision.modeling.layers import nn_blocks
-from masklab_tf.modeling import backbone as backbone_lib
+from masklab_tf.modeling.backbones import resnet as backbone_lib
 
 EPSILON = 1e-5  # Our default; Model Garden's ResNet must use the same.
 LEVELS = {'res2': '2', 'res3': '3', 'res4': '4', 'res5': '5'}

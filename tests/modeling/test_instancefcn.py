@@ -7,8 +7,8 @@ import tf_keras
 
 from masklab_tf import config
 from masklab_tf.modeling import factory
-from masklab_tf.modeling import instancefcn
-from masklab_tf.modeling import postprocess
+from masklab_tf.modeling.systems import instancefcn
+from masklab_tf.postprocess import detections
 
 MAX_INSTANCES = 3
 WINDOWS = (32.0, 64.0)
@@ -99,7 +99,7 @@ def test_segment_proposals_tight_boxes_and_nms():
                                 [1, 1, 0, 0])
   # Masks are on the tight box: pasted back, the first one is the segment
   # ([3, 13) x [5, 11) in pixels), corners cut by the bilinear paste.
-  pasted = postprocess.paste_masks(out['detection_masks'][0, :1].numpy(),
+  pasted = detections.paste_masks(out['detection_masks'][0, :1].numpy(),
                                    out['detection_boxes'][0, :1].numpy(),
                                    16, 16)[0] >= 0.5
   expected = np.zeros([16, 16], bool)
@@ -172,8 +172,8 @@ def test_trains_evaluates_and_serves_through_the_common_tools(
     shapes_train, shapes_dir, tmp_path):
   """bin/train's Trainer (full-image masks turned on for it), the evaluator
   (AR only: proposals have no classes) and the serving model."""
-  from masklab_tf import evaluate  # pylint: disable=g-import-not-at-top
-  from masklab_tf import train
+  from masklab_tf.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
+  from masklab_tf.training import trainer as trainer_lib
   from masklab_tf.serving import model as serving_model
   annotations, images = shapes_train
   configs = config.from_flagfile('configs/shapes_cpu.flags', (
@@ -184,18 +184,18 @@ def test_trains_evaluates_and_serves_through_the_common_tools(
       '--log_every=1', '--checkpoint_every=2', '--warmup_steps=2',
       '--image_summary_every=2', f'--train_annotations={annotations}',
       f'--train_images={images}'))
-  trainer = train.Trainer(configs, str(tmp_path))
+  trainer = trainer_lib.Trainer(configs, str(tmp_path))
   trainer.restore_or_initialise()
   losses = trainer.train(num_steps=2)
   assert set(losses) == {'objectness', 'segment', 'total', 'weight_decay'}
   assert np.isfinite(losses['total'])
-  evaluator = evaluate.Evaluator(
+  evaluator = evaluator_lib.Evaluator(
       configs, f'{shapes_dir}/val/annotations.json', f'{shapes_dir}/val/images')
   metrics = evaluator.run(trainer.models.inference_model)
   assert set(metrics) == {'proposals'}
   assert set(metrics['proposals']) == {'AR@10', 'AR@100'}
   assert 0.0 <= metrics['proposals']['AR@100'] <= 100.0
-  assert 'AR@100' in evaluate.format_table({'run': metrics})
+  assert 'AR@100' in evaluator_lib.format_table({'run': metrics})
   serving = serving_model.build_serving_model(trainer.models.inference_model,
                                               configs)
   image = np.zeros([1, 70, 90, 3], np.uint8)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from masklab_tf.modeling import mask_voting
+from masklab_tf.postprocess import mask_voting
 
 
 def _box_mask(box, value, size=6):

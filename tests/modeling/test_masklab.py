@@ -9,8 +9,8 @@ import tf_keras
 
 from masklab_tf import config
 from masklab_tf.modeling import factory
-from masklab_tf.modeling import mask_heads
-from masklab_tf.modeling import masklab
+from masklab_tf.modeling.heads import masklab_head
+from masklab_tf.modeling.systems import masklab
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 MAX_INSTANCES = 4
@@ -178,7 +178,7 @@ PINNED = {'mask_coarse': 0.6775, 'mask_refined': 0.6943, 'semantic': 2.8577,
 @pytest.mark.parametrize('name', ['masklab', 'masklab_semantic_only',
                                   'masklab_direction_only'])
 def test_mask_head_registry_and_config_round_trip(name):
-  head = mask_heads.build_mask_head(name, num_classes=3, output_stride=8)
+  head = masklab_head.build_mask_head(name, num_classes=3, output_stride=8)
   clone = head.__class__.from_config(head.get_config())
   assert clone.get_config() == head.get_config()
   assert tf_keras.layers.deserialize(
@@ -187,7 +187,7 @@ def test_mask_head_registry_and_config_round_trip(name):
 
 def test_unknown_head_is_a_clear_error():
   with pytest.raises(ValueError, match='unknown mask head'):
-    mask_heads.build_mask_head('nope', num_classes=3)
+    masklab_head.build_mask_head('nope', num_classes=3)
 
 
 def test_ablation_switches_change_the_fuse_conv():
@@ -262,13 +262,13 @@ def test_model_layers_round_trip_config(layer):
 
 
 def test_head_and_classifier_layers_round_trip(tiny_models):
-  from masklab_tf.modeling import postprocess
-  from masklab_tf.modeling import roi_sampler
+  from masklab_tf.postprocess import detections as detections_lib
+  from masklab_tf.modeling.layers import roi_sampler
   layers = [tiny_models.train_model.get_layer('box_classifier'),
             tiny_models.train_model.get_layer('roi_sampler'),
             tiny_models.inference_model.get_layer('detections')]
   assert isinstance(layers[1], roi_sampler.RoiSampler)
-  assert isinstance(layers[2], postprocess.Detections)
+  assert isinstance(layers[2], detections_lib.Detections)
   for layer in layers:
     clone = layer.__class__.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from masklab_tf.modeling import output_fusion
+from masklab_tf.postprocess import output_fusion
 
 
 def _masks(shape, *pixel_lists):

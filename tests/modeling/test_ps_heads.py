@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from masklab_tf.modeling import mask_heads
-from masklab_tf.modeling import masklab
-from masklab_tf.modeling import ps_heads
+from masklab_tf.modeling.heads import masklab_head
+from masklab_tf.modeling.systems import masklab
+from masklab_tf.modeling.heads import position_sensitive
 
 from modeling.test_masklab import MAX_INSTANCES, fixed_batch, sgd_steps
 from modeling.test_masklab import tiny_config
@@ -18,7 +18,7 @@ def test_inside_outside_reads_the_class_cells_of_each_quadrant():
   """One class (C + 1 = 2), a 2x2 grid: 16 maps, map m constant m. A box
   through the 4 pixel centres of each axis, class 1: its outside cells are maps 4..7, its
   inside cells 12..15, one per quadrant of the 4x4 crop."""
-  layer = ps_heads._InsideOutside(  # pylint: disable=protected-access
+  layer = position_sensitive._InsideOutside(  # pylint: disable=protected-access
       num_classes=1, grid_size=2, crop_size=4, feature_stride=1,
       use_xla=False)
   maps = tf.broadcast_to(tf.range(16, dtype=tf.float32), [1, 4, 4, 16])
@@ -35,7 +35,7 @@ def test_inside_outside_reads_the_class_cells_of_each_quadrant():
 
 
 def test_fcis_mask_logit_is_inside_minus_outside():
-  head = mask_heads.build_mask_head('fcis', num_classes=1, crop_size=4,
+  head = masklab_head.build_mask_head('fcis', num_classes=1, crop_size=4,
                                     output_stride=1, ps_grid_size=2,
                                     ps_feature_channels=4, use_xla=False,
                                     refine=True, features='both')
@@ -72,7 +72,7 @@ def test_heads_train_in_the_whole_model(name):
 
 @pytest.mark.parametrize('name', ['fcis', 'biseg'])
 def test_registry_and_config_round_trip(name):
-  head = mask_heads.build_mask_head(name, num_classes=3, output_stride=8,
+  head = masklab_head.build_mask_head(name, num_classes=3, output_stride=8,
                                     features='both', refine=True,
                                     num_directions=8)
   clone = head.__class__.from_config(head.get_config())

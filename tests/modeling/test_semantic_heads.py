@@ -5,12 +5,12 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from masklab_tf.modeling import mask_heads
-from masklab_tf.modeling import semantic_heads
+from masklab_tf.modeling.heads import masklab_head
+from masklab_tf.modeling.heads import semantic_head as semantic_head_lib
 
 
 def test_aspp_shapes_parameters_and_round_trip():
-  head = semantic_heads.build_semantic_head('aspp', 5, filters=8,
+  head = semantic_head_lib.build_semantic_head('aspp', 5, filters=8,
                                             rates=(2, 4, 6))
   out = head(tf.ones([2, 12, 10, 16]))
   assert out.shape == (2, 12, 10, 5)
@@ -24,12 +24,12 @@ def test_aspp_shapes_parameters_and_round_trip():
 
 def test_unknown_semantic_head_is_a_clear_error():
   with pytest.raises(ValueError, match='semantic head must be one of'):
-    semantic_heads.build_semantic_head('fpn', 5)
+    semantic_head_lib.build_semantic_head('fpn', 5)
 
 
 @pytest.mark.parametrize('name', ['masklab', 'fcis', 'biseg'])
 def test_every_mask_head_takes_the_aspp_option(name):
-  head = mask_heads.build_mask_head(
+  head = masklab_head.build_mask_head(
       name, num_classes=2, crop_size=9, output_stride=8, ps_grid_size=3,
       ps_grid_size_fine=3, ps_feature_channels=8, hypercolumn_channels=4,
       refine_filters=4, semantic_head='aspp', use_xla=False)
@@ -40,5 +40,5 @@ def test_every_mask_head_takes_the_aspp_option(name):
              tf.constant([[1]]))
   assert out['semantic_logits'].shape == (1, 8, 8, 3)
   assert out['mask_logits'].shape == (1, 1, 9, 9)
-  assert isinstance(head.semantic_conv, semantic_heads.AsppSemanticHead)
+  assert isinstance(head.semantic_conv, semantic_head_lib.AsppSemanticHead)
   assert np.isfinite(out['mask_logits'].numpy()).all()

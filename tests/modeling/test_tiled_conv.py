@@ -6,8 +6,8 @@ import tensorflow as tf
 import tf_keras
 
 from official.vision.modeling.layers import nn_blocks
-from masklab_tf.modeling import atrous_conv
-from masklab_tf.modeling import tiled_conv
+from masklab_tf.modeling.layers import atrous_conv
+from masklab_tf.modeling.layers import tiled_conv
 
 
 def _conv_input_shapes(function, spec):

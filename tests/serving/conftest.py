@@ -21,7 +21,7 @@ def exported_model(tmp_path_factory):
   (TINY overrides, random weights, the 4 shape names as categories, no
   full-image masks)."""
   from masklab_tf import config
-  from masklab_tf.modeling import masklab
+  from masklab_tf.modeling.systems import masklab
   from masklab_tf.serving import export
   configs = config.from_flagfile(
       os.path.join(REPO, 'configs', 'shapes_cpu.flags'), TINY)

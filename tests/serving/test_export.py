@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from masklab_tf import config
-from masklab_tf.modeling import masklab
+from masklab_tf.modeling.systems import masklab
 from masklab_tf.serving import model as model_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -191,14 +191,14 @@ def test_evaluating_the_saved_model_equals_the_checkpoint_path(
     exported_model, loaded, shapes_dir):
   """bin/evaluate --saved_model scores raw images through the signature;
   on same-size images that is exactly the eval pipeline's computation."""
-  from masklab_tf import evaluate  # pylint: disable=g-import-not-at-top
+  from masklab_tf.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
   configs = exported_model['configs']
-  evaluator = evaluate.Evaluator(
+  evaluator = evaluator_lib.Evaluator(
       configs, os.path.join(shapes_dir, 'val', 'annotations.json'),
       os.path.join(shapes_dir, 'val', 'images'))
-  direct = evaluate.predict(exported_model['inference_model'],
+  direct = evaluator_lib.predict(exported_model['inference_model'],
                             evaluator.batches)
-  served = evaluate.predict_saved_model(
+  served = evaluator_lib.predict_saved_model(
       loaded, evaluator.dataset)
   assert [p['image_id'] for p in direct] == [p['image_id'] for p in served]
   for a, b in zip(direct, served):

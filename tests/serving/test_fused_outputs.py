@@ -5,10 +5,10 @@ import numpy as np
 import tf_keras
 
 from masklab_tf import config
-from masklab_tf.modeling import mask_voting
-from masklab_tf.modeling import masklab
-from masklab_tf.modeling import output_fusion
-from masklab_tf.modeling import postprocess
+from masklab_tf.postprocess import mask_voting
+from masklab_tf.modeling.systems import masklab
+from masklab_tf.postprocess import output_fusion
+from masklab_tf.postprocess import detections
 from masklab_tf.serving import model as model_lib
 
 
@@ -34,7 +34,7 @@ def test_voted_masks_and_panoptic_maps_match_the_references():
     num = int(base['num_detections'][i])
     assert num > 0
     boxes = base['detection_boxes'][i, :num]
-    probabilities = postprocess.paste_masks(
+    probabilities = detections.paste_masks(
         base['detection_masks'][i, :num], boxes, 70, 90)
     voted = mask_voting.vote_masks_np(
         probabilities, boxes, base['detection_scores'][i, :num],

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_keras
 from official.vision.ops import box_ops
 
-from masklab_tf.modeling import tiled_conv
+from masklab_tf.modeling.layers import tiled_conv
 from masklab_tf.ops import anchors as anchor_ops
 
 @tf_keras.utils.register_keras_serializable(package='masklab')

@@ -37,7 +37,7 @@ from official.modeling import tf_utils
 from official.vision.modeling import backbones as mg_backbones
 from official.vision.modeling.backbones import resnet as mg_resnet
 
-from masklab_tf.modeling import atrous_conv
+from masklab_tf.modeling.layers import atrous_conv
 
 # (block type, filters, repeats) per stage res2..res5: Model Garden's table.
 # Note depth 26 is basic blocks [3, 3, 3, 3] there, not bottlenecks.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-from masklab_tf.modeling import backbone as backbone_lib
+from masklab_tf.modeling.backbones import resnet as backbone_lib
 from masklab_tf.ops import roi_crop
 
 

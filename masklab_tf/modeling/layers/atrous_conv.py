@@ -51,7 +51,7 @@ from official.modeling import tf_utils
 from official.vision.modeling.layers import nn_blocks
 from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
-from masklab_tf.modeling import tiled_conv
+from masklab_tf.modeling.layers import tiled_conv
 
 
 # Largest SpaceToBatchND tile (ceil(size / rate)) for which the native kernel

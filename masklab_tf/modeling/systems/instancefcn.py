@@ -45,10 +45,10 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
-from masklab_tf.modeling import backbone as backbone_lib
+from masklab_tf.modeling.backbones import resnet as backbone_lib
 from masklab_tf.modeling import losses as losses_lib
-from masklab_tf.modeling import masklab
-from masklab_tf.modeling import rpn
+from masklab_tf.modeling.systems import masklab
+from masklab_tf.modeling.heads import rpn_head
 from masklab_tf.ops import assemble
 from masklab_tf.ops import crop
 
@@ -221,7 +221,7 @@ class WindowSampler(tf_keras.layers.Layer):
   def call(self, windows, gt_boxes, image_size):
     positive, negative, matched = window_labels(
         windows, gt_boxes, image_size, self.stride, self.window_sizes)
-    labels = rpn.sample_labels(positive, negative, self.sample_size,
+    labels = rpn_head.sample_labels(positive, negative, self.sample_size,
                                self.positive_fraction)
     # Sampled positives first (stable order), then the rest as padding.
     order = tf.argsort(tf.cast(labels == 1, tf.int32), axis=1,

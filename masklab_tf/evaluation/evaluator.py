@@ -28,11 +28,11 @@ from pycocotools import coco as coco_api
 from pycocotools import cocoeval
 from pycocotools import mask as mask_api
 
-from masklab_tf import proposal_recall
+from masklab_tf.evaluation import proposal_recall
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.modeling import factory
-from masklab_tf.modeling import postprocess
+from masklab_tf.postprocess import detections as detections_lib
 
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 RECALL_LIMITS = (10, 100)
@@ -57,7 +57,7 @@ def predict(inference_model, dataset: tf.data.Dataset,
       scale = np.tile(batch['scale'][i].numpy(), 2)
       height, width = batch['original_size'][i].numpy()
       boxes = outputs['detection_boxes'][i, :num] / scale
-      masks = postprocess.paste_masks(outputs['detection_masks'][i, :num],
+      masks = detections_lib.paste_masks(outputs['detection_masks'][i, :num],
                                       boxes, int(height), int(width))
       predictions.append({
           'image_id': int(image_id), 'boxes': boxes,
@@ -83,7 +83,7 @@ def predict_saved_model(loaded, dataset: coco.CocoDataset,
                serve(images=tf.constant(image[np.newaxis])).items()}
     num = int(outputs['num_detections'])
     boxes = outputs['detection_boxes'][:num]
-    masks = postprocess.paste_masks(outputs['detection_masks'][:num], boxes,
+    masks = detections_lib.paste_masks(outputs['detection_masks'][:num], boxes,
                                     record.height, record.width)
     predictions.append({
         'image_id': record.image_id, 'boxes': boxes,

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_keras
 from official.vision.ops import box_ops
 
-from masklab_tf.modeling import rpn
+from masklab_tf.modeling.heads import rpn_head
 
 
 def sample_rois(proposals, gt_boxes, gt_classes, num_samples: int = 64,
@@ -49,7 +49,7 @@ def sample_rois(proposals, gt_boxes, gt_classes, num_samples: int = 64,
   has_gt = tf.reduce_any(valid_gt, axis=1, keepdims=True)
   foreground = real & (best_iou >= foreground_iou)
   background = real & ~foreground & ((best_iou >= 0) | ~has_gt)
-  labels = rpn.sample_labels(foreground, background, num_samples,
+  labels = rpn_head.sample_labels(foreground, background, num_samples,
                              foreground_fraction, seed)
   # Chosen candidates first (random order among them), then the rest.
   priority = tf.cast(labels >= 0, tf.float32) * 2.0 + tf.random.uniform(

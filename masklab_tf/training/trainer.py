@@ -34,8 +34,8 @@ from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.data import sources
 from masklab_tf.modeling import factory
-from masklab_tf.modeling import masklab
-from masklab_tf.modeling import postprocess
+from masklab_tf.modeling.systems import masklab
+from masklab_tf.postprocess import detections
 from masklab_tf.modeling import precision as precision_lib
 
 
@@ -415,7 +415,7 @@ class Trainer:
     for i, image in enumerate(images.numpy()):
       num = int(outputs['num_detections'][i])
       boxes = outputs['detection_boxes'][i, :num]
-      masks = postprocess.paste_masks(outputs['detection_masks'][i, :num],
+      masks = detections.paste_masks(outputs['detection_masks'][i, :num],
                                       boxes, image.shape[0], image.shape[1])
       pictures.append(visualize.prediction_panel(
           image, boxes, masks >= 0.5,

@@ -33,8 +33,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-from masklab_tf.modeling import mask_heads
-from masklab_tf.modeling import semantic_heads
+from masklab_tf.modeling.heads import masklab_head
+from masklab_tf.modeling.heads import semantic_head as semantic_head_lib
 from masklab_tf.ops import assemble
 
 
@@ -90,7 +90,7 @@ class _PositionSensitiveHead(tf_keras.layers.Layer):
   def build(self, input_shape):
     # BiSeg / FCIS: a 1x1 conv reduces res5 (2048 channels) to 1024.
     self.reduce = self._conv(self.ps_feature_channels, 'reduce', 'relu')
-    self.semantic_conv = semantic_heads.build_semantic_head(
+    self.semantic_conv = semantic_head_lib.build_semantic_head(
         self.semantic_head, self.num_classes + 1,
         kernel_regularizer=self.kernel_regularizer)
     self.score_maps = self._conv(self._score_channels(self.ps_grid_size),
@@ -116,7 +116,7 @@ class _PositionSensitiveHead(tf_keras.layers.Layer):
     }
 
 
-@mask_heads.register('fcis')
+@masklab_head.register('fcis')
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class FcisHead(_PositionSensitiveHead):
   """FCIS: 2 k^2 (C+1) inside/outside maps on res5 (k = 7), assembled per
@@ -131,7 +131,7 @@ class FcisHead(_PositionSensitiveHead):
             'coarse_mask_logits': logits, 'mask_logits': logits}
 
 
-@mask_heads.register('biseg')
+@masklab_head.register('biseg')
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class BisegHead(_PositionSensitiveHead):
   """BiSeg: fused k1 (res5, assembled at S/2 and upsampled x2) and k2

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-from masklab_tf.modeling import atrous_conv
+from masklab_tf.modeling.layers import atrous_conv
 
 SEMANTIC_HEADS = ('conv1x1', 'aspp')
 

@@ -19,7 +19,7 @@ from typing import Callable
 import tensorflow as tf
 import tf_keras
 
-from masklab_tf.modeling import semantic_heads
+from masklab_tf.modeling.heads import semantic_head as semantic_head_lib
 from masklab_tf.ops import assemble
 from masklab_tf.ops import roi_crop
 
@@ -122,7 +122,7 @@ class MaskLabHead(tf_keras.layers.Layer):
     reg = dict(kernel_regularizer=self.kernel_regularizer)
     # Both dense maps exist in every ablation: the semantic map is an output
     # of its own and the direction loss may be on.
-    self.semantic_conv = semantic_heads.build_semantic_head(
+    self.semantic_conv = semantic_head_lib.build_semantic_head(
         self.semantic_head, self.num_classes + 1, **reg)
     self.direction_conv = tf_keras.layers.Conv2D(
         self.num_directions * self.num_distance_bins, 1,
@@ -222,4 +222,4 @@ def _direction_only(**kwargs):
 
 
 # The position-sensitive heads (FCIS, BiSeg) register themselves.
-from masklab_tf.modeling import ps_heads  # noqa: E402,F401  pylint: disable=g-import-not-at-top,unused-import
+from masklab_tf.modeling.heads import position_sensitive  # noqa: E402,F401  pylint: disable=g-import-not-at-top,unused-import

@@ -24,13 +24,13 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
-from masklab_tf.modeling import backbone as backbone_lib
-from masklab_tf.modeling import box_head
+from masklab_tf.modeling.backbones import resnet as backbone_lib
+from masklab_tf.modeling.heads import box_head
 from masklab_tf.modeling import losses as losses_lib
-from masklab_tf.modeling import mask_heads
-from masklab_tf.modeling import postprocess
-from masklab_tf.modeling import roi_sampler
-from masklab_tf.modeling import rpn
+from masklab_tf.modeling.heads import masklab_head
+from masklab_tf.postprocess import detections as detections_lib
+from masklab_tf.modeling.layers import roi_sampler
+from masklab_tf.modeling.heads import rpn_head as rpn_head_lib
 
 # ImageNet statistics in 0..255 RGB, as Model Garden normalises.
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -48,7 +48,7 @@ class ImageNormalization(tf_keras.layers.Layer):
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class RpnTargets(tf_keras.layers.Layer):
-  """Anchors + ground truth -> RPN labels and box targets (rpn.rpn_targets)."""
+  """Anchors + ground truth -> RPN labels and box targets (rpn_head_lib.rpn_targets)."""
 
   def __init__(self, batch_size_per_image=256, positive_fraction=0.5,
                positive_iou=0.7, negative_iou=0.3, **kwargs):
@@ -59,7 +59,7 @@ class RpnTargets(tf_keras.layers.Layer):
     self.negative_iou = negative_iou
 
   def call(self, anchors, gt_boxes):
-    return rpn.rpn_targets(anchors, gt_boxes, self.batch_size_per_image,
+    return rpn_head_lib.rpn_targets(anchors, gt_boxes, self.batch_size_per_image,
                            self.positive_fraction, self.positive_iou,
                            self.negative_iou)
 
@@ -144,12 +144,12 @@ def build_masklab(cfg: config_lib.ModelConfig,
       cfg.backbone_depth, stride, tuple(cfg.backbone_multigrid),
       norm_momentum=cfg.norm_momentum, norm_epsilon=cfg.norm_epsilon,
       use_sync_bn=cfg.use_sync_bn)
-  anchors_layer = rpn.RpnAnchors(res4_stride, cfg.anchor_sizes,
+  anchors_layer = rpn_head_lib.RpnAnchors(res4_stride, cfg.anchor_sizes,
                                  cfg.anchor_aspect_ratios, dtype='float32',
                                  name='anchors')
-  rpn_head = rpn.RpnHead(anchors_layer.num_anchors, cfg.rpn_head_channels,
+  rpn_head = rpn_head_lib.RpnHead(anchors_layer.num_anchors, cfg.rpn_head_channels,
                          name='rpn_head')
-  proposals_layer = rpn.ProposalGenerator(
+  proposals_layer = rpn_head_lib.ProposalGenerator(
       pre_nms_top_k=cfg.rpn_pre_nms_top_k, nms_iou=cfg.rpn_nms_iou,
       num_proposals=cfg.num_proposals,
       test_pre_nms_top_k=cfg.rpn_pre_nms_top_k,
@@ -161,7 +161,7 @@ def build_masklab(cfg: config_lib.ModelConfig,
       deformable=cfg.deformable_crop, norm_momentum=cfg.norm_momentum,
       norm_epsilon=cfg.norm_epsilon, use_sync_bn=cfg.use_sync_bn,
       name='box_classifier')
-  mask_head = mask_heads.build_mask_head(
+  mask_head = masklab_head.build_mask_head(
       cfg.mask_head, num_classes=cfg.num_classes,
       crop_size=geometry.mask_crop_size,
       num_directions=geometry.num_directions,
@@ -209,7 +209,7 @@ def build_masklab(cfg: config_lib.ModelConfig,
   test_proposals, _ = proposals_layer(rpn_scores, rpn_deltas, anchors,
                                       image_size, training=False)
   test_logits, test_deltas = classifier(endpoints['res4'], test_proposals)
-  detections = postprocess.Detections(
+  detections = detections_lib.Detections(
       cfg.max_detections, cfg.detection_nms_iou,
       cfg.detection_score_threshold, dtype='float32', name='detections')(
           test_logits, test_deltas, test_proposals, image_size)

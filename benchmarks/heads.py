@@ -127,7 +127,7 @@ def semantic_scores(inference_model, batches, num_classes,
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from masklab_tf.postprocess import output_fusion
-  from masklab_tf.postprocess import detections as detections_lib
+  from masklab_tf.postprocess import masks as masks_lib
   call = tf.function(lambda x: inference_model(x, training=False))
   semantic_confusions = np.zeros([3, num_classes + 1, num_classes + 1],
                                  np.int64)
@@ -146,10 +146,10 @@ def semantic_scores(inference_model, batches, num_classes,
     for i, num in enumerate(outputs['num_detections']):
       semantic = outputs['semantic_map'][i]
       keep = outputs['detection_scores'][i, :num] >= score_threshold
-      masks = detections_lib.paste_masks(
+      masks = masks_lib.paste_masks(
           outputs['detection_masks'][i, :num][keep],
           outputs['detection_boxes'][i, :num][keep],
-          *semantic.shape) >= 0.5
+          *semantic.shape).numpy() >= 0.5
       classes = outputs['detection_classes'][i, :num][keep]
       scores = outputs['detection_scores'][i, :num][keep]
       fused, _, _ = output_fusion.fuse_np(semantic, masks, classes, scores)

@@ -41,7 +41,7 @@ sys.path.insert(0, REPO)
 
 import machine  # pylint: disable=g-import-not-at-top
 from masklab_tf import config
-from masklab_tf.modeling.systems import masklab
+from masklab_tf.modeling import factory
 from masklab_tf.serving import export
 
 FLAGS = flags.FLAGS
@@ -103,7 +103,7 @@ def main(argv):
   load_avg = os.getloadavg()[0]
 
   start = time.perf_counter()
-  models = masklab.build_masklab(configs.model, configs.geometry,
+  models = factory.build_models(configs.model, configs.geometry,
                                  configs.data.max_instances)
   build_s = time.perf_counter() - start
   export_dir = os.path.join(FLAGS.work_dir, '1')

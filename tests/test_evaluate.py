@@ -5,7 +5,7 @@ import pytest
 from pycocotools import mask as mask_api
 
 from masklab_tf.evaluation import evaluator as evaluator_lib
-from masklab_tf.postprocess import detections as detections_lib
+from masklab_tf.postprocess import masks as masks_lib
 
 
 def ground_truth(num_instances, size=200, first_id=1):
@@ -73,7 +73,7 @@ def test_paste_masks_inverts_the_crop_convention():
   mask[0, 10:40, 20:70] = 1
   box = np.array([[10.0, 20.0, 40.0, 70.0]], np.float32)
   crops = crop.crop_masks(mask, box, 41).numpy()
-  pasted = detections_lib.paste_masks(crops, box, 60, 80)[0] >= 0.5
+  pasted = masks_lib.paste_masks(crops, box, 60, 80)[0].numpy() >= 0.5
   assert (pasted == mask[0].astype(bool)).mean() > 0.999
   assert not pasted[:10].any() and not pasted[:, :20].any()
 

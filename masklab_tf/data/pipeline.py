@@ -35,6 +35,7 @@ from masklab_tf.data import sources
 from masklab_tf.data import targets
 from masklab_tf.data import tfrecord
 from masklab_tf.ops import crop
+from masklab_tf.ops import image_policy
 
 IGNORE_LABEL = targets.IGNORE_LABEL
 
@@ -57,21 +58,6 @@ def make_source(cfg: config_lib.DataConfig,
   return sources.coco_source(dataset, input_context, skipped)
 
 
-def resized_size(height: tf.Tensor, width: tf.Tensor, min_size: tf.Tensor,
-                 max_size: int) -> tf.Tensor:
-  """Shortest side to min_size unless the longest would exceed max_size."""
-  height = tf.cast(height, tf.float32)
-  width = tf.cast(width, tf.float32)
-  scale = tf.minimum(
-      tf.cast(min_size, tf.float32) / tf.minimum(height, width),
-      float(max_size) / tf.maximum(height, width))
-  return tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32)
-
-
-def _round_up(value: tf.Tensor, multiple: int) -> tf.Tensor:
-  return (value + multiple - 1) // multiple * multiple
-
-
 def _select_instances(areas, is_crowd, max_instances):
   """Regular (non-crowd) instances, the largest max_instances of them."""
   regular = tf.logical_not(is_crowd)
@@ -80,24 +66,6 @@ def _select_instances(areas, is_crowd, max_instances):
   order = tf.argsort(areas, direction='DESCENDING', stable=True)
   keep = order[:tf.minimum(num_regular, max_instances)]
   return tf.sort(keep)
-
-
-def _resize_nearest(tensor, size, axis=0):
-  """Nearest-neighbour resize of dims (axis, axis + 1) to `size`.
-
-  Gathers source rows and columns at the half-pixel-centred positions that
-  tf.image.resize(method='nearest') uses; unlike it, this works for any
-  dtype and for an empty leading dimension (images without instances).
-  """
-  def source_indices(in_size, out_size):
-    ratio = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
-    position = (tf.cast(tf.range(out_size), tf.float32) + 0.5) * ratio
-    return tf.minimum(tf.cast(tf.floor(position), tf.int32), in_size - 1)
-
-  shape = tf.shape(tensor)
-  rows = source_indices(shape[axis], size[0])
-  cols = source_indices(shape[axis + 1], size[1])
-  return tf.gather(tf.gather(tensor, rows, axis=axis), cols, axis=axis + 1)
 
 
 def _pad_rows(tensor, rows, value):
@@ -152,15 +120,14 @@ class Preprocessor:
     instances = targets.instance_map(masks, example['is_crowd'], areas)
     kept_masks = tf.gather(masks, keep) if cfg.keep_full_masks else None
 
-    size = resized_size(original_size[0], original_size[1],
-                        self._min_size(size_seed), cfg.max_size)
+    size = image_policy.resized_size(original_size[0], original_size[1],
+                                     self._min_size(size_seed), cfg.max_size)
     scale = tf.cast(size, tf.float32) / tf.cast(original_size, tf.float32)
-    image = tf.image.resize(image, size, method='bilinear')
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    instances = _resize_nearest(instances, size)
+    image = image_policy.resize_image(image, size)
+    instances = image_policy.resize_nearest(instances, size)
     boxes = boxes * tf.tile(scale, [2])
     if kept_masks is not None:
-      kept_masks = _resize_nearest(kept_masks, size, axis=1)
+      kept_masks = image_policy.resize_nearest(kept_masks, size, axis=1)
 
     if self.is_training and cfg.flip:
       flip = tf.random.stateless_uniform([], flip_seed) < 0.5
@@ -183,7 +150,7 @@ class Preprocessor:
     if cfg.pad_to:
       padded = tf.constant(cfg.pad_to, tf.int32)
     else:
-      padded = _round_up(size, cfg.output_stride)
+      padded = image_policy.round_up(size, cfg.output_stride)
     pad_h, pad_w = padded[0] - size[0], padded[1] - size[1]
     image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
     for key in dense:

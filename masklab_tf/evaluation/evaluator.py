@@ -1,8 +1,9 @@
 """COCO evaluation of a MaskLab inference model with pycocotools.
 
-Predictions come back to original image coordinates (the pipeline resized
-the image by `scale`), masks are pasted from their 41x41 box crops, binarised
-at 0.5 and RLE-encoded, and COCOeval scores boxes and masks. Two pycocotools
+Predictions come back to original image coordinates through
+postprocess/image_results.py (as served models answer), masks pasted from
+their box crops and binarised at 0.5, RLE-encoded, and COCOeval scores
+boxes and masks. Two pycocotools
 traps are handled: annotation id 0 is silently dropped by COCOeval (the
 reader renumbers ids, and the ground truth handed over is its cleaned json),
 and the headline AP counts at most 100 detections per image (maxDets is
@@ -31,66 +32,74 @@ from pycocotools import mask as mask_api
 from masklab_tf.evaluation import proposal_recall
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
-from masklab_tf.modeling import factory
-from masklab_tf.postprocess import detections as detections_lib
+from masklab_tf.modeling.systems import registry
+from masklab_tf.postprocess import image_results
+from masklab_tf.postprocess import masks as masks_lib
 
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 RECALL_LIMITS = (10, 100)
 
 
-def predict(inference_model, dataset: tf.data.Dataset,
-            mask_threshold: float = 0.5) -> list[dict]:
+def predict(inference_model, dataset: tf.data.Dataset) -> list[dict]:
   """Runs the model over eval batches; returns per-image predictions.
 
+  The batches' images go through the inference graph and
+  postprocess/image_results.py, the path a served model's answers take,
+  so evaluation scores what serving returns.
+
   Each prediction: image_id, boxes [D, 4] (ymin, xmin, ymax, xmax in
-  original pixels), scores [D], classes [D] (1..K), masks uint8 [D, H0, W0].
+  original pixels), scores [D], classes [D] (1..K), masks uint8 [D, H0, W0]
+  binarised at image_results.MASK_THRESHOLD.
   """
-  predictions = []
-  call = tf.function(lambda inputs: inference_model(inputs, training=False),
+  results_model = image_results.build_results_model(inference_model,
+                                                    full_image_masks=True)
+  call = tf.function(lambda inputs: results_model(inputs, training=False),
                      autograph=False)
+  predictions = []
   for batch in dataset:
-    outputs = call({'image': batch['image'],
-                    'image_size': batch['image_size']})
+    outputs = call({k: batch[k] for k in results_model.input_names})
     outputs = {k: v.numpy() for k, v in outputs.items()}
     for i, image_id in enumerate(batch['image_id'].numpy()):
-      num = int(outputs['num_detections'][i])
-      scale = np.tile(batch['scale'][i].numpy(), 2)
       height, width = batch['original_size'][i].numpy()
-      boxes = outputs['detection_boxes'][i, :num] / scale
-      masks = detections_lib.paste_masks(outputs['detection_masks'][i, :num],
-                                      boxes, int(height), int(width))
-      predictions.append({
-          'image_id': int(image_id), 'boxes': boxes,
-          'scores': outputs['detection_scores'][i, :num],
-          'classes': outputs['detection_classes'][i, :num],
-          'masks': (masks >= mask_threshold).astype(np.uint8)})
+      predictions.append(_prediction(int(image_id), outputs, i, height,
+                                     width))
   return predictions
 
 
-def predict_saved_model(loaded, dataset: coco.CocoDataset,
-                        mask_threshold: float = 0.5) -> list[dict]:
+def predict_saved_model(loaded, dataset: coco.CocoDataset) -> list[dict]:
   """`predict` through an exported SavedModel (serving/export.py).
 
   Each original image goes in as it is (batch 1, its own size) through the
   `serving_default` signature, which resizes and pads in the graph and
-  answers in the image's pixels, as a served model would.
+  answers in the image's pixels, as a served model would. Masks are pasted
+  by postprocess/masks.py where the SavedModel was exported without
+  full-image masks.
   """
   serve = loaded.signatures['serving_default']
   predictions = []
   for record in dataset.records:
     image = dataset.load_image(record)
-    outputs = {k: v.numpy()[0] for k, v in
+    outputs = {k: v.numpy() for k, v in
                serve(images=tf.constant(image[np.newaxis])).items()}
-    num = int(outputs['num_detections'])
-    boxes = outputs['detection_boxes'][:num]
-    masks = detections_lib.paste_masks(outputs['detection_masks'][:num], boxes,
-                                    record.height, record.width)
-    predictions.append({
-        'image_id': record.image_id, 'boxes': boxes,
-        'scores': outputs['detection_scores'][:num],
-        'classes': outputs['detection_classes'][:num],
-        'masks': (masks >= mask_threshold).astype(np.uint8)})
+    predictions.append(_prediction(record.image_id, outputs, 0,
+                                   record.height, record.width))
   return predictions
+
+
+def _prediction(image_id: int, outputs: dict, i: int, height: int,
+                width: int) -> dict:
+  """Image i of a batch of results (image_results.py) as a prediction."""
+  num = int(outputs['num_detections'][i])
+  boxes = outputs['detection_boxes'][i, :num]
+  if 'detection_masks_full' in outputs:
+    masks = outputs['detection_masks_full'][i, :num, :height, :width]
+  else:
+    masks = (masks_lib.paste_masks(
+        outputs['detection_masks'][i, :num], boxes, height, width).numpy()
+             >= image_results.MASK_THRESHOLD).astype(np.uint8)
+  return {'image_id': image_id, 'boxes': boxes,
+          'scores': outputs['detection_scores'][i, :num],
+          'classes': outputs['detection_classes'][i, :num], 'masks': masks}
 
 
 def to_coco_results(predictions: list[dict],
@@ -237,7 +246,8 @@ class Evaluator:
         source=pipeline.make_source(data_cfg, dataset=self.dataset))
     self.ground_truth = self.dataset.to_coco_dict()
     self.category_ids = [c.id for c in self.dataset.categories]
-    self.class_agnostic = factory.class_agnostic(configs.model)
+    self.class_agnostic = registry.get_system(
+        configs.model, configs.geometry).class_agnostic
 
   def run(self, inference_model, results_path: str | None = None,
           saved_model=None) -> dict:

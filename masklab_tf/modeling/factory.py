@@ -1,14 +1,8 @@
-"""The systems of the seed papers behind one interface for training,
-evaluation and export.
+"""Models from configs and checkpoints, for every system of the registry.
 
-MaskLab, FCIS and BiSeg are one Faster R-CNN model whose mask head comes
-from the registry (modeling/mask_heads.py); InstanceFCN has no box branch
-and is a model of its own (modeling/instancefcn.py). Both build the same
-pair of functional graphs (MaskLabModels): a training graph whose outputs
-`compute_losses` reads, and an inference graph with the detection outputs
-(num_detections, detection_boxes / classes / scores / masks). Code that
-trains, restores or evaluates a model goes through here and never needs to
-know which system it holds.
+Code that trains, restores or evaluates a model comes through here and
+holds the returned `Models` (with their `system`) without knowing which
+system it is.
 """
 
 from __future__ import annotations
@@ -19,27 +13,9 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
-from masklab_tf.modeling.systems import instancefcn
-from masklab_tf.modeling.systems import masklab
 from masklab_tf.modeling import precision as precision_lib
-
-INSTANCEFCN = 'instancefcn'
-
-
-def is_instancefcn(cfg: config_lib.ModelConfig) -> bool:
-  return cfg.mask_head == INSTANCEFCN
-
-
-def class_agnostic(cfg: config_lib.ModelConfig) -> bool:
-  """Whether the model makes class-agnostic segment proposals (evaluate by
-  average recall) rather than class-labelled detections (COCO AP)."""
-  return is_instancefcn(cfg)
-
-
-def needs_full_masks(cfg: config_lib.ModelConfig) -> bool:
-  """Whether training reads full-image instance masks (gt_masks): InstanceFCN
-  crops its targets from them over windows no box fixes in advance."""
-  return is_instancefcn(cfg)
+from masklab_tf.modeling.systems import base
+from masklab_tf.modeling.systems import registry
 
 
 @contextlib.contextmanager
@@ -67,36 +43,32 @@ def build_models(cfg: config_lib.ModelConfig,
                  geometry: config_lib.GeometryConfig | None = None,
                  max_instances: int = 100, image_shape: tuple = (None, None),
                  use_xla: bool = True,
-                 precision: str = '') -> masklab.MaskLabModels:
-  """The system's models; `precision`: '', 'mixed_bfloat16',
-  'mixed_float16' or 'auto' (TrainConfig.mixed_precision; precision.resolve
-  decides 'auto' for this host). Geometry (anchors, proposals, sampling,
-  NMS, box decoding) stays float32 under the mixed policies."""
-  build = (instancefcn.build_instancefcn if is_instancefcn(cfg)
-           else masklab.build_masklab)
+                 precision: str = '') -> base.Models:
+  """The models of the system cfg.mask_head names.
+
+  Args:
+    cfg: the model config.
+    geometry: direction geometry and mask crop size.
+    max_instances: ground-truth slots per image.
+    image_shape: static padded (height, width), or Nones for any size.
+    use_xla: compile the assembling layer's core with XLA.
+    precision: '', 'mixed_bfloat16', 'mixed_float16' or 'auto'
+      (TrainConfig.mixed_precision; precision.resolve decides 'auto' for
+      this host). Geometry (anchors, proposals, sampling, NMS, box decoding)
+      stays float32 under the mixed policies.
+  """
+  system = registry.get_system(cfg, geometry)
   # Keras runs every custom layer's call through AutoGraph while it builds
   # the functional graphs; none of them needs it (their loops and branches
-  # are tf.while_loop / tf.cond / tf.where), and converting them was ~5 of
-  # the ~7.5 s a process took to build shapes_cpu.
-  build = tf.autograph.experimental.do_not_convert(build)
+  # are tf.while_loop / tf.cond / tf.where), and converting them was most
+  # of the time a process took to build shapes_cpu.
+  build = tf.autograph.experimental.do_not_convert(system.build)
   with precision_scope(precision_lib.resolve(precision)):
-    return build(cfg, geometry, max_instances, image_shape, use_xla)
-
-
-def compute_losses(outputs: dict, batch: dict,
-                   cfg: config_lib.ModelConfig) -> dict:
-  module = instancefcn if is_instancefcn(cfg) else masklab
-  return module.compute_losses(outputs, batch, cfg)
-
-
-def model_inputs(batch: dict, training: bool,
-                 cfg: config_lib.ModelConfig) -> dict:
-  module = instancefcn if is_instancefcn(cfg) else masklab
-  return module.model_inputs(batch, training)
+    return build(max_instances, image_shape, use_xla)
 
 
 def restore_models(configs: config_lib.Configs,
-                   checkpoint: str) -> masklab.MaskLabModels:
+                   checkpoint: str) -> base.Models:
   """The models of `configs` with a bin/train checkpoint's weights (the
   optimizer's and the step's are left out), computing in
   configs.train.mixed_precision (bin/evaluate / bin/export

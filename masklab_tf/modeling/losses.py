@@ -15,7 +15,7 @@ from __future__ import annotations
 import tensorflow as tf
 from official.vision.ops import box_ops
 
-from masklab_tf.postprocess import detections
+from masklab_tf.ops import boxes as box_conventions
 from masklab_tf.ops import direction as direction_ops
 
 IGNORE_LABEL = direction_ops.IGNORE_LABEL
@@ -96,7 +96,7 @@ def box_classifier_losses(class_logits, box_deltas, rois, matched_boxes,
                       tf.concat([tf.shape(class_logits), [4]], 0))
   deltas = tf.gather(deltas, matched_classes, batch_dims=2)  # [B, N, 4]
   targets = box_ops.encode_boxes(matched_boxes, rois,
-                                 weights=detections.BOX_CODER_WEIGHTS)
+                                 weights=box_conventions.BOX_CODER_WEIGHTS)
   foreground = tf.cast(matched_classes > 0, tf.float32)[..., tf.newaxis]
   box_loss = safe_mean(
       tf.reduce_sum(huber(deltas - tf.stop_gradient(targets)) * foreground),

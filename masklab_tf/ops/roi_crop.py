@@ -178,7 +178,6 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
                offset_hidden_units: int = 256,
                use_deformation: bool = True,
                kernel_initializer: Any = 'zeros',
-               kernel_regularizer: Any = None,
                **kwargs):
     """Initialises the layer.
 
@@ -193,7 +192,6 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
       use_deformation: False returns the plain crop (no offset network).
       kernel_initializer: initializer of the offset predictor's (last fc
         layer's) kernel; zeros starts from undeformed sub-boxes.
-      kernel_regularizer: regularizer of the offset network's kernels.
       **kwargs: keyword arguments of tf_keras.layers.Layer.
     """
     super().__init__(**kwargs)
@@ -211,7 +209,6 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
     self._offset_hidden_units = offset_hidden_units
     self._use_deformation = use_deformation
     self._kernel_initializer = tf_keras.initializers.get(kernel_initializer)
-    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
     self._offset_hidden = None
     self._offset_predictor = None
 
@@ -227,7 +224,6 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
         self._offset_hidden = tf_keras.layers.Dense(
             self._offset_hidden_units,
             activation='relu',
-            kernel_regularizer=self._kernel_regularizer,
             name='offset_hidden')
         with tf.name_scope(self._offset_hidden.name):
           self._offset_hidden.build([None, in_units])
@@ -236,7 +232,6 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
           self._grid * self._grid * 2,
           kernel_initializer=self._kernel_initializer,
           bias_initializer='zeros',
-          kernel_regularizer=self._kernel_regularizer,
           name='offset_predictor')
       with tf.name_scope(self._offset_predictor.name):
         self._offset_predictor.build([None, in_units])
@@ -334,8 +329,6 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
         'use_deformation': self._use_deformation,
         'kernel_initializer':
             tf_keras.initializers.serialize(self._kernel_initializer),
-        'kernel_regularizer':
-            tf_keras.regularizers.serialize(self._kernel_regularizer),
     }
     base_config = super().get_config()
     return dict(list(base_config.items()) + list(config.items()))

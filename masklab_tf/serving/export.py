@@ -28,31 +28,28 @@ from masklab_tf.serving import preprocess
 
 
 class ServingModule(tf.Module):
-  """The inference model and the input policy behind the signatures."""
+  """The serving model (serving/model.py) behind the two signatures."""
 
-  def __init__(self, inference_model: tf_keras.Model,
-               configs: config_lib.Configs, full_image_masks: bool = False,
-               categories_path: str | None = None, mask_voting: bool = False,
-               panoptic: bool = False):
+  def __init__(self, serving_model: tf_keras.Model,
+               categories_path: str | None = None):
+    """Args: serving_model: from model_lib.build_serving_model;
+    categories_path: a categories.json to carry as an asset."""
     super().__init__(name='masklab_serving')
-    self.inference_model = inference_model
-    data = configs.data
-    self.resize_and_pad = preprocess.ResizeAndPad(
-        data.eval_min_size, data.max_size, configs.model.output_stride,
-        data.pad_to)
-    self._policy = dict(min_size=data.eval_min_size, max_size=data.max_size,
-                        stride=configs.model.output_stride,
-                        pad_to=data.pad_to)
-    self._options = dict(full_image_masks=full_image_masks,
-                         mask_voting=mask_voting, panoptic=panoptic)
+    self.serving_model = serving_model
+    self.detect = serving_model.get_layer(model_lib.DETECT)
+    resize_and_pad = serving_model.get_layer(model_lib.RESIZE_AND_PAD)
+    # The encoded path decodes each image to its own size, then follows
+    # the policy the serving model's ResizeAndPad holds.
+    self._policy = dict(min_size=resize_and_pad.min_size,
+                        max_size=resize_and_pad.max_size,
+                        stride=resize_and_pad.stride,
+                        pad_to=resize_and_pad.pad_to)
     if categories_path:
       self.categories = tf.saved_model.Asset(categories_path)
 
-  def _run(self, images, size, scale, original):
-    outputs = self.inference_model({'image': images, 'image_size': size},
-                                   training=False)
-    return model_lib.to_original(outputs, size, scale, original,
-                                 **self._options)
+  def _detect(self, images, size, scale, original):
+    return self.detect({'image': images, 'image_size': size, 'scale': scale,
+                        'original_size': original}, training=False)
 
   def _empty_safe(self, batch, run, placeholder):
     """An empty request gets empty outputs: run one placeholder input (the
@@ -75,7 +72,7 @@ class ServingModule(tf.Module):
         shape[1:3], message='images must be at least 1x1 pixels')
     images = tf.ensure_shape(images, [None, None, None, 3])
     return self._empty_safe(
-        shape[0], (lambda x: self._run(*self.resize_and_pad(x)), images),
+        shape[0], (lambda x: self.serving_model(x, training=False), images),
         tf.zeros([1, 1, 1, 3], tf.uint8))
 
   @tf.function(input_signature=[
@@ -86,7 +83,7 @@ class ServingModule(tf.Module):
         'strings')
     return self._empty_safe(
         tf.shape(encoded)[0],
-        (lambda x: self._run(*preprocess.decode_images(x, **self._policy)),
+        (lambda x: self._detect(*preprocess.decode_images(x, **self._policy)),
          encoded), self._placeholder_png())
 
   @staticmethod
@@ -111,7 +108,8 @@ def export_saved_model(inference_model: tf_keras.Model,
   """Writes the SavedModel; returns export_dir.
 
   Args:
-    inference_model: MaskLabModels.inference_model with trained weights.
+    inference_model: Models.inference_model (modeling/systems/base.py) with
+      trained weights.
     configs: the model's configs (input policy, stride).
     export_dir: output folder (a TF Serving version folder, e.g. .../1).
     categories: COCO categories [{id, name}] in class order (optional).
@@ -123,8 +121,10 @@ def export_saved_model(inference_model: tf_keras.Model,
   with tempfile.TemporaryDirectory() as scratch:
     categories_path = (write_categories(categories, scratch)
                        if categories else None)
-    module = ServingModule(inference_model, configs, full_image_masks,
-                           categories_path, mask_voting, panoptic)
+    module = ServingModule(
+        model_lib.build_serving_model(inference_model, configs,
+                                      full_image_masks, mask_voting,
+                                      panoptic), categories_path)
     signatures = {
         'serving_default': module.serve_images.get_concrete_function(),
         'serving_encoded': module.serve_encoded.get_concrete_function(),

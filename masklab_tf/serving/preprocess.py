@@ -1,10 +1,8 @@
-"""Raw images -> the model's input policy, inside the graph.
+"""Raw images -> the model's inputs, inside the graph (the input policy of
+ops/image_policy.py, as the evaluation pipeline applies it).
 
-The same resize-and-pad as the evaluation pipeline (data/pipeline.py):
-shortest side to `min_size` unless the longest would pass `max_size`,
-bilinear resize rounded back to uint8, zero padding to a multiple of the
-output stride (or to a fixed `pad_to`). Being layers and tf functions, they
-travel inside an exported SavedModel, so clients send images as they are.
+Being layers and tf functions, they travel inside an exported SavedModel,
+so clients send images as they are.
 """
 
 from __future__ import annotations
@@ -12,24 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-from masklab_tf.data import pipeline
-
-
-def resize_image(image, min_size: int, max_size: int):
-  """uint8 [H, W, 3] -> (uint8 [h, w, 3] resized, int32 [2] its size)."""
-  original = tf.shape(image)[:2]
-  size = pipeline.resized_size(original[0], original[1], min_size, max_size)
-  resized = tf.image.resize(image, size, method='bilinear')
-  resized = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-  return resized, size
-
-
-def padded_size(sizes, stride: int, pad_to=()):
-  """int32 [2]: the batch's padded size for resized sizes [B, 2]."""
-  if pad_to:
-    return tf.constant(pad_to, tf.int32)
-  largest = tf.reduce_max(sizes, axis=0)
-  return (largest + stride - 1) // stride * stride
+from masklab_tf.ops import image_policy
 
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
@@ -53,11 +34,11 @@ class ResizeAndPad(tf_keras.layers.Layer):
       raise TypeError(f'{self.name}: images must be uint8 RGB, got '
                       f'{images.dtype.name}')
     original = tf.shape(images)[1:3]
-    size = pipeline.resized_size(original[0], original[1], self.min_size,
-                                 self.max_size)
-    resized = tf.image.resize(images, size, method='bilinear')
-    resized = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-    padded = padded_size(size[tf.newaxis], self.stride, self.pad_to)
+    size = image_policy.resized_size(original[0], original[1],
+                                     self.min_size, self.max_size)
+    resized = image_policy.resize_image(images, size)
+    padded = image_policy.padded_size(size[tf.newaxis], self.stride,
+                                      self.pad_to)
     resized = tf.pad(resized, [[0, 0], [0, padded[0] - size[0]],
                                [0, padded[1] - size[1]], [0, 0]])
     batch = tf.shape(images)[0]
@@ -87,17 +68,20 @@ def decode_images(encoded, min_size: int, max_size: int, stride: int,
   def one(data):
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
-    resized, size = resize_image(image, min_size, max_size)
+    original = tf.shape(image)[:2]
+    size = image_policy.resized_size(original[0], original[1], min_size,
+                                     max_size)
+    resized = image_policy.resize_image(image, size)
     # Pad to the largest possible size; the batch is cropped below.
     resized = tf.pad(resized, [[0, limit - size[0]], [0, limit - size[1]],
                                [0, 0]])
-    return resized, size, tf.shape(image)[:2]
+    return resized, size, original
 
   images, sizes, originals = tf.map_fn(
       one, encoded, fn_output_signature=(
           tf.TensorSpec([limit, limit, 3], tf.uint8),
           tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.int32)))
-  padded = padded_size(sizes, stride, pad_to)
+  padded = image_policy.padded_size(sizes, stride, pad_to)
   images = images[:, :padded[0], :padded[1]]
   scale = tf.cast(sizes, tf.float32) / tf.cast(originals, tf.float32)
   return images, sizes, scale, originals

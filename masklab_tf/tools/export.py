@@ -22,6 +22,7 @@ import tensorflow as tf
 from masklab_tf import config
 from masklab_tf.data import tfrecord
 from masklab_tf.modeling import factory
+from masklab_tf.modeling.systems import registry
 from masklab_tf.serving import export
 
 FLAGS = flags.FLAGS
@@ -52,7 +53,7 @@ OBJECT_CATEGORY = [{'id': 1, 'name': 'object'}]
 
 
 def categories_for(configs) -> list[dict] | None:
-  if factory.class_agnostic(configs.model):
+  if registry.get_system(configs.model, configs.geometry).class_agnostic:
     return OBJECT_CATEGORY
   path = FLAGS.categories
   if not path and configs.train.train_tfrecords:

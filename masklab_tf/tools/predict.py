@@ -54,7 +54,7 @@ from PIL import ImageFont
 from masklab_tf.evaluation import evaluator
 from masklab_tf import visualize
 from masklab_tf.postprocess import output_fusion
-from masklab_tf.postprocess import detections as detections_lib
+from masklab_tf.postprocess import masks as masks_lib
 
 FLAGS = flags.FLAGS
 
@@ -182,10 +182,10 @@ def run_batch(signature, items: list[Item]) -> list[dict]:
     height, width = item.image.shape[:2]
     num = int(outputs['num_detections'][i])
     boxes = outputs['detection_boxes'][i, :num]
-    # The numpy paste (evaluation's), not `detection_masks_full`: the
-    # SavedModel may have been exported without it.
-    masks = detections_lib.paste_masks(outputs['detection_masks'][i, :num],
-                                    boxes, height, width)
+    # Pasted here, not read from `detection_masks_full`: the SavedModel
+    # may have been exported without it.
+    masks = masks_lib.paste_masks(outputs['detection_masks'][i, :num],
+                                  boxes, height, width).numpy()
     results.append({
         'image_id': item.image_id, 'boxes': boxes,
         'scores': outputs['detection_scores'][i, :num],

@@ -33,10 +33,12 @@ from masklab_tf import visualize
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.data import sources
+from masklab_tf.modeling import checkpoints
 from masklab_tf.modeling import factory
-from masklab_tf.modeling.systems import masklab
-from masklab_tf.postprocess import detections
 from masklab_tf.modeling import precision as precision_lib
+from masklab_tf.modeling.systems import registry
+from masklab_tf.postprocess import image_results
+from masklab_tf.postprocess import masks as masks_lib
 
 
 class TrainingStopped(RuntimeError):
@@ -162,7 +164,7 @@ class Trainer:
         images=train_cfg.train_images, tfrecords=train_cfg.train_tfrecords,
         seed=train_cfg.seed,
         keep_full_masks=(configs.data.keep_full_masks or
-                         factory.needs_full_masks(configs.model)))
+                         registry.get_system(configs.model).needs_full_masks))
     # The COCO set is read (and validated) once, here: what the reader
     # skipped or repaired is reported now and again at the end of training.
     self.train_set = None
@@ -240,7 +242,7 @@ class Trainer:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
       return f'resumed from {latest} at step {self.current_step}'
     if self.configs.train.init_checkpoint:
-      report = masklab.load_imagenet_checkpoint(
+      report = checkpoints.load_imagenet_checkpoint(
           self.models, self.configs.train.init_checkpoint,
           self.configs.model)
       return (f'initialised from {self.configs.train.init_checkpoint}: '
@@ -254,9 +256,9 @@ class Trainer:
     replicas = self.strategy.num_replicas_in_sync
     with tf.GradientTape() as tape:
       outputs = model(
-          factory.model_inputs(batch, True, self.configs.model),
+          self.models.system.model_inputs(batch, True),
           training=True)
-      losses = factory.compute_losses(outputs, batch, self.configs.model)
+      losses = self.models.system.compute_losses(outputs, batch)
       kernels = [v for v in model.trainable_variables if 'kernel' in v.name]
       decay = train_cfg.weight_decay * tf.add_n(
           [tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
@@ -415,10 +417,10 @@ class Trainer:
     for i, image in enumerate(images.numpy()):
       num = int(outputs['num_detections'][i])
       boxes = outputs['detection_boxes'][i, :num]
-      masks = detections.paste_masks(outputs['detection_masks'][i, :num],
-                                      boxes, image.shape[0], image.shape[1])
+      masks = masks_lib.paste_masks(outputs['detection_masks'][i, :num],
+                                    boxes, image.shape[0], image.shape[1])
       pictures.append(visualize.prediction_panel(
-          image, boxes, masks >= 0.5,
+          image, boxes, masks.numpy() >= image_results.MASK_THRESHOLD,
           outputs['semantic_map'][i] if 'semantic_map' in outputs else None,
           self.configs.model.num_classes))
     return np.stack(pictures)

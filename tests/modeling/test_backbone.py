@@ -15,6 +15,7 @@ import tf_keras
 from official.vision.modeling import backbones as mg_backbones
 from official.vision.modeling import classification_model
 from official.vision.modeling.layers import nn_blocks
+from masklab_tf.modeling import checkpoints as checkpoints_lib
 from masklab_tf.modeling.backbones import resnet as backbone_lib
 
 EPSILON = 1e-5  # Our default; Model Garden's ResNet must use the same.
@@ -76,7 +77,7 @@ def loaded18(checkpoints):
   backbone = backbone_lib.build_backbone(18, 8, (1, 2, 4))
   conv5 = backbone_lib.build_conv5_block(18, rates=(1, 2, 4))
   second = backbone_lib.build_conv5_block(18, rates=(1,), name='second_res5')
-  report = backbone_lib.load_resnet_checkpoint(
+  report = checkpoints_lib.load_resnet_checkpoint(
       backbone, checkpoints[18][1], 18, conv5_blocks=[conv5, second])
   return backbone, conv5, second, report
 
@@ -131,7 +132,7 @@ def test_unsupported_arguments():
 def test_loaded_backbone_matches_model_garden(checkpoints, depth):
   resnet, path = checkpoints[depth]
   ours = backbone_lib.build_backbone(depth, output_stride=32)
-  report = backbone_lib.load_resnet_checkpoint(ours, path, depth)
+  report = checkpoints_lib.load_resnet_checkpoint(ours, path, depth)
   assert not report['unmatched_ours']
   assert not report['unmatched_checkpoint']
   assert len(report['matched']) == len(ours.weights) == len(resnet.weights)
@@ -196,12 +197,12 @@ def test_load_errors(checkpoints, tmp_path):
   model = backbone_lib.build_backbone(10, 32)
   missing = str(tmp_path / 'no_such_ckpt')
   with pytest.raises(FileNotFoundError, match='no_such_ckpt'):
-    backbone_lib.load_resnet_checkpoint(model, missing, 10)
+    checkpoints_lib.load_resnet_checkpoint(model, missing, 10)
   with pytest.raises(FileNotFoundError, match='holds no checkpoint'):
-    backbone_lib.load_resnet_checkpoint(model, str(tmp_path), 10)
+    checkpoints_lib.load_resnet_checkpoint(model, str(tmp_path), 10)
   # A depth-18 checkpoint holds no ResNet-10.
   with pytest.raises(ValueError, match='ResNet-10'):
-    backbone_lib.load_resnet_checkpoint(model, checkpoints[18][1], 10)
+    checkpoints_lib.load_resnet_checkpoint(model, checkpoints[18][1], 10)
 
 
 def test_residual_block_config_round_trip():

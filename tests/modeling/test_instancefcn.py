@@ -7,8 +7,9 @@ import tf_keras
 
 from masklab_tf import config
 from masklab_tf.modeling import factory
-from masklab_tf.modeling.systems import instancefcn
-from masklab_tf.postprocess import detections
+from masklab_tf.ops import windows as window_ops
+from masklab_tf.postprocess import segment_proposals
+from masklab_tf.postprocess import masks as masks_lib
 
 MAX_INSTANCES = 3
 WINDOWS = (32.0, 64.0)
@@ -44,7 +45,7 @@ def square_batch(batch_size=2, size=64):
 
 
 def test_window_boxes_centred_on_feature_pixels():
-  boxes = instancefcn.window_boxes(2, 3, 8, (16.0, 32.0)).numpy()
+  boxes = window_ops.window_boxes(2, 3, 8, (16.0, 32.0)).numpy()
   assert boxes.shape == (2 * 3 * 2, 4)
   # (i=1, j=2, a=1): centre (12, 20), side 32.
   np.testing.assert_allclose(boxes[(1 * 3 + 2) * 2 + 1], [-4, 4, 28, 36])
@@ -54,9 +55,9 @@ def test_window_boxes_centred_on_feature_pixels():
 def test_deepmask_labels_by_hand():
   # One 18 px object centred at (28, 36): the 32 px windows fit it
   # (18 / (32 * 128 / 224) = 0.98), the 64 px ones do not (0.49).
-  windows = instancefcn.window_boxes(8, 8, 8, WINDOWS)
+  windows = window_ops.window_boxes(8, 8, 8, WINDOWS)
   gt = tf.constant([[[19.0, 27.0, 37.0, 45.0], [-1.0] * 4]])
-  positive, negative, matched = instancefcn.window_labels(
+  positive, negative, matched = window_ops.window_labels(
       windows, gt, tf.constant([[64, 64]]), 8, WINDOWS)
   positive = positive.numpy()[0].reshape(8, 8, 2)
   # Centre tolerance max(16/224 * 32, 8 / 2) = 4 px: window centres at
@@ -67,7 +68,7 @@ def test_deepmask_labels_by_hand():
   assert negative.numpy().sum() == 8 * 8 * 2 - 1
   assert matched.numpy()[0].reshape(8, 8, 2)[3, 4, 0] == 0
   # No object: every window whose centre is in the valid image is negative.
-  _, negative, _ = instancefcn.window_labels(
+  _, negative, _ = window_ops.window_labels(
       windows, -tf.ones([1, 2, 4]), tf.constant([[40, 64]]), 8, WINDOWS)
   assert negative.numpy().sum() == 5 * 8 * 2  # rows with centre < 40
 
@@ -83,7 +84,7 @@ def test_segment_proposals_tight_boxes_and_nms():
   windows = np.array([[[0, 0, 16, 16], [0, 0, 16, 16], [32, 32, 48, 48],
                        [0, 0, 16, 16]]], np.float32)
   scores = np.array([[0.6, 0.9, 0.5, 0.99]], np.float32)
-  out = instancefcn.segment_proposals(
+  out = segment_proposals.segment_proposals(
       tf.constant(windows), tf.constant(scores), tf.constant(logits),
       tf.constant([[64, 64]]), num_proposals=4, nms_iou=0.8, crop_size=5)
   assert int(out['num_detections'][0]) == 2
@@ -99,9 +100,9 @@ def test_segment_proposals_tight_boxes_and_nms():
                                 [1, 1, 0, 0])
   # Masks are on the tight box: pasted back, the first one is the segment
   # ([3, 13) x [5, 11) in pixels), corners cut by the bilinear paste.
-  pasted = detections.paste_masks(out['detection_masks'][0, :1].numpy(),
-                                   out['detection_boxes'][0, :1].numpy(),
-                                   16, 16)[0] >= 0.5
+  pasted = masks_lib.paste_masks(out['detection_masks'][0, :1],
+                                 out['detection_boxes'][0, :1],
+                                 16, 16)[0].numpy() >= 0.5
   expected = np.zeros([16, 16], bool)
   expected[3:13, 5:11] = True
   assert (pasted & expected).sum() / (pasted | expected).sum() > 0.9
@@ -116,7 +117,7 @@ def tiny_models():
 def test_shapes_and_targets(tiny_models):
   cfg = tiny_config()
   batch = square_batch()
-  out = tiny_models.train_model(factory.model_inputs(batch, True, cfg),
+  out = tiny_models.train_model(tiny_models.system.model_inputs(batch, True),
                                 training=True)
   assert out['objectness_logits'].shape == (2, 8 * 8 * 2)
   assert out['segment_logits'].shape == (2, 32, 9, 9)
@@ -130,7 +131,7 @@ def test_shapes_and_targets(tiny_models):
   target = out['segment_targets'].numpy()[valid][0]
   assert target[4, 4] == 1.0 and target[0, 0] == 0.0
   inference = tiny_models.inference_model(
-      factory.model_inputs(batch, False, cfg))
+      tiny_models.system.model_inputs(batch, False))
   assert inference['detection_masks'].shape == (2, 10, 41, 41)
   assert 'semantic_map' not in inference
 
@@ -146,9 +147,9 @@ def test_training_learns_the_square(tiny_models):
   @tf.function
   def step():
     with tf.GradientTape() as tape:
-      losses = factory.compute_losses(
-          model(factory.model_inputs(batch, True, cfg), training=True),
-          batch, cfg)
+      losses = tiny_models.system.compute_losses(
+          model(tiny_models.system.model_inputs(batch, True), training=True),
+          batch)
     grads = tape.gradient(losses['total'], model.trainable_variables)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return losses
@@ -157,7 +158,7 @@ def test_training_learns_the_square(tiny_models):
   for key in ('objectness', 'segment'):
     assert history[-1][key] < 0.5 * history[0][key], (key, history[0],
                                                       history[-1])
-  out = tiny_models.inference_model(factory.model_inputs(batch, False, cfg),
+  out = tiny_models.inference_model(tiny_models.system.model_inputs(batch, False),
                                     training=False)
   for b in range(2):
     box = out['detection_boxes'][b, 0].numpy()

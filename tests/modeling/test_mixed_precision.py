@@ -6,16 +6,13 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf.modeling import factory
-from modeling.test_masklab import MAX_INSTANCES
-from modeling.test_masklab import fixed_batch
-from modeling.test_masklab import tiny_config
 
 POLICY = 'mixed_bfloat16'
 
 
-def test_masklab_trains_and_infers_in_bfloat16():
-  cfg = tiny_config()
-  models = factory.build_models(cfg, max_instances=MAX_INSTANCES,
+def test_masklab_trains_and_infers_in_bfloat16(tiny):
+  cfg = tiny.config()
+  models = factory.build_models(cfg, max_instances=tiny.max_instances,
                                 precision=POLICY)
   # The policy is the model's, not the process's.
   assert tf_keras.mixed_precision.global_policy().name == 'float32'
@@ -25,10 +22,10 @@ def test_masklab_trains_and_infers_in_bfloat16():
   for name in ('anchors', 'proposals', 'rpn_targets', 'roi_sampler'):
     assert model.get_layer(name).compute_dtype == 'float32', name
 
-  batch = fixed_batch()
+  batch = tiny.batch()
   with tf.GradientTape() as tape:
-    outputs = model(factory.model_inputs(batch, True, cfg), training=True)
-    losses = factory.compute_losses(outputs, batch, cfg)
+    outputs = model(models.system.model_inputs(batch, True), training=True)
+    losses = models.system.compute_losses(outputs, batch)
   assert outputs['class_logits'].dtype == tf.bfloat16
   assert outputs['rois'].dtype == tf.float32
   for name, value in losses.items():
@@ -38,7 +35,7 @@ def test_masklab_trains_and_infers_in_bfloat16():
   assert {v.dtype for v in model.trainable_variables} == {tf.float32}
   assert all(g is not None and g.dtype == tf.float32 for g in grads)
 
-  out = models.inference_model(factory.model_inputs(batch, False, cfg),
+  out = models.inference_model(models.system.model_inputs(batch, False),
                                training=False)
   for name in ('detection_boxes', 'detection_scores', 'detection_masks',
                'semantic_logits'):
@@ -48,13 +45,13 @@ def test_masklab_trains_and_infers_in_bfloat16():
 
 
 @pytest.mark.parametrize('head', ['biseg', 'instancefcn'])
-def test_other_systems_build_in_bfloat16(head):
+def test_other_systems_build_in_bfloat16(head, tiny):
   """Both met dtype clashes once (a float32 resize; float32 windows)."""
-  cfg = tiny_config(mask_head=head)
-  models = factory.build_models(cfg, max_instances=MAX_INSTANCES,
+  cfg = tiny.config(mask_head=head)
+  models = factory.build_models(cfg, max_instances=tiny.max_instances,
                                 precision=POLICY)
   out = models.inference_model(
-      factory.model_inputs(fixed_batch(), False, cfg), training=False)
+      models.system.model_inputs(tiny.batch(), False), training=False)
   assert out['detection_boxes'].dtype == tf.float32
   assert out['detection_masks'].dtype == tf.float32
 
@@ -83,13 +80,13 @@ def test_auto_precision_follows_the_host(tmp_path, monkeypatch):
         and precision.cpu_flags() & precision.CPU_BFLOAT16_FLAGS)
 
 
-def test_fast_config_builds_in_the_precision_auto_picks():
+def test_fast_config_builds_in_the_precision_auto_picks(tiny):
   from masklab_tf import config as config_lib
   from masklab_tf.modeling import precision
   configs = config_lib.from_flagfile('configs/masklab_r50_fast.flags')
   assert configs.train.mixed_precision == 'auto'
-  cfg = tiny_config()
-  models = factory.build_models(cfg, max_instances=MAX_INSTANCES,
+  cfg = tiny.config()
+  models = factory.build_models(cfg, max_instances=tiny.max_instances,
                                 precision='auto')
   expected = 'bfloat16' if precision.native_bfloat16() else 'float32'
   assert models.train_model.get_layer('mask_head').compute_dtype == expected

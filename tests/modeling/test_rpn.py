@@ -5,6 +5,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf.modeling.heads import rpn_head
+from masklab_tf.modeling.layers import rpn
 from masklab_tf.ops import anchors as anchor_ops
 
 
@@ -32,7 +33,7 @@ def test_rpn_targets_rules():
   # Anchors: a (0,0,10,10), b (0,0,20,20), c (50,50,60,60), d (0,0,4,4).
   gt = tf.constant([[[0, 0, 10, 10], [49, 49, 61, 61], [-1, -1, -1, -1]]],
                    tf.float32)
-  labels, targets = rpn_head.rpn_targets(anchors, gt, batch_size_per_image=4,
+  labels, targets = rpn.rpn_targets(anchors, gt, batch_size_per_image=4,
                                     positive_fraction=0.5)
   labels = labels.numpy()[0]
   # a: IoU 1 -> positive; c: best anchor of box 2 (IoU 0.69) -> positive;
@@ -46,7 +47,7 @@ def test_rpn_targets_rules():
 def test_rpn_sampling_budget():
   anchors = anchor_ops.grid_anchors(20, 20, 8, (16.0, 32.0), (1.0,))
   gt = tf.constant([[[8, 8, 40, 40], [80, 80, 120, 140]]] * 2, tf.float32)
-  labels, _ = rpn_head.rpn_targets(anchors, gt, batch_size_per_image=64,
+  labels, _ = rpn.rpn_targets(anchors, gt, batch_size_per_image=64,
                               positive_fraction=0.25)
   labels = labels.numpy()
   for row in labels:
@@ -57,18 +58,18 @@ def test_rpn_sampling_budget():
 def test_rpn_targets_without_boxes():
   anchors = anchor_ops.grid_anchors(4, 4, 8, (16.0,), (1.0,))
   gt = -tf.ones([1, 3, 4])
-  labels, _ = rpn_head.rpn_targets(anchors, gt, batch_size_per_image=8)
+  labels, _ = rpn.rpn_targets(anchors, gt, batch_size_per_image=8)
   labels = labels.numpy()
   assert (labels == 1).sum() == 0 and (labels == 0).sum() == 8
 
 
 def test_proposals_decode_and_clip():
-  anchors_layer = rpn_head.RpnAnchors(8, (16.0, 32.0), (1.0,))
+  anchors_layer = rpn.RpnAnchors(8, (16.0, 32.0), (1.0,))
   features = tf.zeros([2, 6, 6, 4])
   anchors = anchors_layer(features)
   scores = tf.random.normal([2, 6, 6, 2], seed=1)
   deltas = tf.zeros([2, 6, 6, 8])
-  layer = rpn_head.ProposalGenerator(pre_nms_top_k=50, num_proposals=10,
+  layer = rpn.ProposalGenerator(pre_nms_top_k=50, num_proposals=10,
                                 test_pre_nms_top_k=50, test_num_proposals=10)
   boxes, box_scores = layer(scores, deltas, anchors,
                             tf.constant([[48, 40], [48, 48]]), training=False)
@@ -79,8 +80,8 @@ def test_proposals_decode_and_clip():
 
 
 def test_layers_round_trip_config():
-  for layer in (rpn_head.RpnHead(6, 32), rpn_head.RpnAnchors(8, (16.0,), (1.0, 2.0)),
-                rpn_head.ProposalGenerator(100, 0.6, 20, 50, 10)):
+  for layer in (rpn_head.RpnHead(6, 32), rpn.RpnAnchors(8, (16.0,), (1.0, 2.0)),
+                rpn.ProposalGenerator(100, 0.6, 20, 50, 10)):
     clone = layer.__class__.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
     restored = tf_keras.layers.deserialize(tf_keras.layers.serialize(layer))

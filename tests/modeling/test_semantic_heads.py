@@ -5,7 +5,9 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from masklab_tf.modeling.heads import masklab_head
+from masklab_tf import config
+from masklab_tf.modeling.backbones import resnet
+from masklab_tf.modeling.heads import registry
 from masklab_tf.modeling.heads import semantic_head as semantic_head_lib
 
 
@@ -27,12 +29,15 @@ def test_unknown_semantic_head_is_a_clear_error():
     semantic_head_lib.build_semantic_head('fpn', 5)
 
 
-@pytest.mark.parametrize('name', ['masklab', 'fcis', 'biseg'])
-def test_every_mask_head_takes_the_aspp_option(name):
-  head = masklab_head.build_mask_head(
-      name, num_classes=2, crop_size=9, output_stride=8, ps_grid_size=3,
-      ps_grid_size_fine=3, ps_feature_channels=8, hypercolumn_channels=4,
-      refine_filters=4, semantic_head='aspp', use_xla=False)
+@pytest.mark.parametrize('name', sorted(registry.MASK_HEADS))
+def test_every_mask_head_takes_the_aspp_option(name, tiny):
+  cfg = tiny.config(mask_head=name, num_classes=2, ps_grid_size=3,
+                    ps_grid_size_fine=3, ps_feature_channels=8,
+                    hypercolumn_channels=4, refine_filters=4,
+                    semantic_head='aspp')
+  head = registry.get_mask_head_class(name).from_model_config(
+      cfg, config.GeometryConfig(mask_crop_size=9),
+      resnet.endpoint_strides(8), use_xla=False)
   endpoints = {
       'conv1': tf.ones([1, 32, 32, 8]), 'res2': tf.ones([1, 16, 16, 8]),
       'res3': tf.ones([1, 8, 8, 8]), 'res5': tf.ones([1, 8, 8, 16])}

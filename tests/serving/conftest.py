@@ -21,11 +21,11 @@ def exported_model(tmp_path_factory):
   (TINY overrides, random weights, the 4 shape names as categories, no
   full-image masks)."""
   from masklab_tf import config
-  from masklab_tf.modeling.systems import masklab
+  from masklab_tf.modeling import factory
   from masklab_tf.serving import export
   configs = config.from_flagfile(
       os.path.join(REPO, 'configs', 'shapes_cpu.flags'), TINY)
-  models = masklab.build_masklab(configs.model, configs.geometry,
+  models = factory.build_models(configs.model, configs.geometry,
                                  configs.data.max_instances)
   export_dir = str(tmp_path_factory.mktemp('saved_model') / '1')
   export.export_saved_model(models.inference_model, configs, export_dir,

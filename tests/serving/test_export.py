@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from masklab_tf import config
-from masklab_tf.modeling.systems import masklab
+from masklab_tf.modeling import factory
 from masklab_tf.serving import model as model_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -163,7 +163,7 @@ def test_readme_load_model_snippet_runs(shapes_dir, tmp_path, monkeypatch,
       '--backbone_depth=10', '--rpn_head_channels=16',
       '--hypercolumn_channels=8', '--refine_filters=8',
       '--max_detections=3', '--detection_score_threshold=0'))
-  models = masklab.build_masklab(configs.model, configs.geometry,
+  models = factory.build_models(configs.model, configs.geometry,
                                  configs.data.max_instances)
   model_dir = tmp_path / 'demo_data' / 'model'
   os.makedirs(model_dir)

@@ -6,9 +6,9 @@ import tf_keras
 
 from masklab_tf import config
 from masklab_tf.postprocess import mask_voting
-from masklab_tf.modeling.systems import masklab
+from masklab_tf.modeling import factory
 from masklab_tf.postprocess import output_fusion
-from masklab_tf.postprocess import detections
+import reference
 from masklab_tf.serving import model as model_lib
 
 
@@ -19,7 +19,7 @@ def test_voted_masks_and_panoptic_maps_match_the_references():
       '--hypercolumn_channels=8', '--refine_filters=8',
       '--max_detections=6', '--detection_score_threshold=0',
       '--detection_nms_iou=0.9'))
-  models = masklab.build_masklab(configs.model, configs.geometry,
+  models = factory.build_models(configs.model, configs.geometry,
                                  configs.data.max_instances)
   plain = model_lib.build_serving_model(models.inference_model, configs)
   fused = model_lib.build_serving_model(models.inference_model, configs,
@@ -34,7 +34,7 @@ def test_voted_masks_and_panoptic_maps_match_the_references():
     num = int(base['num_detections'][i])
     assert num > 0
     boxes = base['detection_boxes'][i, :num]
-    probabilities = detections.paste_masks(
+    probabilities = reference.paste_masks_np(
         base['detection_masks'][i, :num], boxes, 70, 90)
     voted = mask_voting.vote_masks_np(
         probabilities, boxes, base['detection_scores'][i, :num],

@@ -29,12 +29,10 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from absl import logging
 import tensorflow as tf
 import tf_keras
 
 from official.modeling import tf_utils
-from official.vision.modeling import backbones as mg_backbones
 from official.vision.modeling.backbones import resnet as mg_resnet
 
 from masklab_tf.modeling.layers import atrous_conv
@@ -49,7 +47,7 @@ STAGES = ('res2', 'res3', 'res4', 'res5')
 _STEM_STRIDE = 4  # conv1 (stride 2) then max pooling (stride 2).
 
 
-def _check_depth(depth: int):
+def check_depth(depth: int):
   if depth not in RESNET_SPECS:
     raise ValueError(f'ResNet depth {depth} is not supported; choose one of '
                      f'{sorted(RESNET_SPECS)}.')
@@ -57,7 +55,7 @@ def _check_depth(depth: int):
 
 def endpoint_channels(depth: int) -> dict[str, int]:
   """{'conv1': 64, 'res2': ..., 'res5': ...} channels of each endpoint."""
-  _check_depth(depth)
+  check_depth(depth)
   expansion = 4 if RESNET_SPECS[depth][0][0] == 'bottleneck' else 1
   channels = {'conv1': 64}
   for stage, (_, filters, _) in zip(STAGES, RESNET_SPECS[depth]):
@@ -225,9 +223,9 @@ def _block_group(x, block_type: str, filters: int, strides: int,
   return tf_keras.layers.Activation('linear', name=name)(x)
 
 
-def _norm_args(norm_momentum, norm_epsilon, use_sync_bn, kernel_regularizer):
+def _norm_args(norm_momentum, norm_epsilon, use_sync_bn):
   return dict(norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
-              use_sync_bn=use_sync_bn, kernel_regularizer=kernel_regularizer)
+              use_sync_bn=use_sync_bn)
 
 
 def _unit_rates(base_rate: int, multigrid: Sequence[int], repeats: int):
@@ -241,7 +239,6 @@ def build_backbone(depth: int,
                    norm_momentum: float = 0.997,
                    norm_epsilon: float = 1e-5,
                    use_sync_bn: bool = False,
-                   kernel_regularizer=None,
                    input_specs: Optional[tf_keras.layers.InputSpec] = None
                    ) -> tf_keras.Model:
   """Atrous ResNet: images [B, H, W, 3] -> dict of endpoint features.
@@ -254,7 +251,6 @@ def build_backbone(depth: int,
     norm_momentum: batch norm moving-average momentum.
     norm_epsilon: batch norm epsilon.
     use_sync_bn: synchronise batch statistics across replicas.
-    kernel_regularizer: applied to every conv kernel.
     input_specs: InputSpec of the images; default [None, None, None, 3].
 
   Returns:
@@ -264,20 +260,18 @@ def build_backbone(depth: int,
     channels C from `endpoint_channels(depth)`. 'conv1' is the stem conv's
     output after BN + ReLU, before max pooling (MaskLab's hypercolumn).
   """
-  _check_depth(depth)
+  check_depth(depth)
   if not multigrid:
     raise ValueError('multigrid must hold at least one rate.')
   plan = stage_strides_and_rates(output_stride)
-  norm_args = _norm_args(norm_momentum, norm_epsilon, use_sync_bn,
-                         kernel_regularizer)
+  norm_args = _norm_args(norm_momentum, norm_epsilon, use_sync_bn)
   if input_specs is None:
     input_specs = tf_keras.layers.InputSpec(shape=[None, None, None, 3])
 
   inputs = tf_keras.Input(shape=input_specs.shape[1:], name='images')
   x = tf_keras.layers.Conv2D(
       filters=64, kernel_size=7, strides=2, use_bias=False, padding='same',
-      kernel_initializer='VarianceScaling',
-      kernel_regularizer=kernel_regularizer, name='conv1_conv')(inputs)
+      kernel_initializer='VarianceScaling', name='conv1_conv')(inputs)
   x = tf_keras.layers.BatchNormalization(
       axis=-1, momentum=norm_momentum, epsilon=norm_epsilon,
       synchronized=use_sync_bn, name='conv1_bn')(x)
@@ -307,8 +301,7 @@ def build_conv5_block(depth: int,
                       name: str = 'box_classifier_res5',
                       norm_momentum: float = 0.997,
                       norm_epsilon: float = 1e-5,
-                      use_sync_bn: bool = False,
-                      kernel_regularizer=None) -> tf_keras.Model:
+                      use_sync_bn: bool = False) -> tf_keras.Model:
   """A duplicate of the backbone's res5 stage for the box classifier.
 
   MaskLab's box classifier runs "one extra duplicate conv5 block" with its
@@ -325,12 +318,11 @@ def build_conv5_block(depth: int,
     norm_momentum: batch norm moving-average momentum.
     norm_epsilon: batch norm epsilon.
     use_sync_bn: synchronise batch statistics across replicas.
-    kernel_regularizer: applied to every conv kernel.
 
   Returns:
     A functional tf_keras.Model: crops [N, h, w, C_res4] -> [N, h, w, C_res5].
   """
-  _check_depth(depth)
+  check_depth(depth)
   if not rates:
     raise ValueError('rates must hold at least one rate.')
   block_type, filters, repeats = RESNET_SPECS[depth][-1]
@@ -340,132 +332,5 @@ def build_conv5_block(depth: int,
   outputs = _block_group(
       inputs, block_type, filters, 1, _unit_rates(1, rates, repeats),
       name=f'{name}_out', unit_prefix=name,
-      **_norm_args(norm_momentum, norm_epsilon, use_sync_bn,
-                   kernel_regularizer))
+      **_norm_args(norm_momentum, norm_epsilon, use_sync_bn))
   return tf_keras.Model(inputs=inputs, outputs=outputs, name=name)
-
-
-def _weighted_layers(model: tf_keras.Model) -> list:
-  return [layer for layer in model.layers if layer.weights]
-
-
-def _copy_layers(ours: list, theirs: list, our_prefix: str, report: dict,
-                 used_theirs: set):
-  """Copies weights pairwise, layer by layer, where all shapes agree."""
-  for i, layer in enumerate(ours):
-    source = theirs[i] if i < len(theirs) else None
-    names = [f'{our_prefix}/{w.name}' for w in layer.weights]
-    if source is not None and len(source.weights) == len(layer.weights) and all(
-        w.shape == v.shape for w, v in zip(layer.weights, source.weights)):
-      for w, v in zip(layer.weights, source.weights):
-        w.assign(v)
-        used_theirs.add(v.ref())
-      report['matched'].extend(names)
-    else:
-      report['unmatched_ours'].extend(names)
-
-
-def _restore_model_garden_resnet(resnet, checkpoint_path: str,
-                                 depth: int) -> str:
-  """Restores `resnet` from the first layout that fits; returns its name.
-
-  Model Garden's image classification trainer writes
-  tf.train.Checkpoint(model=ClassificationModel, ...); the functional model
-  tracks its backbone as '_backbone' (and 'layer_with_weights-0'), not as
-  'backbone'. Detection tasks read ImageNet checkpoints that hold the ResNet
-  directly as 'backbone='. Each layout must match every ResNet variable.
-  """
-  layouts = (
-      ('backbone', lambda: tf.train.Checkpoint(backbone=resnet)),
-      ('model._backbone', lambda: tf.train.Checkpoint(
-          model=tf.train.Checkpoint(_backbone=resnet))),
-      ('model.backbone', lambda: tf.train.Checkpoint(
-          model=tf.train.Checkpoint(backbone=resnet))),
-  )
-  errors = []
-  for layout, make_checkpoint in layouts:
-    try:
-      status = make_checkpoint().read(checkpoint_path).expect_partial()
-      status.assert_existing_objects_matched()
-      return layout
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-      errors.append(f'{layout}: {str(e).splitlines()[0][:200]}')
-  raise ValueError(
-      f'Checkpoint {checkpoint_path!r} holds no Model Garden ResNet-{depth} '
-      'under any of the layouts tried:\n  ' + '\n  '.join(errors))
-
-
-def _resolve_checkpoint_path(checkpoint_path: str) -> str:
-  """A checkpoint prefix from a prefix or a directory; clear error if none."""
-  if not checkpoint_path:
-    raise FileNotFoundError('No ResNet checkpoint path given.')
-  if tf.io.gfile.isdir(checkpoint_path):
-    latest = tf.train.latest_checkpoint(checkpoint_path)
-    if latest is None:
-      raise FileNotFoundError(
-          f'ResNet checkpoint directory {checkpoint_path!r} holds no '
-          'checkpoint.')
-    return latest
-  if not (tf.io.gfile.exists(checkpoint_path + '.index') or
-          tf.io.gfile.exists(checkpoint_path)):
-    raise FileNotFoundError(
-        f'ResNet checkpoint {checkpoint_path!r} not found (looked for '
-        f'{checkpoint_path + ".index"!r} and a directory of that name).')
-  if checkpoint_path.endswith('.index'):
-    return checkpoint_path[:-len('.index')]
-  return checkpoint_path
-
-
-def load_resnet_checkpoint(backbone: tf_keras.Model,
-                           checkpoint_path: str,
-                           depth: int,
-                           conv5_blocks: Sequence[tf_keras.Model] = ()
-                           ) -> dict[str, list[str]]:
-  """Initialises the backbone (and duplicate conv5 blocks) from ImageNet.
-
-  Builds Model Garden's plain `ResNet(model_id=depth)`, restores the
-  checkpoint into it, then copies its weights into `backbone` layer by layer
-  in creation order (stem conv, stem BN, then one layer per unit), where all
-  shapes agree; atrous rates do not change shapes, so any output stride
-  loads. Each conv5 block (from `build_conv5_block`) gets a copy of the
-  checkpoint's res5 units (MaskLab Table 6: ImageNet-initialised box
-  classifier). Nothing is downloaded.
-
-  Args:
-    backbone: from `build_backbone(depth, ...)`.
-    checkpoint_path: checkpoint prefix (or a directory: its latest one).
-    depth: ResNet depth of the checkpoint and of `backbone`.
-    conv5_blocks: models from `build_conv5_block(depth, ...)`.
-
-  Returns:
-    {'matched': [our variable names], 'unmatched_ours': [...],
-     'unmatched_checkpoint': [Model Garden ResNet variables copied nowhere]}.
-    Names are prefixed with the model name ('checkpoint' for Model Garden's).
-
-  Raises:
-    FileNotFoundError: no checkpoint at `checkpoint_path`.
-    ValueError: the checkpoint holds no ResNet-`depth` in a known layout.
-  """
-  _check_depth(depth)
-  path = _resolve_checkpoint_path(checkpoint_path)
-  # Every variable is restored, so skip the costly random initialisation.
-  resnet = mg_backbones.ResNet(model_id=depth, kernel_initializer='zeros')
-  layout = _restore_model_garden_resnet(resnet, path, depth)
-
-  report = {'matched': [], 'unmatched_ours': [], 'unmatched_checkpoint': []}
-  used = set()
-  theirs = _weighted_layers(resnet)
-  _copy_layers(_weighted_layers(backbone), theirs, backbone.name, report,
-               used)
-  num_res5_units = RESNET_SPECS[depth][-1][2]
-  for block in conv5_blocks:
-    _copy_layers(_weighted_layers(block), theirs[-num_res5_units:],
-                 block.name, report, used)
-  report['unmatched_checkpoint'] = [
-      f'checkpoint/{v.name}' for v in resnet.weights if v.ref() not in used]
-  logging.info(
-      'Loaded ResNet-%d from %s (layout %s): %d variables matched, %d of ours '
-      'and %d of the checkpoint unmatched.', depth, path, layout,
-      len(report['matched']), len(report['unmatched_ours']),
-      len(report['unmatched_checkpoint']))
-  return report

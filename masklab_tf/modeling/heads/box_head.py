@@ -27,7 +27,12 @@ class BoxClassifier(tf_keras.layers.Layer):
                multigrid=(1, 2, 4), crop_size: int = 14,
                feature_stride: int = 8, deformable: bool = False,
                norm_momentum: float = 0.997, norm_epsilon: float = 1e-5,
-               use_sync_bn: bool = False, kernel_regularizer=None, **kwargs):
+               use_sync_bn: bool = False, **kwargs):
+    """Args: num_classes: K; backbone_depth: the ResNet depth whose conv5
+    block is duplicated; multigrid: its atrous rates; crop_size: RoI crop
+    side on res4 before 2x2 max pooling; feature_stride: res4's stride;
+    deformable: MaskLab's deformable crop-and-resize; norm_momentum,
+    norm_epsilon, use_sync_bn: batch norm; **kwargs: Layer arguments."""
     super().__init__(**kwargs)
     self.num_classes = num_classes
     self.backbone_depth = backbone_depth
@@ -38,7 +43,6 @@ class BoxClassifier(tf_keras.layers.Layer):
     self.norm_momentum = norm_momentum
     self.norm_epsilon = norm_epsilon
     self.use_sync_bn = use_sync_bn
-    self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
 
   def build(self, input_shape):
     self.crop = roi_crop.DeformableCropAndResize(
@@ -48,8 +52,7 @@ class BoxClassifier(tf_keras.layers.Layer):
     self.conv5 = backbone_lib.build_conv5_block(
         self.backbone_depth, self.multigrid,
         norm_momentum=self.norm_momentum, norm_epsilon=self.norm_epsilon,
-        use_sync_bn=self.use_sync_bn,
-        kernel_regularizer=self.kernel_regularizer)
+        use_sync_bn=self.use_sync_bn)
     self.class_logits = tf_keras.layers.Dense(
         self.num_classes + 1, name='class_logits',
         kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01))
@@ -79,6 +82,4 @@ class BoxClassifier(tf_keras.layers.Layer):
         'feature_stride': self.feature_stride, 'deformable': self.deformable,
         'norm_momentum': self.norm_momentum,
         'norm_epsilon': self.norm_epsilon, 'use_sync_bn': self.use_sync_bn,
-        'kernel_regularizer': tf_keras.regularizers.serialize(
-            self.kernel_regularizer) if self.kernel_regularizer else None,
     }

@@ -1,80 +1,23 @@
-"""Mask heads behind one interface, chosen by name from a registry.
-
-Every head is a tf_keras layer called as
-  head(endpoints, boxes, classes) -> dict
-with endpoints the backbone's feature dict ('conv1', 'res2', ..., 'res5'),
-boxes [B, N, 4] in image pixels, classes int [B, N] (1..K; <= 0 for padding),
-returning at least 'mask_logits' [B, N, S, S] (box-relative, the crop
-convention of ops/crop.py) plus whatever dense maps the head predicts (MaskLab:
-'semantic_logits', 'direction_logits'). The seed papers' other systems
-(InstanceFCN, FCIS, BiSeg) register here too, so their ablations run side by
-side on one model and one training loop.
-"""
+"""MaskLab's mask head (Chen et al., CVPR 2018, sec. 3, Fig. 2-4)."""
 
 from __future__ import annotations
-
-import inspect
-from typing import Callable
 
 import tensorflow as tf
 import tf_keras
 
+from masklab_tf import config as config_lib
+from masklab_tf.modeling.heads import head_config
+from masklab_tf.modeling.heads import outputs as outputs_lib
 from masklab_tf.modeling.heads import semantic_head as semantic_head_lib
 from masklab_tf.ops import assemble
 from masklab_tf.ops import roi_crop
 
-# name -> (factory, the layer class it builds).
-_REGISTRY: dict[str, tuple[Callable[..., tf_keras.layers.Layer], type]] = {}
-
-
-def register(name: str, builds: type | None = None):
-  """Decorator: makes a head buildable by `build_mask_head(name)`.
-
-  Decorates a layer class, or a factory function of one (then `builds`
-  names the class, whose constructor arguments the factory accepts).
-  """
-  def wrap(factory):
-    _REGISTRY[name] = (factory, builds or factory)
-    return factory
-  return wrap
-
-
-def available_heads() -> list[str]:
-  return sorted(_REGISTRY)
-
-
-def _constructor_arguments(cls: type) -> set[str]:
-  """Named constructor arguments of cls and its bases up to Layer."""
-  names = {'name', 'dtype', 'trainable'}
-  for klass in cls.__mro__:
-    if klass is tf_keras.layers.Layer:
-      break
-    if '__init__' in vars(klass):
-      names.update(
-          p.name for p in inspect.signature(klass.__init__).parameters.values()
-          if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-  return names - {'self'}
-
-
-def build_mask_head(head: str, **kwargs) -> tf_keras.layers.Layer:
-  """Builds a registered head from the model's common arguments; each head
-  takes those its constructor names (e.g. grid sizes only for the
-  position-sensitive heads) and ignores the rest."""
-  if head not in _REGISTRY:
-    raise ValueError(f"unknown mask head {head!r}; available: "
-                     f'{", ".join(available_heads())}')
-  factory, cls = _REGISTRY[head]
-  accepted = _constructor_arguments(cls)
-  return factory(**{k: v for k, v in kwargs.items() if k in accepted})
-
-
 MASK_FEATURES = ('both', 'semantic', 'direction')
 
 
-@register('masklab')
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class MaskLabHead(tf_keras.layers.Layer):
-  """MaskLab's mask branch (sec. 3, Fig. 2-4).
+  """MaskLab's mask branch.
 
   Dense part (once per image): 1x1 convs on res5 give semantic logits [K+1]
   and direction logits [D*R]. Per box: the semantic channel of the box's
@@ -85,30 +28,73 @@ class MaskLabHead(tf_keras.layers.Layer):
   logits. Refinement: the coarse logits, concatenated with conv1 and res2
   features cropped on the same box (hypercolumn), go through three 5x5
   convs (64 filters) and a 1x1 conv to the refined logits.
+
+  Both dense maps exist in every ablation (`features`): the semantic map is
+  an output of its own and the direction loss may be on.
   """
 
-  def __init__(self, num_classes: int, crop_size: int = 41,
-               num_directions: int = 8, num_distance_bins: int = 4,
-               output_stride: int = 8, features: str = 'both',
+  PREDICTS = (outputs_lib.SEMANTIC_LOGITS, outputs_lib.DIRECTION_LOGITS)
+
+  def __init__(self, num_classes: int, endpoint_strides: dict,
+               crop_size: int = 41, num_directions: int = 8,
+               num_distance_bins: int = 4, features: str = 'both',
                refine: bool = True, hypercolumn_channels: int = 0,
                refine_filters: int = 64, semantic_head: str = 'conv1x1',
-               use_xla: bool = True, kernel_regularizer=None, **kwargs):
+               use_xla: bool = True, **kwargs):
+    """Builds the head (sublayers are made in `build`).
+
+    Args:
+      num_classes: K, object classes without background.
+      endpoint_strides: stride of each backbone endpoint ('conv1', 'res2',
+        'res5' are read: resnet.endpoint_strides).
+      crop_size: S, side of the box-relative mask crops (paper: 41).
+      num_directions: D, angular bins of direction pooling (paper: 8).
+      num_distance_bins: R, radial bins (paper: 4).
+      features: 'both', 'semantic' or 'direction': which crops the coarse
+        mask fuses (paper Table 2).
+      refine: hypercolumn refinement on or off (paper Table 4).
+      hypercolumn_channels: > 0 reduces conv1 and res2 to this many channels
+        by 1x1 convs before cropping; 0 crops them whole (paper).
+      refine_filters: filters of the three 5x5 refinement convs (paper: 64).
+      semantic_head: 'conv1x1' (MaskLab) or 'aspp' (semantic_head.py).
+      use_xla: compile the assembling layer's core with XLA.
+      **kwargs: tf_keras.layers.Layer arguments (name, dtype, ...).
+    """
     super().__init__(**kwargs)
     if features not in MASK_FEATURES:
       raise ValueError(f'features must be one of {MASK_FEATURES}, got '
                        f'{features!r}')
     self.num_classes = num_classes
+    self.endpoint_strides = dict(endpoint_strides)
     self.crop_size = crop_size
     self.num_directions = num_directions
     self.num_distance_bins = num_distance_bins
-    self.output_stride = output_stride
     self.features = features
     self.refine = refine
     self.hypercolumn_channels = hypercolumn_channels
     self.refine_filters = refine_filters
     self.semantic_head = semantic_head
     self.use_xla = use_xla
-    self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+
+  @classmethod
+  def from_model_config(cls, cfg: config_lib.ModelConfig,
+                        geometry: config_lib.GeometryConfig,
+                        endpoint_strides: dict, use_xla: bool = True,
+                        features: str | None = None, **kwargs):
+    """The head of `cfg`; `features` overrides cfg.mask_features (the
+    ablation systems fix it)."""
+    head_config.require(cfg, 'mask_features', MASK_FEATURES,
+                        'the masklab mask head',
+                        f'takes one of {", ".join(MASK_FEATURES)}')
+    return cls(num_classes=cfg.num_classes,
+               endpoint_strides=endpoint_strides,
+               crop_size=geometry.mask_crop_size,
+               num_directions=geometry.num_directions,
+               num_distance_bins=geometry.num_distance_bins,
+               features=features or cfg.mask_features, refine=cfg.refine,
+               hypercolumn_channels=cfg.hypercolumn_channels,
+               refine_filters=cfg.refine_filters,
+               semantic_head=cfg.semantic_head, use_xla=use_xla, **kwargs)
 
   @property
   def uses_semantic(self) -> bool:
@@ -119,20 +105,18 @@ class MaskLabHead(tf_keras.layers.Layer):
     return self.features in ('both', 'direction')
 
   def build(self, input_shape):
-    reg = dict(kernel_regularizer=self.kernel_regularizer)
-    # Both dense maps exist in every ablation: the semantic map is an output
-    # of its own and the direction loss may be on.
+    stride = self.endpoint_strides['res5']
     self.semantic_conv = semantic_head_lib.build_semantic_head(
-        self.semantic_head, self.num_classes + 1, **reg)
+        self.semantic_head, self.num_classes + 1)
     self.direction_conv = tf_keras.layers.Conv2D(
         self.num_directions * self.num_distance_bins, 1,
-        name='direction_logits', **reg)
+        name='direction_logits')
     self.semantic_crop = assemble.PositionSensitiveAssemble(
-        crop_size=self.crop_size, feature_stride=self.output_stride,
+        crop_size=self.crop_size, feature_stride=stride,
         channel_map_kind='constant', use_xla=self.use_xla,
         name='semantic_crop')
     self.direction_pool = assemble.PositionSensitiveAssemble(
-        crop_size=self.crop_size, feature_stride=self.output_stride,
+        crop_size=self.crop_size, feature_stride=stride,
         channel_map_kind='direction', num_directions=self.num_directions,
         num_distance_bins=self.num_distance_bins, use_xla=self.use_xla,
         name='direction_pool')
@@ -144,17 +128,16 @@ class MaskLabHead(tf_keras.layers.Layer):
     if self.hypercolumn_channels:
       self.reduce_conv1 = tf_keras.layers.Conv2D(
           self.hypercolumn_channels, 1, activation='relu',
-          name='reduce_conv1', **reg)
+          name='reduce_conv1')
       self.reduce_res2 = tf_keras.layers.Conv2D(
           self.hypercolumn_channels, 1, activation='relu',
-          name='reduce_res2', **reg)
+          name='reduce_res2')
     if self.refine:
       self.refine_convs = [
           tf_keras.layers.Conv2D(self.refine_filters, 5, padding='same',
-                                 activation='relu', name=f'refine_{i}', **reg)
+                                 activation='relu', name=f'refine_{i}')
           for i in range(3)]
-      self.refine_logits = tf_keras.layers.Conv2D(1, 1, name='refine_logits',
-                                                  **reg)
+      self.refine_logits = tf_keras.layers.Conv2D(1, 1, name='refine_logits')
     super().build(input_shape)
 
   def dense_logits(self, endpoints):
@@ -163,6 +146,9 @@ class MaskLabHead(tf_keras.layers.Layer):
             self.direction_conv(endpoints['res5']))
 
   def call(self, endpoints, boxes, classes, training=None):
+    """Args: endpoints: the backbone's dict; boxes [B, N, 4] image pixels;
+    classes int [B, N] (1..K, <= 0 for padding). Returns the dict of
+    heads/outputs.py."""
     semantic_logits, direction_logits = self.dense_logits(endpoints)
     crops = []
     if self.uses_semantic:
@@ -172,20 +158,24 @@ class MaskLabHead(tf_keras.layers.Layer):
       crops.append(self.direction_pool(direction_logits, boxes))
     stacked = tf.cast(tf.stack(crops, axis=-1), self.compute_dtype)
     coarse = self.fuse(stacked)[..., 0]  # [B, N, S, S]
-    outputs = {'semantic_logits': semantic_logits,
-               'direction_logits': direction_logits,
-               'coarse_mask_logits': coarse,
-               'mask_logits': coarse}
+    outputs = {outputs_lib.SEMANTIC_LOGITS: semantic_logits,
+               outputs_lib.DIRECTION_LOGITS: direction_logits,
+               outputs_lib.COARSE_MASK_LOGITS: coarse,
+               outputs_lib.MASK_LOGITS: coarse}
     if self.refine:
-      outputs['mask_logits'] = self._refine(endpoints, boxes, coarse)
+      outputs[outputs_lib.MASK_LOGITS] = self._refine(endpoints, boxes,
+                                                      coarse)
     return outputs
 
   def _refine(self, endpoints, boxes, coarse):
     conv1, res2 = endpoints['conv1'], endpoints['res2']
     if self.hypercolumn_channels:
       conv1, res2 = self.reduce_conv1(conv1), self.reduce_res2(res2)
-    hyper = [roi_crop.crop_rois(conv1, boxes, self.crop_size, 2),
-             roi_crop.crop_rois(res2, boxes, self.crop_size, 4)]
+    hyper = [
+        roi_crop.crop_rois(conv1, boxes, self.crop_size,
+                           self.endpoint_strides['conv1']),
+        roi_crop.crop_rois(res2, boxes, self.crop_size,
+                           self.endpoint_strides['res2'])]
     hyper = [tf.cast(h, self.compute_dtype) for h in hyper]
     net = tf.concat([coarse[..., tf.newaxis]] + hyper, axis=-1)
     shape = tf.shape(net)
@@ -198,28 +188,13 @@ class MaskLabHead(tf_keras.layers.Layer):
   def get_config(self):
     return {
         **super().get_config(),
-        'num_classes': self.num_classes, 'crop_size': self.crop_size,
+        'num_classes': self.num_classes,
+        'endpoint_strides': self.endpoint_strides,
+        'crop_size': self.crop_size,
         'num_directions': self.num_directions,
         'num_distance_bins': self.num_distance_bins,
-        'output_stride': self.output_stride, 'features': self.features,
-        'refine': self.refine,
+        'features': self.features, 'refine': self.refine,
         'hypercolumn_channels': self.hypercolumn_channels,
         'refine_filters': self.refine_filters,
         'semantic_head': self.semantic_head, 'use_xla': self.use_xla,
-        'kernel_regularizer': tf_keras.regularizers.serialize(
-            self.kernel_regularizer) if self.kernel_regularizer else None,
     }
-
-
-@register('masklab_semantic_only', builds=MaskLabHead)
-def _semantic_only(**kwargs):
-  return MaskLabHead(**{**kwargs, 'features': 'semantic'})
-
-
-@register('masklab_direction_only', builds=MaskLabHead)
-def _direction_only(**kwargs):
-  return MaskLabHead(**{**kwargs, 'features': 'direction'})
-
-
-# The position-sensitive heads (FCIS, BiSeg) register themselves.
-from masklab_tf.modeling.heads import position_sensitive  # noqa: E402,F401  pylint: disable=g-import-not-at-top,unused-import

@@ -21,15 +21,13 @@ SEMANTIC_HEADS = ('conv1x1', 'aspp')
 
 def build_semantic_head(kind: str, num_logits: int, filters: int = 128,
                         rates: tuple[int, ...] = (6, 12, 18),
-                        kernel_regularizer=None, name: str = 'semantic_logits'
+                        name: str = 'semantic_logits'
                         ) -> tf_keras.layers.Layer:
   """features [B, h, w, C] -> logits [B, h, w, num_logits]."""
   if kind == 'conv1x1':
-    return tf_keras.layers.Conv2D(num_logits, 1, name=name,
-                                  kernel_regularizer=kernel_regularizer)
+    return tf_keras.layers.Conv2D(num_logits, 1, name=name)
   if kind == 'aspp':
-    return AsppSemanticHead(num_logits, filters, rates, kernel_regularizer,
-                            name=name)
+    return AsppSemanticHead(num_logits, filters, rates, name=name)
   raise ValueError(f'semantic head must be one of {SEMANTIC_HEADS}, got '
                    f'{kind!r}')
 
@@ -40,26 +38,25 @@ class AsppSemanticHead(tf_keras.layers.Layer):
   a 1x1 conv to `filters`, then a 1x1 conv to the logits."""
 
   def __init__(self, num_logits: int, filters: int = 128,
-               rates: tuple[int, ...] = (6, 12, 18),
-               kernel_regularizer=None, **kwargs):
+               rates: tuple[int, ...] = (6, 12, 18), **kwargs):
+    """Args: num_logits: output channels; filters: channels of each
+    branch and of the projection; rates: atrous rates of the 3x3 branches;
+    **kwargs: tf_keras.layers.Layer arguments."""
     super().__init__(**kwargs)
     self.num_logits = num_logits
     self.filters = filters
     self.rates = tuple(rates)
-    self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
 
   def build(self, input_shape):
-    reg = dict(kernel_regularizer=self.kernel_regularizer)
     self.branches = [tf_keras.layers.Conv2D(
-        self.filters, 1, activation='relu', name='aspp_1x1', **reg)] + [
+        self.filters, 1, activation='relu', name='aspp_1x1')] + [
             atrous_conv.AtrousConv2D(
                 self.filters, 3, padding='same', dilation_rate=rate,
-                activation='relu', name=f'aspp_rate{rate}', **reg)
+                activation='relu', name=f'aspp_rate{rate}')
             for rate in self.rates]
     self.project = tf_keras.layers.Conv2D(self.filters, 1, activation='relu',
-                                          name='project', **reg)
-    self.logits = tf_keras.layers.Conv2D(self.num_logits, 1, name='logits',
-                                         **reg)
+                                          name='project')
+    self.logits = tf_keras.layers.Conv2D(self.num_logits, 1, name='logits')
     super().build(input_shape)
 
   def call(self, features):
@@ -68,6 +65,4 @@ class AsppSemanticHead(tf_keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), 'num_logits': self.num_logits,
-            'filters': self.filters, 'rates': self.rates,
-            'kernel_regularizer': tf_keras.regularizers.serialize(
-                self.kernel_regularizer) if self.kernel_regularizer else None}
+            'filters': self.filters, 'rates': self.rates}

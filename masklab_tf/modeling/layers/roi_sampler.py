@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_keras
 from official.vision.ops import box_ops
 
-from masklab_tf.modeling.heads import rpn_head
+from masklab_tf.ops import sampling
 
 
 def sample_rois(proposals, gt_boxes, gt_classes, num_samples: int = 64,
@@ -49,11 +49,12 @@ def sample_rois(proposals, gt_boxes, gt_classes, num_samples: int = 64,
   has_gt = tf.reduce_any(valid_gt, axis=1, keepdims=True)
   foreground = real & (best_iou >= foreground_iou)
   background = real & ~foreground & ((best_iou >= 0) | ~has_gt)
-  labels = rpn_head.sample_labels(foreground, background, num_samples,
-                             foreground_fraction, seed)
+  labels = sampling.sample_labels(foreground, background, num_samples,
+                                  foreground_fraction, seed)
   # Chosen candidates first (random order among them), then the rest.
+  # A seed of its own: the same op seed twice would repeat the sampler's noise.
   priority = tf.cast(labels >= 0, tf.float32) * 2.0 + tf.random.uniform(
-      tf.shape(best_iou), seed=seed)
+      tf.shape(best_iou), seed=None if seed is None else seed + 1)
   _, index = tf.math.top_k(priority, k=num_samples)
   chosen = tf.gather(labels, index, batch_dims=1)
   rois = tf.gather(candidates, index, batch_dims=1)
@@ -74,17 +75,21 @@ class RoiSampler(tf_keras.layers.Layer):
   """Layer form of `sample_rois`, for the functional training graph."""
 
   def __init__(self, num_samples: int = 64, foreground_fraction: float = 0.25,
-               foreground_iou: float = 0.5, **kwargs):
+               foreground_iou: float = 0.5, seed: int | None = None,
+               **kwargs):
+    """Args: as `sample_rois`; seed: the sampler's op seed."""
     super().__init__(**kwargs)
     self.num_samples = num_samples
     self.foreground_fraction = foreground_fraction
     self.foreground_iou = foreground_iou
+    self.seed = seed
 
   def call(self, proposals, gt_boxes, gt_classes):
     return sample_rois(proposals, gt_boxes, gt_classes, self.num_samples,
-                       self.foreground_fraction, self.foreground_iou)
+                       self.foreground_fraction, self.foreground_iou,
+                       self.seed)
 
   def get_config(self):
     return {**super().get_config(), 'num_samples': self.num_samples,
             'foreground_fraction': self.foreground_fraction,
-            'foreground_iou': self.foreground_iou}
+            'foreground_iou': self.foreground_iou, 'seed': self.seed}

@@ -1,0 +1,67 @@
+"""The input policy: how an image of any size becomes the model's input.
+
+One module for the data pipeline (training and evaluation batches) and for
+serving (the SavedModel's signatures), so that what a served model sees is
+what it was trained and evaluated on:
+
+- the shortest side goes to `min_size` unless the longest would pass
+  `max_size` (Detectron2's and Model Garden's rule);
+- images resize bilinearly and round back to uint8, as a JPEG the model
+  will see later would be;
+- label maps and masks resize nearest-neighbour (`resize_nearest`);
+- the batch pads to a multiple of the output stride (or a fixed size).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def resized_size(height: tf.Tensor, width: tf.Tensor, min_size: tf.Tensor,
+                 max_size: int) -> tf.Tensor:
+  """int32 [2]: shortest side to min_size unless the longest would exceed
+  max_size."""
+  height = tf.cast(height, tf.float32)
+  width = tf.cast(width, tf.float32)
+  scale = tf.minimum(
+      tf.cast(min_size, tf.float32) / tf.minimum(height, width),
+      float(max_size) / tf.maximum(height, width))
+  return tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32)
+
+
+def resize_image(image: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+  """uint8 [..., H, W, 3] -> uint8 [..., size[0], size[1], 3], bilinear,
+  rounded and clipped back to 0..255."""
+  resized = tf.image.resize(image, size, method='bilinear')
+  return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def resize_nearest(tensor: tf.Tensor, size, axis: int = 0) -> tf.Tensor:
+  """Nearest-neighbour resize of dims (axis, axis + 1) to `size`.
+
+  Gathers source rows and columns at the half-pixel-centred positions that
+  tf.image.resize(method='nearest') uses; unlike it, this works for any
+  dtype and for an empty leading dimension (images without instances).
+  """
+  def source_indices(in_size, out_size):
+    ratio = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
+    position = (tf.cast(tf.range(out_size), tf.float32) + 0.5) * ratio
+    return tf.minimum(tf.cast(tf.floor(position), tf.int32), in_size - 1)
+
+  shape = tf.shape(tensor)
+  rows = source_indices(shape[axis], size[0])
+  cols = source_indices(shape[axis + 1], size[1])
+  return tf.gather(tf.gather(tensor, rows, axis=axis), cols, axis=axis + 1)
+
+
+def round_up(value: tf.Tensor, multiple: int) -> tf.Tensor:
+  """`value` rounded up to a multiple of `multiple`."""
+  return (value + multiple - 1) // multiple * multiple
+
+
+def padded_size(sizes: tf.Tensor, stride: int, pad_to=()) -> tf.Tensor:
+  """int32 [2]: the batch's padded size for resized sizes [B, 2]: the
+  largest rounded up to a multiple of `stride`, or `pad_to` when set."""
+  if pad_to:
+    return tf.constant(pad_to, tf.int32)
+  return round_up(tf.reduce_max(sizes, axis=0), stride)

@@ -1,0 +1,48 @@
+"""Balanced random sampling of labelled candidates (anchors, RoIs, windows).
+
+Hand-written rather than Model Garden's `BalancedPositiveNegativeSampler`
+because the batch size here is dynamic (serving and evaluation take any
+batch, the last batch of an epoch is short): Model Garden's sampler and its
+ROISampler need a static batch. Vectorised over the batch, so one op serves
+every image.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def sample_labels(positive, negative, sample_size: int,
+                  positive_fraction: float, seed: int | None = None):
+  """Random subset: <= fraction * size positives, negatives fill the rest.
+
+  Candidates are ranked by uniform noise and the first k of each kind are
+  taken, so every candidate of a kind is equally likely to be chosen.
+
+  Args:
+    positive, negative: bool [B, N] candidates of each kind (disjoint).
+    sample_size: candidates chosen per image.
+    positive_fraction: at most this share of them positive.
+    seed: op seed of the noise. With the global seed set
+      (tf_keras.utils.set_random_seed) it makes the draws repeatable, which
+      the pinned-loss tests need; each call still draws anew.
+
+  Returns:
+    int32 [B, N]: 1 chosen positive, 0 chosen negative, -1 not chosen.
+  """
+  max_positive = int(sample_size * positive_fraction)
+  noise = tf.random.uniform(tf.shape(positive), seed=seed)
+
+  def take(mask, k):
+    k = tf.cast(k, tf.int32)
+    score = tf.where(mask, noise, -1.0)
+    order = tf.argsort(score, axis=1, direction='DESCENDING')
+    ranks = tf.argsort(order, axis=1)
+    return mask & (ranks < k[:, tf.newaxis])
+
+  num_positive = tf.minimum(
+      tf.reduce_sum(tf.cast(positive, tf.int32), axis=1), max_positive)
+  chosen_positive = take(positive, num_positive)
+  num_negative = sample_size - num_positive
+  chosen_negative = take(negative, num_negative)
+  return tf.where(chosen_positive, 1, tf.where(chosen_negative, 0, -1))

@@ -19,6 +19,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
+from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.systems import instancefcn
 from masklab_tf.modeling.systems import masklab
 from masklab_tf.modeling import precision as precision_lib
@@ -71,7 +72,8 @@ def build_models(cfg: config_lib.ModelConfig,
   """The system's models; `precision`: '', 'mixed_bfloat16',
   'mixed_float16' or 'auto' (TrainConfig.mixed_precision; precision.resolve
   decides 'auto' for this host). Geometry (anchors, proposals, sampling,
-  NMS, box decoding) stays float32 under the mixed policies."""
+  NMS, box decoding) stays float32 under the mixed policies. The
+  convolution layers take cfg.kernel_rewrites (kernel_rewrites.scope)."""
   build = (instancefcn.build_instancefcn if is_instancefcn(cfg)
            else masklab.build_masklab)
   # Keras runs every custom layer's call through AutoGraph while it builds
@@ -79,7 +81,8 @@ def build_models(cfg: config_lib.ModelConfig,
   # are tf.while_loop / tf.cond / tf.where), and converting them was ~5 of
   # the ~7.5 s a process took to build shapes_cpu.
   build = tf.autograph.experimental.do_not_convert(build)
-  with precision_scope(precision_lib.resolve(precision)):
+  with (precision_scope(precision_lib.resolve(precision)),
+        kernel_rewrites.scope(cfg.kernel_rewrites)):
     return build(cfg, geometry, max_instances, image_shape, use_xla)
 
 

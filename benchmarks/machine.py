@@ -1,7 +1,13 @@
-"""What the benchmark tables print under themselves: the machine."""
+"""What the benchmark tables print under themselves: the machine.
+
+The facts come from masklab_tf.host, which the model's host-dependent
+choices read too; this module only words them for the tables.
+"""
 
 import os
 import platform
+
+from masklab_tf import host
 
 # CPU flags that decide which kernels TensorFlow runs, hence the tables'
 # speeds: AVX-512 (oneDNN is on by default only with the AVX512_VNNI /
@@ -11,32 +17,17 @@ import platform
 KERNEL_FLAGS = ('avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16')
 
 
-def _cpuinfo() -> dict:
-  """The first processor's fields of /proc/cpuinfo ({} where unreadable)."""
-  fields = {}
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if not line.strip():
-          break
-        key, _, value = line.partition(':')
-        fields[key.strip()] = value.strip()
-  except OSError:
-    pass
-  return fields
-
-
 def cpu_model(info=None) -> str:
   """The CPU's model name (/proc/cpuinfo, or `info` read from it), else
   platform's guess."""
-  info = _cpuinfo() if info is None else info
+  info = host.cpuinfo() if info is None else info
   return info.get('model name') or platform.processor() or 'unknown CPU'
 
 
 def cpu_details(info=None) -> str:
   """'family F model M; <kernel flags present>' ('' where unknown), from
   /proc/cpuinfo or `info` read from it."""
-  info = _cpuinfo() if info is None else info
+  info = host.cpuinfo() if info is None else info
   if not info:
     return ''
   flags = set(info.get('flags', '').split())
@@ -48,7 +39,7 @@ def cpu_details(info=None) -> str:
 
 def describe() -> str:
   """'N cores, <CPU model> (family F model M; <kernel flags>)'."""
-  info = _cpuinfo()  # read once for both parts
+  info = host.cpuinfo()  # read once for both parts
   details = cpu_details(info)
   return (f'{os.cpu_count()} cores, {cpu_model(info)}'
           + (f' ({details})' if details else ''))

@@ -176,6 +176,11 @@ class ModelConfig:
     semantic_loss_weight, direction_loss_weight: optional dense auxiliary
       losses (0 = off: the paper trains both branches through the masks).
     max_detections, detection_nms_iou, detection_score_threshold: inference.
+    kernel_rewrites: 'auto' (the convolution layers reach other kernels,
+      same weights and function, on the CPU hosts where that was measured
+      to pay; never with a GPU or TPU: modeling/layers/kernel_rewrites.py)
+      or 'off' (plain tf_keras convolutions). Checkpoints move between
+      the two.
   """
   num_classes: int = 80
   backbone_depth: int = 101
@@ -223,6 +228,7 @@ class ModelConfig:
   max_detections: int = 100
   detection_nms_iou: float = 0.6
   detection_score_threshold: float = 0.0
+  kernel_rewrites: str = 'auto'
 
 
 @dataclasses.dataclass

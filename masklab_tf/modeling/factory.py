@@ -14,6 +14,7 @@ import tf_keras
 
 from masklab_tf import config as config_lib
 from masklab_tf.modeling import precision as precision_lib
+from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.systems import base
 from masklab_tf.modeling.systems import registry
 
@@ -56,6 +57,8 @@ def build_models(cfg: config_lib.ModelConfig,
       (TrainConfig.mixed_precision; precision.resolve decides 'auto' for
       this host). Geometry (anchors, proposals, sampling, NMS, box decoding)
       stays float32 under the mixed policies.
+
+  The convolution layers take cfg.kernel_rewrites (kernel_rewrites.scope).
   """
   system = registry.get_system(cfg, geometry)
   # Keras runs every custom layer's call through AutoGraph while it builds
@@ -63,7 +66,8 @@ def build_models(cfg: config_lib.ModelConfig,
   # are tf.while_loop / tf.cond / tf.where), and converting them was most
   # of the time a process took to build shapes_cpu.
   build = tf.autograph.experimental.do_not_convert(system.build)
-  with precision_scope(precision_lib.resolve(precision)):
+  with (precision_scope(precision_lib.resolve(precision)),
+        kernel_rewrites.scope(cfg.kernel_rewrites)):
     return build(max_instances, image_shape, use_xla)
 
 

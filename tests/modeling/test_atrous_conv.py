@@ -7,11 +7,15 @@ import tf_keras
 
 from official.vision.modeling.layers import nn_blocks
 from masklab_tf.modeling.layers import atrous_conv
+from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.backbones import resnet as backbone_lib
+from modeling.test_kernel_rewrites import EIGEN_HOST
+from modeling.test_kernel_rewrites import ONEDNN_HOST
 
 requires_native = pytest.mark.skipif(
-    not atrous_conv.native_dilation_supported(),
-    reason='no oneDNN or GPU: AtrousConv2D keeps the SpaceToBatchND path')
+    not kernel_rewrites.resolve('auto').native_dilation,
+    reason='no native dilated kernels under kernel_rewrites=auto here '
+    '(no oneDNN, or a GPU): AtrousConv2D keeps the SpaceToBatchND path')
 
 
 def _value_and_grads(layer, x):
@@ -87,10 +91,14 @@ def test_dilated_conv_and_its_gradients_skip_space_to_batch():
 def test_sparse_taps_equal_the_dilated_conv(size, kernel_size, rate):
   """Values and both gradients, where padding holds most of the taps."""
   assert atrous_conv.tap_coverage(*size, kernel_size, rate) <= (
-      atrous_conv.MAX_SPARSE_TAP_COVERAGE)
+      kernel_rewrites.ONEDNN_X86.max_sparse_tap_coverage)
   x = tf.random.stateless_normal([2, *size, 5], seed=[7, 8])
-  layer = _assert_same_as_keras_conv2d(x, filters=4, kernel_size=kernel_size,
-                                       padding='same', dilation_rate=rate)
+  # Sparse taps are matmuls: they run on any host, whichever it is said to
+  # be.
+  with kernel_rewrites.scope('auto', ONEDNN_HOST):
+    layer = _assert_same_as_keras_conv2d(
+        x, filters=4, kernel_size=kernel_size, padding='same',
+        dilation_rate=rate)
   ops = _train_graph_ops(layer, tf.TensorSpec([None, *size, 5]))
   assert 'MatMul' in ops
   assert not ops & {'Conv2D', 'Conv2DBackpropFilter', 'Conv2DBackpropInput',
@@ -117,24 +125,23 @@ def test_dense_taps_and_unknown_sizes_keep_the_conv():
 
 
 @pytest.mark.parametrize('native', [True, False])
-def test_sparse_taps_reach_further_without_native_dilated_kernels(
-    native, monkeypatch):
+def test_sparse_taps_reach_further_without_native_dilated_kernels(native):
   """On 7 x 7 crops rate 2 (66 % of the taps in the map) runs as taps only
   where the conv would take SpaceToBatchND, rate 4 (38 %) on both; 32 x 32
   at rate 2 (92 %) and undilated convs keep the conv on both."""
-  monkeypatch.setattr(atrous_conv, 'native_dilation_supported',
-                      lambda: native)
-  for size, rate, taps in ((7, 2, not native), (7, 4, True), (7, 1, False),
-                           (32, 2, False)):
-    layer = atrous_conv.AtrousConv2D(4, 3, padding='same',
-                                     dilation_rate=rate)
-    layer.build([None, size, size, 5])
-    ops = _train_graph_ops(layer, tf.TensorSpec([2, size, size, 5]))
-    assert ('Conv2D' not in ops) == taps, (size, rate)
-  if not native:  # (faking native kernels on a host without them fails)
-    x = tf.random.stateless_normal([2, 7, 7, 5], seed=[3, 4])
-    _assert_same_as_keras_conv2d(x, filters=4, kernel_size=3,
-                                 padding='same', dilation_rate=2)
+  machine = ONEDNN_HOST if native else EIGEN_HOST
+  with kernel_rewrites.scope('auto', machine):
+    for size, rate, taps in ((7, 2, not native), (7, 4, True),
+                             (7, 1, False), (32, 2, False)):
+      layer = atrous_conv.AtrousConv2D(4, 3, padding='same',
+                                       dilation_rate=rate)
+      layer.build([None, size, size, 5])
+      ops = _train_graph_ops(layer, tf.TensorSpec([2, size, size, 5]))
+      assert ('Conv2D' not in ops) == taps, (size, rate)
+    if not native:  # (faking native kernels on a host without them fails)
+      x = tf.random.stateless_normal([2, 7, 7, 5], seed=[3, 4])
+      _assert_same_as_keras_conv2d(x, filters=4, kernel_size=3,
+                                   padding='same', dilation_rate=2)
 
 
 @pytest.mark.parametrize('use_bias, activation', [(False, None),
@@ -142,9 +149,12 @@ def test_sparse_taps_reach_further_without_native_dilated_kernels(
 def test_pointwise_conv_trains_as_a_matmul(use_bias, activation):
   """Same values and gradients as Conv2D; matmul in training only."""
   x = tf.random.stateless_normal([3, 7, 7, 6], seed=[9, 10])
-  layer, reference = _layer_and_reference(
-      x.shape, filters=4, kernel_size=1, use_bias=use_bias,
-      activation=activation, bias_initializer='random_normal')
+  # Matmuls run anywhere: the rewrite is tested whatever this host is.
+  with kernel_rewrites.scope('auto', ONEDNN_HOST):
+    layer, reference = _layer_and_reference(
+        x.shape, filters=4, kernel_size=1, use_bias=use_bias,
+        activation=activation, bias_initializer='random_normal')
+    strided = atrous_conv.AtrousConv2D(4, 1, strides=2)
   for training in (True, False):
     with tf.GradientTape(persistent=True) as tape:
       tape.watch(x)
@@ -161,7 +171,6 @@ def test_pointwise_conv_trains_as_a_matmul(use_bias, activation):
   # The training flag reaches it from an enclosing model's call.
   model = tf_keras.Sequential([tf_keras.Input([7, 7, 6]), layer])
   assert 'MatMul' in _op_types(lambda x: model(x, training=True), spec)
-  strided = atrous_conv.AtrousConv2D(4, 1, strides=2)
   strided.build(x.shape)
   assert 'MatMul' not in _op_types(lambda x: strided(x, training=True), spec)
 
@@ -170,6 +179,7 @@ def test_conv_config_round_trip():
   layer = atrous_conv.AtrousConv2D(8, 3, padding='same', dilation_rate=2,
                                    name='conv')
   config = layer.get_config()
+  assert config['kernel_rewrites'] == 'auto'  # outside any scope
   clone = tf_keras.layers.deserialize(tf_keras.layers.serialize(layer))
   assert isinstance(clone, atrous_conv.AtrousConv2D)
   assert clone.get_config() == config

@@ -57,11 +57,12 @@ def test_other_systems_build_in_bfloat16(head, tiny):
 
 
 def test_auto_precision_follows_the_host(tmp_path, monkeypatch):
+  from masklab_tf import host
   from masklab_tf.modeling import precision
   cpuinfo = tmp_path / 'cpuinfo'
   cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16 amx_bf16\n')
-  assert precision.cpu_flags(str(cpuinfo)) >= precision.CPU_BFLOAT16_FLAGS
-  assert precision.cpu_flags(str(tmp_path / 'absent')) == frozenset()
+  assert host.cpu_flags(str(cpuinfo)) >= host.CPU_BFLOAT16_FLAGS
+  assert host.cpu_flags(str(tmp_path / 'absent')) == frozenset()
   # Named policies pass through; unknown ones name the choices.
   assert precision.resolve('mixed_float16') == 'mixed_float16'
   assert precision.resolve('') == ''
@@ -74,10 +75,8 @@ def test_auto_precision_follows_the_host(tmp_path, monkeypatch):
   # This host: oneDNN's bfloat16 needs both the units and oneDNN on.
   monkeypatch.undo()
   if not tf.config.list_physical_devices('GPU'):
-    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
     assert precision.native_bfloat16() == bool(
-        _pywrap_util_port.IsMklEnabled()
-        and precision.cpu_flags() & precision.CPU_BFLOAT16_FLAGS)
+        host.onednn_enabled() and host.cpu_flags() & host.CPU_BFLOAT16_FLAGS)
 
 
 def test_fast_config_builds_in_the_precision_auto_picks(tiny):

@@ -7,7 +7,9 @@ import tf_keras
 
 from official.vision.modeling.layers import nn_blocks
 from masklab_tf.modeling.layers import atrous_conv
+from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.layers import tiled_conv
+from modeling.test_kernel_rewrites import ONEDNN_HOST
 
 
 def _conv_input_shapes(function, spec):
@@ -59,9 +61,11 @@ def test_bottleneck_block_on_pixel_tiles_is_model_garden_block(strides,
   x = tf.random.stateless_normal([2, 16, 16, 16], seed=[3, 4])
   kwargs = dict(filters=8, strides=strides, use_projection=True)
   reference = nn_blocks.BottleneckBlock(**kwargs)
-  block = atrous_conv.AtrousBottleneckBlock(**kwargs)
+  # Tiles are reshapes: the rewrite is tested whatever this host is.
+  with kernel_rewrites.scope('auto', ONEDNN_HOST):
+    block = atrous_conv.AtrousBottleneckBlock(**kwargs)
+    block(x)
   reference(x)
-  block(x)
   rng = np.random.default_rng(5)
   weights = [rng.uniform(0.5, 1.5, w.shape).astype(np.float32)
              for w in reference.get_weights()]
@@ -93,8 +97,11 @@ def test_bottleneck_block_on_pixel_tiles_is_model_garden_block(strides,
 
 
 def _tiled_and_reference(x_shape, **kwargs):
+  """HaloTiledConv2D(tile_size=8, **kwargs) with the halo-tile rewrite on,
+  whatever this host is, and Keras's Conv2D(**kwargs), same weights."""
   reference = tf_keras.layers.Conv2D(**kwargs)
-  layer = tiled_conv.HaloTiledConv2D(tile_size=8, **kwargs)
+  with kernel_rewrites.scope('auto', ONEDNN_HOST):
+    layer = tiled_conv.HaloTiledConv2D(tile_size=8, **kwargs)
   reference.build(x_shape)
   layer.build(x_shape)
   rng = np.random.default_rng(6)
@@ -150,5 +157,6 @@ def test_halo_tiled_conv_config_round_trip():
   assert isinstance(clone, tiled_conv.HaloTiledConv2D)
   assert clone.get_config() == layer.get_config()
   assert clone.tile_size == 24
+  assert clone.kernel_rewrites == 'auto'  # outside any scope
   with pytest.raises(ValueError, match='tile_size'):
     tiled_conv.HaloTiledConv2D(8, 3, tile_size=0)

@@ -32,7 +32,8 @@ class RpnHead(tf_keras.layers.Layer):
           **kwargs)
 
     # On res4 (64 x 64 at output stride 8 for 512 px) oneDNN runs this conv
-    # ~1.3-1.6x faster at inference on 32 px tiles (tiled_conv).
+    # faster at inference on 32 px tiles (tiled_conv, where the kernel
+    # rewrites are on; docs/perf-notes.md#halo-tiles).
     self.conv = conv(self.channels, 3, 'conv', activation='relu',
                      layer=tiled_conv.HaloTiledConv2D)
     self.scores = conv(self.num_anchors, 1, 'scores')

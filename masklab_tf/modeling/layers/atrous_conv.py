@@ -1,81 +1,60 @@
-"""Atrous (and 1x1) convolutions that reach the faster kernels.
+"""Atrous (and 1x1) convolutions that may reach faster kernels.
 
 `tf.nn.convolution`, which every Keras `Conv2D` calls, runs a dilated conv as
 SpaceToBatchND -> undilated conv -> BatchToSpaceND everywhere but on TPUs
-(its comment: gradients of dilated convs were once TPU-only). oneDNN (TF's
-default CPU kernels on x86) and cuDNN now run dilated convs and both of their
-gradients natively, and the detour costs: on the 7 x 7 RoI crops of the box
-classifier's conv5 block the convs then run on 2 x 2 tiles, where a rate-4
-3x3 conv's weight gradient took 1.8 s of an 8.7 s bfloat16 training step
-(benchmarks/RESULTS.md, "dilated convolutions"). `AtrousConv2D` calls
-`tf.nn.conv2d` with `dilations` directly where the kernels support it and
-the map is small against the rate: SpaceToBatchND then leaves tiles of at
-most SMALL_TILE pixels a side. On larger maps the detour is as fast or faster
-(oneDNN forward, this 2-core Xeon: [1, 32, 32, 512] at rate 2, 16 px tiles:
-92 ms native, 66 ms detour, float32; [1, 64, 64, 512] at rate 4: 237 / 199;
-at rate 8, 8 px tiles: 250 / 317; [100, 7, 7, 512] at rate 4: 130 / 711), and
-maps of unknown size (the backbone in a SavedModel taking any image size)
-keep it too.
+(its comment: gradients of dilated convs were once TPU-only). On a map that
+is small against the rate the detour leaves tiles of a few pixels, where
+convolution kernels run slowly: the box classifier's conv5 block runs its
+rate-2 and rate-4 3x3 convs on 7 x 7 RoI crops, i.e. on 4 x 4 and 2 x 2
+tiles. `AtrousConv2D` is Conv2D with the same arguments, weights and
+function, which, where its kernel rewrites are on (kernel_rewrites.py,
+ModelConfig.kernel_rewrites), reaches other kernels:
 
-TF's own (non-oneDNN) CPU kernels run a dilated conv forward but not its
-gradients ("Current CPU implementations do not yet support dilation rates
-larger than 1"), so with oneDNN switched off (TF_ENABLE_ONEDNN_OPTS=0) and no
-GPU the layer keeps Keras's SpaceToBatchND path.
+- Native dilated kernels: oneDNN (TF's default CPU kernels on recent x86)
+  runs dilated convs and both of their gradients natively, so the layer
+  calls `tf.nn.conv2d` with `dilations` where the map's static size leaves
+  SpaceToBatchND tiles of at most SMALL_TILE pixels a side. On larger maps
+  the detour was as fast or faster, and maps of unknown size (the backbone
+  in a SavedModel taking any image size) keep it too
+  (docs/perf-notes.md#native-dilated-kernels). TF's own (Eigen) CPU kernels
+  run a dilated conv forward but not its gradients ("Current CPU
+  implementations do not yet support dilation rates larger than 1"), so
+  there the layer keeps Keras's path.
+- Sparse taps: where the rate is large against the map, most of a dilated
+  conv's taps read 'same' padding: a 3x3 rate-4 conv on 7 x 7 crops reads
+  169 in-map pixels of the 441 its nominal FLOPs pay for. There
+  (`tap_coverage` at most the rewrites' max_sparse_tap_coverage, static
+  sizes, stride 1, 'same', odd kernel) the layer runs `sparse_tap_conv2d`:
+  one matmul per tap on the window of the map the tap reads, summed. Exact,
+  and its gradients are matmuls, which pay where the dilated conv's weight
+  gradient (oneDNN) or the SpaceToBatchND path's input gradient (Eigen) led
+  the training step's profile; without native dilated kernels the matmuls
+  win on denser maps too (docs/perf-notes.md#sparse-taps,
+  docs/perf-notes.md#sparse-taps-without-onednn).
+- Pointwise matmuls: in training, stride-1 1x1 convs run as matmuls on the
+  [pixels, C] view of the map, where oneDNN's 1x1 conv gradients (bfloat16
+  most) ran slower than the matmuls that compute them; the box classifier's
+  conv5 block on every sampled RoI is mostly 1x1 convs
+  (docs/perf-notes.md#pointwise-matmuls).
 
-Where the rate is large against the map, most of a dilated conv's taps read
-'same' padding: a 3x3 rate-4 conv on the box classifier's 7 x 7 crops reads
-169 in-map pixels of the 441 its nominal FLOPs pay for. There
-(`tap_coverage` <= MAX_SPARSE_TAP_COVERAGE, static sizes, stride 1, 'same',
-odd kernel) the layer runs `sparse_tap_conv2d`: one matmul per tap on the
-window of the map the tap reads inside the map, summed. Exact, every
-backend, and its gradients are matmuls: oneDNN's weight gradient of that
-conv was the largest op of a bfloat16 training step (benchmarks/RESULTS.md,
-"sparse taps"). Without native dilated kernels the SpaceToBatchND path's
-input gradient on 7 x 7 crops at rate 2 was the largest op of a float32
-training step (2.1 of 16 s on an AMD EPYC), and the matmuls win up to a
-coverage of MAX_SPARSE_TAP_COVERAGE_WITHOUT_NATIVE.
-
-In training, stride-1 1x1 convs run as matmuls on the [pixels, C] view of
-the map: oneDNN's bfloat16 1x1 conv gradients ran 1.1-2x slower than the
-matmuls that compute them (float32: about even), and the box classifier's
-conv5 block on every sampled RoI is mostly 1x1 convs.
+`AtrousBottleneckBlock` is Model Garden's bottleneck block made of these
+convs, which also runs its 1x1 triplets on pixel tiles (tiled_conv.py).
 """
 
 from __future__ import annotations
-
-import functools
 
 import tensorflow as tf
 import tf_keras
 from official.modeling import tf_utils
 from official.vision.modeling.layers import nn_blocks
-from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
+from masklab_tf.modeling.layers import kernel_rewrites as rewrites_lib
 from masklab_tf.modeling.layers import tiled_conv
 
 
 # Largest SpaceToBatchND tile (ceil(size / rate)) for which the native kernel
-# runs instead.
+# runs instead (docs/perf-notes.md#native-dilated-kernels).
 SMALL_TILE = 8
-# Largest share of a conv's nominal pixel-taps that read inside the map for
-# which `sparse_tap_conv2d` runs instead of the conv, with native dilated
-# kernels (oneDNN, 2-core Xeon, 7 x 7 crops: rate 4 0.38, 2-3.5x faster in
-# training; rate 2 0.66, no faster)...
-MAX_SPARSE_TAP_COVERAGE = 0.5
-# ... and without them (TF's Eigen kernels: SpaceToBatchND and an undilated
-# conv on the tiles; 2-core AMD EPYC, float32, forward and both gradients,
-# [128, 7, 7, 512] 3x3 rate 2 (0.66): 2947 -> 654 ms; [2, 32, 32, 512]:
-# rate 4 (0.84) 331 -> 258, rate 2 (0.92) 293 -> 317). Undilated convs keep
-# the conv (7 x 7, 0.82: 1050 -> 851 ms, not worth other round-off in every
-# small map of the tests' tiny backbones).
-MAX_SPARSE_TAP_COVERAGE_WITHOUT_NATIVE = 0.85
-
-
-@functools.lru_cache(maxsize=None)
-def native_dilation_supported() -> bool:
-  """True where dilated conv gradients have native kernels (oneDNN, GPU)."""
-  return bool(_pywrap_util_port.IsMklEnabled()
-              or tf.config.list_physical_devices('GPU'))
 
 
 def _tap_windows(size: int, kernel_size: int, rate: int):
@@ -141,15 +120,31 @@ def sparse_tap_conv2d(inputs: tf.Tensor, kernel: tf.Tensor,
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class AtrousConv2D(tf_keras.layers.Conv2D):
-  """`tf_keras.layers.Conv2D` that reaches the faster kernels where it can.
+  """`tf_keras.layers.Conv2D` that may reach faster kernels.
 
-  Same arguments, weights and config as Conv2D; only how the conv reaches
-  the kernels differs: dilated convs (native kernel or sparse taps) and 1x1
-  convs in training (matmul); see the module docstring.
+  Same weights and function as Conv2D; only how the conv reaches the
+  kernels differs, and only where its kernel rewrites are on: dilated convs
+  (native kernel or sparse taps) and 1x1 convs in training (matmul); see
+  the module docstring. With none on (kernel_rewrites='off', or 'auto' on a
+  host where none pays) every call is Conv2D's.
   """
 
+  def __init__(self, *args, kernel_rewrites: str | None = None, **kwargs):
+    """Conv2D(*args, **kwargs) that may rewrite its kernels.
+
+    Args:
+      *args: Conv2D's positional arguments (filters, kernel_size, ...).
+      kernel_rewrites: 'auto' or 'off' (kernel_rewrites.py); None takes the
+        enclosing kernel_rewrites.scope's mode ('auto' outside any).
+      **kwargs: Conv2D's keyword arguments.
+    """
+    super().__init__(*args, **kwargs)
+    self.kernel_rewrites, self._rewrites = rewrites_lib.for_layer(
+        kernel_rewrites)
+
   def call(self, inputs, training=None):
-    if training is not True or not self._pointwise(inputs.shape):
+    if (training is not True or not self._rewrites.pointwise_matmul
+        or not self._pointwise(inputs.shape)):
       return super().call(inputs)
     channels = inputs.shape[-1]
     outputs = tf.matmul(tf.reshape(inputs, [-1, channels]),
@@ -167,8 +162,8 @@ class AtrousConv2D(tf_keras.layers.Conv2D):
     if self._sparse_taps(inputs.shape):
       return sparse_tap_conv2d(inputs, kernel, self.dilation_rate)
     # Conv2D's padding is 'valid' or 'same' (Keras refuses 'causal' there).
-    if (not self._small_tiles(inputs.shape)
-        or not native_dilation_supported()):
+    if (not self._rewrites.native_dilation
+        or not self._small_tiles(inputs.shape)):
       return super().convolution_op(inputs, kernel)
     return tf.nn.conv2d(
         inputs, kernel, strides=list(self.strides),
@@ -184,14 +179,13 @@ class AtrousConv2D(tf_keras.layers.Conv2D):
 
   def _sparse_taps(self, shape) -> bool:
     """Whether `sparse_tap_conv2d` computes this call (module docstring)."""
-    if (self.data_format != 'channels_last' or self.padding != 'same'
-        or tuple(self.strides) != (1, 1) or max(self.dilation_rate) == 1
-        or self.groups != 1
+    limit = self._rewrites.max_sparse_tap_coverage
+    if (limit <= 0 or self.data_format != 'channels_last'
+        or self.padding != 'same' or tuple(self.strides) != (1, 1)
+        or max(self.dilation_rate) == 1 or self.groups != 1
         or not all(k % 2 for k in self.kernel_size)
         or None in (shape[1], shape[2])):
       return False
-    limit = (MAX_SPARSE_TAP_COVERAGE if native_dilation_supported()
-             else MAX_SPARSE_TAP_COVERAGE_WITHOUT_NATIVE)
     return tap_coverage(shape[1], shape[2], self.kernel_size,
                         self.dilation_rate) <= limit
 
@@ -204,6 +198,9 @@ class AtrousConv2D(tf_keras.layers.Conv2D):
         size is not None and -(-size // rate) <= SMALL_TILE
         for size, rate in dilated)
 
+  def get_config(self):
+    return {**super().get_config(), 'kernel_rewrites': self.kernel_rewrites}
+
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class AtrousBottleneckBlock(nn_blocks.BottleneckBlock):
@@ -214,11 +211,28 @@ class AtrousBottleneckBlock(nn_blocks.BottleneckBlock):
   so Model Garden's ResNet checkpoints and checkpoints written before this
   class existed load unchanged. Only the plain block is rebuilt here:
   squeeze-excitation, ResNet-D shortcuts and stochastic depth are refused.
-  `call` runs the 1x1 conv + batch norm (+ ReLU) triplets on 8 x 8 pixel
-  tiles of the map (`tiled_conv.to_pixel_tiles`), where oneDNN's 1x1 convs
-  run faster than on one large map (at inference: in training AtrousConv2D
-  runs them as matmuls over the pixels); the 3x3 conv sees the map as it is.
+  Where its pixel-tile rewrite is on (kernel_rewrites.py), `call` runs the
+  1x1 conv + batch norm (+ ReLU) triplets on 8 x 8 pixel tiles of the map
+  (`tiled_conv.to_pixel_tiles`), where oneDNN's 1x1 convs run faster than
+  on one large map (at inference: in training AtrousConv2D runs them as
+  matmuls over the pixels); the 3x3 conv sees the map as it is. With the
+  rewrites off it is Model Garden's block, call and all.
   """
+
+  def __init__(self, *args, kernel_rewrites: str | None = None, **kwargs):
+    """BottleneckBlock(*args, **kwargs) that may rewrite its kernels.
+
+    Args:
+      *args: BottleneckBlock's positional arguments (filters, strides, ...).
+      kernel_rewrites: 'auto' or 'off' (kernel_rewrites.py), for the block
+        and its convs; None takes the enclosing kernel_rewrites.scope's mode
+        ('auto' outside any).
+      **kwargs: BottleneckBlock's keyword arguments.
+    """
+    super().__init__(*args, **kwargs)
+    self._kernel_rewrites, self._rewrites = rewrites_lib.for_layer(
+        kernel_rewrites)
+    self._rewrites_host = rewrites_lib.current_host()
 
   def build(self, input_shape):
     if (self._se_ratio or self._resnetd_shortcut
@@ -228,6 +242,14 @@ class AtrousBottleneckBlock(nn_blocks.BottleneckBlock):
           f'se_ratio={self._se_ratio}, resnetd_shortcut='
           f'{self._resnetd_shortcut}, stochastic_depth_drop_rate='
           f'{self._stochastic_depth_drop_rate}.')
+    # The convs decide as the block did, wherever it builds.
+    with rewrites_lib.scope(self._kernel_rewrites, self._rewrites_host):
+      self._build_layers()
+    # Skips BottleneckBlock.build (it would build stock Conv2Ds).
+    tf_keras.layers.Layer.build(self, input_shape)  # pylint: disable=bad-super-call
+
+  def _build_layers(self):
+    """BottleneckBlock.build's sublayers, in its order, with AtrousConv2D."""
     if self._use_projection:
       self._shortcut = self._conv(self._filters * 4, 1, self._strides)
       self._norm0 = self._norm_layer()
@@ -247,11 +269,10 @@ class AtrousBottleneckBlock(nn_blocks.BottleneckBlock):
     self._squeeze_excitation = None
     self._stochastic_depth = None
     self._add = tf_keras.layers.Add()
-    # Skips BottleneckBlock.build (it would build stock Conv2Ds).
-    tf_keras.layers.Layer.build(self, input_shape)  # pylint: disable=bad-super-call
 
   def call(self, inputs, training=None):
-    tiles = tiled_conv.to_pixel_tiles(inputs)
+    tiles = (tiled_conv.to_pixel_tiles(inputs) if self._rewrites.pixel_tiles
+             else None)
     if tiles is None:
       return super().call(inputs, training=training)
 
@@ -292,3 +313,6 @@ class AtrousBottleneckBlock(nn_blocks.BottleneckBlock):
         axis=self._bn_axis, momentum=self._norm_momentum,
         epsilon=self._norm_epsilon, trainable=self._bn_trainable,
         synchronized=self._use_sync_bn)
+
+  def get_config(self):
+    return {**super().get_config(), 'kernel_rewrites': self._kernel_rewrites}

@@ -1,13 +1,11 @@
 """Convolutions on a few large maps run as convolutions on many small tiles.
 
-oneDNN's CPU convolutions are much slower on one large map than on a batch
-of small ones with the same FLOPs: on this 2-core Xeon, float32, a 3x3 conv
-[1, 64, 64, 1024] -> 512 ran at 84-99 GFLOP/s and the same conv on
-[4, 32, 32, 1024] at 178-193; a 1x1 conv [1, 64, 64, 512] -> 2048 at 69-75
-GFLOP/s and on [64, 8, 8, 512] at 107-160 (benchmarks/RESULTS.md,
-"tiled convolutions"). Batch-1 inference at output stride 8 is made of such
-maps (res4 and res5 at 64 x 64 for a 512 px image, the RPN's conv on res4),
-so two exact rewrites recover the batched kernels' speed:
+oneDNN's CPU convolutions run much slower on one large map than on a batch
+of small ones with the same FLOPs (docs/perf-notes.md#pixel-tiles).
+Batch-1 inference at output stride 8 is made of such maps (res4 and res5 at
+64 x 64 for a 512 px image, the RPN's conv on res4), so two exact rewrites
+recover the batched kernels' speed where the kernel rewrites are on
+(kernel_rewrites.py: oneDNN hosts):
 
 - Pointwise ops (1x1 convs, batch norm, ReLU) do not care where a pixel is,
   so a [B, H, W, C] map can be viewed, by a free reshape, as
@@ -17,7 +15,8 @@ so two exact rewrites recover the batched kernels' speed:
 - A 3x3 'same' conv is a 'valid' conv on tiles that carry a halo of
   dilation * (k - 1) / 2 pixels of their neighbours (zeros at the image
   border, as 'same' pads): `HaloTiledConv2D`. Forward only: with its
-  gradients the tiled conv was no faster (training keeps the plain conv).
+  gradients the tiled conv was no faster, so training keeps the plain conv
+  (docs/perf-notes.md#halo-tiles).
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ from typing import Optional
 
 import tensorflow as tf
 import tf_keras
+
+from masklab_tf.modeling.layers import kernel_rewrites as rewrites_lib
 
 # Side of the pixel tiles pointwise ops see (8 x 8 = 64 pixels).
 PIXEL_TILE = 8
@@ -87,28 +88,45 @@ def _join_tiles(tiles, grid, tile, height, width):
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class HaloTiledConv2D(tf_keras.layers.Conv2D):
-  """`Conv2D` that, at inference, convolves tiles of about `tile_size` px.
+  """`Conv2D` that, at inference, may convolve tiles of about `tile_size` px.
 
-  Same weights and function as Conv2D (its arguments plus `tile_size`). At
-  inference, a stride-1 'same' conv on a map of known size with a side of
-  at least 2 * tile_size is run on the map's tiles with their halos (see
-  the module docstring) and the outputs joined; in training and on other
-  maps it is the plain conv.
+  Same weights and function as Conv2D (its arguments plus `tile_size` and
+  `kernel_rewrites`). Where its halo-tile rewrite is on
+  (kernel_rewrites.py), at inference a stride-1 'same' conv on a map of
+  known size with a side of at least 2 * tile_size is run on the map's
+  tiles with their halos (see the module docstring) and the outputs
+  joined; in training, on other maps and with the rewrite off it is the
+  plain conv.
   """
 
-  def __init__(self, *args, tile_size: int = 32, **kwargs):
+  def __init__(self, *args, tile_size: int = 32,
+               kernel_rewrites: str | None = None, **kwargs):
+    """Conv2D(*args, **kwargs) that may run on tiles at inference.
+
+    Args:
+      *args: Conv2D's positional arguments (filters, kernel_size, ...).
+      tile_size: side of the tiles, in pixels of the map.
+      kernel_rewrites: 'auto' or 'off' (kernel_rewrites.py); None takes the
+        enclosing kernel_rewrites.scope's mode ('auto' outside any).
+      **kwargs: Conv2D's keyword arguments.
+
+    Raises:
+      ValueError: tile_size < 1.
+    """
     super().__init__(*args, **kwargs)
     if tile_size < 1:
       raise ValueError(f'tile_size must be positive, got {tile_size}.')
     self.tile_size = tile_size
+    self.kernel_rewrites, self._rewrites = rewrites_lib.for_layer(
+        kernel_rewrites)
 
   def _grid(self, shape, training):
     """(grid_h, grid_w) or None where the plain conv runs."""
     # 'same' pads an odd kernel (k - 1) / 2 * rate on each side; even
     # kernels pad asymmetrically and keep the plain conv.
-    if (training or self.padding != 'same' or self.groups != 1
-        or self.data_format != 'channels_last' or self.rank != 2
-        or tuple(self.strides) != (1, 1) or shape.rank != 4
+    if (training or not self._rewrites.halo_tiles or self.padding != 'same'
+        or self.groups != 1 or self.data_format != 'channels_last'
+        or self.rank != 2 or tuple(self.strides) != (1, 1) or shape.rank != 4
         or any(k % 2 == 0 for k in self.kernel_size)):
       return None
     height, width = shape[1], shape[2]
@@ -135,4 +153,5 @@ class HaloTiledConv2D(tf_keras.layers.Conv2D):
     return _join_tiles(outputs, grid, tile, height, width)
 
   def get_config(self):
-    return {**super().get_config(), 'tile_size': self.tile_size}
+    return {**super().get_config(), 'tile_size': self.tile_size,
+            'kernel_rewrites': self.kernel_rewrites}

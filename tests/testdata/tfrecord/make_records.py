@@ -23,6 +23,8 @@ expected arrays are the stored JPEG decoded by tf.io.decode_image and no
 instances, and `13/old_reader_failed` says so.
 
 Usage: python tests/testdata/tfrecord/make_records.py
+(tests/data/test_tfrecord.py imports `make_dataset` to write the same
+images again.)
 """
 
 import json
@@ -83,16 +85,21 @@ def _annotations():
   }
 
 
+def make_dataset(directory: str) -> coco.CocoDataset:
+  """The three images and their json under `directory`, read as COCO."""
+  images_dir = os.path.join(directory, 'images')
+  os.makedirs(images_dir)
+  _write_images(images_dir)
+  annotations = os.path.join(directory, 'annotations.json')
+  with open(annotations, 'w') as f:
+    json.dump(_annotations(), f)
+  return coco.read_coco(annotations, images_dir, verify_images='full',
+                        strict=True)
+
+
 def main():
   with tempfile.TemporaryDirectory() as scratch:
-    images_dir = os.path.join(scratch, 'images')
-    os.makedirs(images_dir)
-    _write_images(images_dir)
-    annotations = os.path.join(scratch, 'annotations.json')
-    with open(annotations, 'w') as f:
-      json.dump(_annotations(), f)
-    dataset = coco.read_coco(annotations, images_dir, verify_images='full',
-                             strict=True)
+    dataset = make_dataset(scratch)
     (path,) = tfrecord.write_tfrecords(dataset, PREFIX, num_shards=1)
   categories = tfrecord.read_categories(PREFIX + tfrecord.CATEGORIES_SUFFIX)
   table = tfrecord.class_index_table(categories)

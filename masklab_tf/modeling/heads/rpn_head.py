@@ -192,6 +192,15 @@ def sample_labels(positive, negative, sample_size, positive_fraction,
                   seed=None):
   """Random subset: <= fraction * size positives, negatives fill the rest.
 
+  Hand-written because the batch and N are dynamic (N = anchors of a
+  run-time image size; the functional training graph has no static batch)
+  and Model Garden's samplers need them static (tf-models-official 2.20,
+  checked in a tf.function with unknown shapes): `BoxSampler` loops over
+  the static batch ("'NoneType' object cannot be interpreted as an
+  integer"), and its `BalancedPositiveNegativeSampler(is_static=True)`
+  rejects a dynamic N ("indicator must be static in shape"). Ranking by
+  uniform noise samples every batch row at once.
+
   Args: positive, negative: bool [B, N]. Returns int32 [B, N] in {1, 0, -1}.
   """
   max_positive = int(sample_size * positive_fraction)

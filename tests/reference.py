@@ -61,3 +61,98 @@ def _bilinear(grid, ys, xs):
   top = grid[y0][:, x0] * (1 - wx) + grid[y0][:, x0 + 1] * wx
   bottom = grid[y0 + 1][:, x0] * (1 - wx) + grid[y0 + 1][:, x0 + 1] * wx
   return top * (1 - wy) + bottom * wy
+# Mask voting (masklab_tf/postprocess/mask_voting.py) in numpy, with its own
+# box IoU rather than Model Garden's bbox_overlap (no padding -1, no 1e-8 in
+# the union, areas clipped at 0).
+
+
+def box_iou_np(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+  """Pairwise IoU of continuous boxes; empty boxes have IoU 0 with all.
+
+  Args:
+    boxes1: [N, 4] ymin, xmin, ymax, xmax.
+    boxes2: [M, 4].
+
+  Returns:
+    float32 [N, M].
+  """
+  boxes1 = np.asarray(boxes1, np.float32).reshape(-1, 4)
+  boxes2 = np.asarray(boxes2, np.float32).reshape(-1, 4)
+  top = np.maximum(boxes1[:, None, 0], boxes2[None, :, 0])
+  left = np.maximum(boxes1[:, None, 1], boxes2[None, :, 1])
+  bottom = np.minimum(boxes1[:, None, 2], boxes2[None, :, 2])
+  right = np.minimum(boxes1[:, None, 3], boxes2[None, :, 3])
+  inter = np.maximum(bottom - top, 0) * np.maximum(right - left, 0)
+  area1 = _area_np(boxes1)
+  area2 = _area_np(boxes2)
+  union = area1[:, None] + area2[None, :] - inter
+  with np.errstate(divide='ignore', invalid='ignore'):
+    return np.where(union > 0, inter / union, 0).astype(np.float32)
+
+
+def vote_weights_np(boxes: np.ndarray, classes: np.ndarray,
+                    pool_boxes: np.ndarray, pool_scores: np.ndarray,
+                    pool_classes: np.ndarray, iou_threshold: float = 0.5,
+                    include_self: bool = False) -> np.ndarray:
+  """Who votes for whom, and how much.
+
+  Args:
+    boxes: [N, 4] the detections that receive a voted mask.
+    classes: [N] their classes (1..K; 0 = padding, which gets no voters).
+    pool_boxes, pool_scores, pool_classes: [M, 4], [M], [M] the voters.
+    iou_threshold: a voter needs box IoU >= this with the detection.
+    include_self: the pool is the detections (M == N); voter n always votes
+      for detection n, even when its box is empty.
+
+  Returns:
+    float32 [N, M]: the voter's score where it votes, else 0.
+  """
+  classes = np.asarray(classes).reshape(-1)
+  pool_classes = np.asarray(pool_classes).reshape(-1)
+  votes = ((box_iou_np(boxes, pool_boxes) >= iou_threshold) &
+           (classes[:, None] == pool_classes[None, :]) &
+           (classes[:, None] > 0))
+  if include_self:
+    votes |= np.eye(len(classes), dtype=bool) & (classes[:, None] > 0)
+  scores = np.asarray(pool_scores, np.float32).reshape(1, -1)
+  return np.where(votes, scores, 0).astype(np.float32)
+
+
+def vote_masks_np(masks: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                  classes: np.ndarray, iou_threshold: float = 0.5,
+                  mask_threshold: float = 0.5, pool=None) -> np.ndarray:
+  """Score-weighted average of each detection's voters' masks, binarized.
+
+  Args:
+    masks: [N, H, W] full-image probabilities of the detections.
+    boxes: [N, 4] continuous ymin, xmin, ymax, xmax.
+    scores: [N].
+    classes: [N] 1..K (0 = padding: its output mask is empty).
+    iou_threshold: box IoU a voter needs with the detection.
+    mask_threshold: the weighted average is kept where >= this.
+    pool: None (the detections vote, each always for itself) or a tuple
+      (masks [M, H, W], boxes [M, 4], scores [M], classes [M]) of voters,
+      e.g. the pre-NMS candidates, which should include the detections.
+
+  Returns:
+    uint8 [N, H, W] in {0, 1}; a detection whose voters weigh 0 in total
+    gets an empty mask.
+  """
+  include_self = pool is None
+  if pool is None:
+    pool = (masks, boxes, scores, classes)
+  pool_masks, pool_boxes, pool_scores, pool_classes = pool
+  weights = vote_weights_np(boxes, classes, pool_boxes, pool_scores,
+                            pool_classes, iou_threshold, include_self)
+  pool_masks = np.asarray(pool_masks, np.float32)
+  total = np.einsum('nm,mhw->nhw', weights, pool_masks)
+  norm = weights.sum(axis=1)[:, None, None]
+  # Compare the weighted sum with threshold * total weight rather than
+  # divide: no 0/0 for unvoted rows, and `vote_masks` can do the same.
+  keep = (total >= np.float32(mask_threshold) * norm) & (norm > 0)
+  return keep.astype(np.uint8)
+
+
+def _area_np(boxes):
+  return (np.maximum(boxes[:, 2] - boxes[:, 0], 0) *
+          np.maximum(boxes[:, 3] - boxes[:, 1], 0))

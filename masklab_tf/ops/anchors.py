@@ -2,8 +2,21 @@
 
 MaskLab's RPN runs on one feature map (res4, stride 8 or 16) with several
 anchor sizes and aspect ratios at every position (paper: 5 scales), as TF
-Object Detection API's grid anchor generator does; Model Garden's `Anchor`
-spreads scales over pyramid levels instead, so it does not fit.
+Object Detection API's grid anchor generator does.
+
+Why not Model Garden's (tf-models-official 2.20, checked by calling both
+inside a tf.function whose input has an unknown image size, as the training
+graph and the SavedModel have):
+  * `anchor_generator._SingleAnchorGenerator(1, sizes, aspect_ratios,
+    stride)` gives exactly these boxes (max difference 0 at 480 x 640,
+    stride 16) when the size is a Python number, but reshapes by the
+    static shape, so an unknown size fails ("Failed to convert elements of
+    [None, None, 60] to Tensor"). It is also private.
+  * `anchor.Anchor` takes math.ceil of the size ("must be real number, not
+    SymbolicTensor"), and puts one level's scales inside an octave
+    (2 ** (i / num_scales)), where MaskLab's sizes 32..512 span four
+    octaves on one map.
+Here the grid is built from the feature map's run-time height and width.
 """
 
 from __future__ import annotations

@@ -14,6 +14,20 @@ below is the only place that knows it. Every crop in the project (mask
 targets, semantic and direction crops, RoI features, hypercolumns) goes
 through `to_crop_and_resize_boxes`, so targets, crops and pooling cannot
 drift apart.
+
+Why not Model Garden's crops (official.vision.ops.spatial_transform_ops):
+  * They sample bin centres (RoIAlign), not both box edges, so their
+    samples are not the positions the direction pooling map is built on.
+  * `multilevel_crop_and_resize`, which crops features, was slower than
+    tf.image.crop_and_resize on MaskLab's assembling crops (64 x 64 map,
+    32 channels, 100 boxes, 41 x 41): 14.7 against 2.9 ms forward (5x),
+    39.1 against 10.0 ms with the backward pass (3.9x)
+    (benchmarks/RESULTS.md, "Assembling layer").
+  * `crop_mask_in_target_box`, which crops mask targets, reads the masks'
+    static height and width: in a tf.function with an unknown image size
+    it fails ("Tried to convert 'y' to a tensor and failed. Error: None
+    values not supported", tf-models-official 2.20), where the input
+    pipeline's images have any size.
 """
 
 from __future__ import annotations

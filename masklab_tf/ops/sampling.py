@@ -1,10 +1,13 @@
 """Balanced random sampling of labelled candidates (anchors, RoIs, windows).
 
-Hand-written rather than Model Garden's `BalancedPositiveNegativeSampler`
-because the batch size here is dynamic (serving and evaluation take any
-batch, the last batch of an epoch is short): Model Garden's sampler and its
-ROISampler need a static batch. Vectorised over the batch, so one op serves
-every image.
+Hand-written because the batch and the candidate count N are dynamic (N =
+anchors of a run-time image size; the functional training graph has no
+static batch) and Model Garden's samplers need them static
+(tf-models-official 2.20, checked in a tf.function with unknown shapes):
+`BoxSampler` loops over the static batch ("'NoneType' object cannot be
+interpreted as an integer"), and its `BalancedPositiveNegativeSampler(
+is_static=True)` rejects a dynamic N ("indicator must be static in
+shape"). Ranking by uniform noise samples every batch row at once.
 """
 
 from __future__ import annotations

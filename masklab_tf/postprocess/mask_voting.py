@@ -19,7 +19,7 @@ Our detections (postprocess.detect) come out of per-class NMS at box IoU
 detections themselves: a detection's voters are itself and the same-class
 detections NMS let through at box IoU in [0.5, 0.6). That is the pool the
 SavedModel has; it votes far less than MNC's (hardly at all with an NMS IoU
-of 0.5, not at all below). Both functions take an optional `pool` (masks,
+of 0.5, not at all below). `vote_masks` takes an optional `pool` (masks,
 boxes, scores, classes) so that a caller holding pre-NMS candidates (their
 boxes, class scores and pasted masks) can vote with them instead, without
 changing this module.
@@ -35,38 +35,29 @@ paste_masks_tf). Boxes are continuous [ymin, xmin, ymax, xmax] pixels.
 
 from __future__ import annotations
 
-import numpy as np
+from official.vision.ops import box_ops
 import tensorflow as tf
 
 
-def box_iou_np(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-  """Pairwise IoU of continuous boxes; empty boxes have IoU 0 with all.
+def box_iou(boxes1: tf.Tensor, boxes2: tf.Tensor) -> tf.Tensor:
+  """Pairwise box IoU, float32 [N, M] from [N, 4] and [M, 4].
 
-  Args:
-    boxes1: [N, 4] ymin, xmin, ymax, xmax.
-    boxes2: [M, 4].
-
-  Returns:
-    float32 [N, M].
+  Model Garden's `box_ops.bbox_overlap`, for one image. Its conventions, all
+  harmless for detections, which are clipped to the image and ordered
+  (ymin <= ymax, xmin <= xmax): boxes are [ymin, xmin, ymax, xmax]; a box
+  whose coordinates are all negative counts as padding and gets IoU -1 with
+  every box (it never reaches a voting threshold); the union carries a
+  1e-8 epsilon, so empty boxes get IoU 0 with all; areas are not clipped at
+  0, so an inverted box would count a negative area.
   """
-  boxes1 = np.asarray(boxes1, np.float32).reshape(-1, 4)
-  boxes2 = np.asarray(boxes2, np.float32).reshape(-1, 4)
-  top = np.maximum(boxes1[:, None, 0], boxes2[None, :, 0])
-  left = np.maximum(boxes1[:, None, 1], boxes2[None, :, 1])
-  bottom = np.minimum(boxes1[:, None, 2], boxes2[None, :, 2])
-  right = np.minimum(boxes1[:, None, 3], boxes2[None, :, 3])
-  inter = np.maximum(bottom - top, 0) * np.maximum(right - left, 0)
-  area1 = _area_np(boxes1)
-  area2 = _area_np(boxes2)
-  union = area1[:, None] + area2[None, :] - inter
-  with np.errstate(divide='ignore', invalid='ignore'):
-    return np.where(union > 0, inter / union, 0).astype(np.float32)
+  boxes1 = tf.reshape(tf.cast(boxes1, tf.float32), [1, -1, 4])
+  boxes2 = tf.reshape(tf.cast(boxes2, tf.float32), [1, -1, 4])
+  return box_ops.bbox_overlap(boxes1, boxes2)[0]
 
 
-def vote_weights_np(boxes: np.ndarray, classes: np.ndarray,
-                    pool_boxes: np.ndarray, pool_scores: np.ndarray,
-                    pool_classes: np.ndarray, iou_threshold: float = 0.5,
-                    include_self: bool = False) -> np.ndarray:
+def vote_weights(boxes, classes, pool_boxes, pool_scores, pool_classes,
+                 iou_threshold: float = 0.5,
+                 include_self: bool = False) -> tf.Tensor:
   """Who votes for whom, and how much.
 
   Args:
@@ -80,69 +71,6 @@ def vote_weights_np(boxes: np.ndarray, classes: np.ndarray,
   Returns:
     float32 [N, M]: the voter's score where it votes, else 0.
   """
-  classes = np.asarray(classes).reshape(-1)
-  pool_classes = np.asarray(pool_classes).reshape(-1)
-  votes = ((box_iou_np(boxes, pool_boxes) >= iou_threshold) &
-           (classes[:, None] == pool_classes[None, :]) &
-           (classes[:, None] > 0))
-  if include_self:
-    votes |= np.eye(len(classes), dtype=bool) & (classes[:, None] > 0)
-  scores = np.asarray(pool_scores, np.float32).reshape(1, -1)
-  return np.where(votes, scores, 0).astype(np.float32)
-
-
-def vote_masks_np(masks: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                  classes: np.ndarray, iou_threshold: float = 0.5,
-                  mask_threshold: float = 0.5, pool=None) -> np.ndarray:
-  """Score-weighted average of each detection's voters' masks, binarized.
-
-  Args:
-    masks: [N, H, W] full-image probabilities of the detections.
-    boxes: [N, 4] continuous ymin, xmin, ymax, xmax.
-    scores: [N].
-    classes: [N] 1..K (0 = padding: its output mask is empty).
-    iou_threshold: box IoU a voter needs with the detection.
-    mask_threshold: the weighted average is kept where >= this.
-    pool: None (the detections vote, each always for itself) or a tuple
-      (masks [M, H, W], boxes [M, 4], scores [M], classes [M]) of voters,
-      e.g. the pre-NMS candidates, which should include the detections.
-
-  Returns:
-    uint8 [N, H, W] in {0, 1}; a detection whose voters weigh 0 in total
-    gets an empty mask.
-  """
-  include_self = pool is None
-  if pool is None:
-    pool = (masks, boxes, scores, classes)
-  pool_masks, pool_boxes, pool_scores, pool_classes = pool
-  weights = vote_weights_np(boxes, classes, pool_boxes, pool_scores,
-                            pool_classes, iou_threshold, include_self)
-  pool_masks = np.asarray(pool_masks, np.float32)
-  total = np.einsum('nm,mhw->nhw', weights, pool_masks)
-  norm = weights.sum(axis=1)[:, None, None]
-  # Compare the weighted sum with threshold * total weight rather than
-  # divide: no 0/0 for unvoted rows, and `vote_masks` can do the same.
-  keep = (total >= np.float32(mask_threshold) * norm) & (norm > 0)
-  return keep.astype(np.uint8)
-
-
-def box_iou(boxes1: tf.Tensor, boxes2: tf.Tensor) -> tf.Tensor:
-  """`box_iou_np` in TF: float32 [N, M] from [N, 4] and [M, 4]."""
-  boxes1 = tf.reshape(tf.cast(boxes1, tf.float32), [-1, 4])
-  boxes2 = tf.reshape(tf.cast(boxes2, tf.float32), [-1, 4])
-  top = tf.maximum(boxes1[:, None, 0], boxes2[None, :, 0])
-  left = tf.maximum(boxes1[:, None, 1], boxes2[None, :, 1])
-  bottom = tf.minimum(boxes1[:, None, 2], boxes2[None, :, 2])
-  right = tf.minimum(boxes1[:, None, 3], boxes2[None, :, 3])
-  inter = tf.maximum(bottom - top, 0.0) * tf.maximum(right - left, 0.0)
-  union = _area(boxes1)[:, None] + _area(boxes2)[None, :] - inter
-  return tf.math.divide_no_nan(inter, union)
-
-
-def vote_weights(boxes, classes, pool_boxes, pool_scores, pool_classes,
-                 iou_threshold: float = 0.5,
-                 include_self: bool = False) -> tf.Tensor:
-  """`vote_weights_np` in TF: float32 [N, M]."""
   classes = tf.reshape(tf.cast(classes, tf.int32), [-1])
   pool_classes = tf.reshape(tf.cast(pool_classes, tf.int32), [-1])
   votes = ((box_iou(boxes, pool_boxes) >= iou_threshold) &
@@ -157,19 +85,29 @@ def vote_weights(boxes, classes, pool_boxes, pool_scores, pool_classes,
 
 def vote_masks(masks, boxes, scores, classes, iou_threshold: float = 0.5,
                mask_threshold: float = 0.5, pool=None) -> tf.Tensor:
-  """`vote_masks_np` in TF, for one image (map over a batch).
+  """Score-weighted average of each detection's voters' masks, binarized.
 
-  No loop over detections: the votes are an [N, M] weight matrix and the
-  weighted sums one matmul over the flattened masks, so it runs inside a
-  tf.function / SavedModel. Memory is that of the [M, H, W] pool masks.
+  For one image (map over a batch). No loop over detections: the votes are
+  an [N, M] weight matrix and the weighted sums one matmul over the
+  flattened masks, so it runs inside a tf.function / SavedModel. Memory is
+  that of the [M, H, W] pool masks. The weighted sum is compared with
+  threshold * total weight rather than divided: no 0/0 for unvoted rows.
+  tests/reference.py holds a numpy model of it.
 
   Args:
-    masks: [N, H, W] full-image probabilities.
-    boxes: [N, 4]; scores: [N]; classes: [N] int (0 = padding).
-    iou_threshold, mask_threshold, pool: as in `vote_masks_np`.
+    masks: [N, H, W] full-image probabilities of the detections.
+    boxes: [N, 4] continuous ymin, xmin, ymax, xmax.
+    scores: [N].
+    classes: [N] int 1..K (0 = padding: its output mask is empty).
+    iou_threshold: box IoU a voter needs with the detection.
+    mask_threshold: the weighted average is kept where >= this.
+    pool: None (the detections vote, each always for itself) or a tuple
+      (masks [M, H, W], boxes [M, 4], scores [M], classes [M]) of voters,
+      e.g. the pre-NMS candidates, which should include the detections.
 
   Returns:
-    uint8 [N, H, W].
+    uint8 [N, H, W] in {0, 1}; a detection whose voters weigh 0 in total
+    gets an empty mask.
   """
   include_self = pool is None
   if pool is None:
@@ -184,13 +122,3 @@ def vote_masks(masks, boxes, scores, classes, iou_threshold: float = 0.5,
   norm = tf.reduce_sum(weights, axis=1)[:, None, None]
   keep = (total >= mask_threshold * norm) & (norm > 0.0)
   return tf.cast(keep, tf.uint8)
-
-
-def _area_np(boxes):
-  return (np.maximum(boxes[:, 2] - boxes[:, 0], 0) *
-          np.maximum(boxes[:, 3] - boxes[:, 1], 0))
-
-
-def _area(boxes):
-  return (tf.maximum(boxes[:, 2] - boxes[:, 0], 0.0) *
-          tf.maximum(boxes[:, 3] - boxes[:, 1], 0.0))

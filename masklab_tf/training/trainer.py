@@ -19,7 +19,6 @@ restores it and continues at its step.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 
@@ -39,6 +38,7 @@ from masklab_tf.modeling import precision as precision_lib
 from masklab_tf.modeling.systems import registry
 from masklab_tf.postprocess import image_results
 from masklab_tf.postprocess import masks as masks_lib
+from masklab_tf.training import schedules
 
 
 class TrainingStopped(RuntimeError):
@@ -86,25 +86,8 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
           'chief' not in resolver.cluster_spec().as_dict())
 
 
-def learning_rate_at(step, cfg: config_lib.TrainConfig, total_steps=None):
-  """Linear warmup, then cosine decay to 0 (at `total_steps`, by default
-  cfg.train_steps; a tensor when a time budget sets it) or step decay."""
-  step = tf.cast(step, tf.float32)
-  warmup = tf.minimum(1.0, (step + 1.0) / max(cfg.warmup_steps, 1))
-  if cfg.lr_schedule == 'cosine':
-    total = tf.cast(cfg.train_steps if total_steps is None else total_steps,
-                    tf.float32)
-    progress = tf.clip_by_value(
-        (step - cfg.warmup_steps) /
-        tf.maximum(total - cfg.warmup_steps, 1.0), 0.0, 1.0)
-    decay = 0.5 * (1.0 + tf.cos(math.pi * progress))
-  elif cfg.lr_schedule == 'step':
-    passed = tf.add_n([tf.cast(step >= b, tf.float32)
-                       for b in cfg.lr_decay_steps] or [0.0])
-    decay = cfg.lr_decay_rate ** passed
-  else:
-    raise ValueError(f'unknown lr_schedule {cfg.lr_schedule!r}')
-  return cfg.learning_rate * warmup * decay
+# The schedule lives in training/schedules.py; callers name it here too.
+learning_rate_at = schedules.learning_rate_at
 
 
 class TimeBudget:

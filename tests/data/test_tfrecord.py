@@ -1,5 +1,6 @@
 """TFRecords: written once, read back identical to the json path."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +18,10 @@ from masklab_tf.data import tfrecord
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 GEOMETRY = config.GeometryConfig()
+# A shard written by the hand-written encoder before the move onto Model
+# Garden's builder and decoder, and what that encoder's reader decoded.
+OLD_RECORDS = os.path.join(REPO, 'tests', 'testdata', 'tfrecord')
+OLD_PREFIX = os.path.join(OLD_RECORDS, 'old')
 
 
 @pytest.fixture(scope='module')
@@ -128,3 +133,83 @@ def test_missing_files_and_categories_are_clear_errors(tmp_path):
     tfrecord.tfrecord_source(str(tmp_path / 'nothing-*'), [])
   with pytest.raises(ValueError, match='cannot read the categories'):
     tfrecord.read_categories(str(tmp_path / 'missing.json'))
+
+
+def _old_expected():
+  expected = {}
+  with np.load(os.path.join(OLD_RECORDS, 'expected.npz')) as data:
+    for key in data.files:
+      image_id, field = key.split('/')
+      expected.setdefault(int(image_id), {})[field] = data[key]
+  return expected
+
+
+def _make_records_module():
+  spec = importlib.util.spec_from_file_location(
+      'make_records', os.path.join(OLD_RECORDS, 'make_records.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize('in_graph', [False, True])
+def test_records_written_by_the_old_encoder_still_read(in_graph):
+  expected = _old_expected()
+  source = tfrecord.tfrecord_source(
+      OLD_PREFIX + '-*',
+      tfrecord.read_categories(OLD_PREFIX + tfrecord.CATEGORIES_SUFFIX))
+  decode = tf.function(source.decode) if in_graph else source.decode
+  seen = set()
+  for key in source.keys:
+    decoded = {k: v.numpy() for k, v in decode(key).items()}
+    want = expected[int(decoded['image_id'])]
+    seen.add(int(decoded['image_id']))
+    assert set(decoded) == set(want) - {'old_reader_failed'}
+    for field, value in decoded.items():
+      assert value.dtype == want[field].dtype, field
+      assert value.shape == want[field].shape, field
+      np.testing.assert_array_equal(value, want[field], err_msg=field)
+  assert seen == {11, 12, 13}
+  # The crowd instance (raw ids 3 and 7 map to classes 1 and 2) and the
+  # image the old reader could not decode are among them.
+  np.testing.assert_array_equal(expected[11]['is_crowd'], [0, 0, 1])
+  np.testing.assert_array_equal(expected[11]['classes'], [1, 2, 1])
+  assert expected[13]['old_reader_failed']
+
+
+def test_old_records_with_an_empty_image_run_through_the_pipeline():
+  cfg = config.DataConfig(eval_min_size=32, max_size=64, output_stride=8,
+                          max_instances=4, tfrecords=OLD_PREFIX + '-*')
+  batches = eval_batches(cfg, pipeline.make_source(cfg))
+  counts = {int(i): int(n) for b in batches
+            for i, n in zip(b['image_id'], b['num_instances'])}
+  assert counts == {11: 2, 12: 1, 13: 0}  # crowds only mark ignore regions
+
+
+def test_encoder_writes_the_old_layout_plus_model_gardens_image_keys(
+    tmp_path):
+  """The builder-based encoder writes what the hand-written one wrote, and
+  the two image keys TfExampleBuilder always adds."""
+  dataset = _make_records_module().make_dataset(str(tmp_path))
+  old = [tf.train.Example.FromString(r.numpy()) for r in
+         tf.data.TFRecordDataset(tfrecord.shard_paths(OLD_PREFIX, 1))]
+  assert len(old) == len(dataset.records)
+  for record, old_example in zip(dataset.records, old):
+    new = tf.train.Example.FromString(tfrecord.encode_record(dataset, record))
+    new_features = dict(new.features.feature)
+    old_features = dict(old_example.features.feature)
+    assert set(new_features) - set(old_features) == {'image/format',
+                                                     'image/channels'}
+    assert new_features['image/channels'].int64_list.value == [3]
+    assert new_features['image/format'].bytes_list.value[0] in (b'PNG',
+                                                                b'JPEG')
+    for key, feature in old_features.items():
+      if key in ('image/encoded', 'image/object/mask'):
+        # Compared decoded, so that another Pillow's PNG bytes would pass.
+        for new_bytes, old_bytes in zip(
+            new_features[key].bytes_list.value, feature.bytes_list.value,
+            strict=True):
+          np.testing.assert_array_equal(tf.io.decode_image(new_bytes),
+                                        tf.io.decode_image(old_bytes))
+      else:
+        assert new_features[key] == feature, key

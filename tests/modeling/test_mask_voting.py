@@ -1,10 +1,14 @@
-"""Mask voting on hand-checkable toys, and TF against the numpy reference."""
+"""Mask voting on hand-checkable toys, and TF against the numpy reference
+(tests/reference.py)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from masklab_tf.postprocess import mask_voting
+from reference import box_iou_np
+from reference import vote_masks_np
+from reference import vote_weights_np
 
 
 def _box_mask(box, value, size=6):
@@ -29,13 +33,41 @@ MASKS = np.stack([_box_mask([0, 0, 4, 4], 0.4),   # alone below 0.5
 
 
 def test_box_iou():
-  iou = mask_voting.box_iou_np(BOXES[:2], BOXES)
+  iou = box_iou_np(BOXES[:2], BOXES)
   np.testing.assert_allclose(iou, [[1, 0.6, 1, 0, 0], [0.6, 1, 0.6, 0, 0]],
                              rtol=1e-6)
 
 
+def test_tf_box_iou_is_model_gardens_and_equals_numpy():
+  np.testing.assert_allclose(mask_voting.box_iou(BOXES[:2], BOXES),
+                             box_iou_np(BOXES[:2], BOXES), rtol=1e-6)
+  rng = np.random.default_rng(0)
+  corners = rng.uniform(0, 50, [40, 2, 2])
+  boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+  boxes[:5, 2] = boxes[:5, 0]  # empty: zero height
+  boxes[5:8] = boxes[8:11]     # repeated
+  boxes = boxes.astype(np.float32)
+  np.testing.assert_allclose(mask_voting.box_iou(boxes, boxes[10:]),
+                             box_iou_np(boxes, boxes[10:]), atol=1e-6)
+
+
+def test_tf_box_iou_conventions():
+  # Model Garden's bbox_overlap: a box with every coordinate negative is
+  # padding (IoU -1, never a voter); empty boxes overlap nothing.
+  boxes = np.array([[0, 0, 4, 4], [-1, -1, -1, -1], [2, 2, 2, 6]],
+                   np.float32)
+  np.testing.assert_allclose(mask_voting.box_iou(boxes, boxes), [
+      [1, -1, 0], [-1, -1, -1], [0, -1, 0]], atol=1e-6)
+  masks = np.stack([_box_mask([0, 0, 4, 4], 0.9)] * 3)
+  voted = mask_voting.vote_masks(masks, boxes, [0.5, 0.9, 0.5], [1, 1, 1])
+  # Each votes only for itself: the padding box for its own row only
+  # (include_self), as the numpy model, which has no padding, agrees.
+  np.testing.assert_array_equal(
+      voted, vote_masks_np(masks, boxes, [0.5, 0.9, 0.5], [1, 1, 1]))
+
+
 def test_who_votes():
-  weights = mask_voting.vote_weights_np(BOXES, CLASSES, BOXES, SCORES,
+  weights = vote_weights_np(BOXES, CLASSES, BOXES, SCORES,
                                         CLASSES, include_self=True)
   np.testing.assert_allclose(weights, [
       [0.5, 0.5, 0, 0, 0],     # A: itself and B; not C (other class)
@@ -47,7 +79,7 @@ def test_who_votes():
 
 
 def test_voted_masks_are_the_weighted_average_binarized():
-  voted = mask_voting.vote_masks_np(MASKS, BOXES, SCORES, CLASSES)
+  voted = vote_masks_np(MASKS, BOXES, SCORES, CLASSES)
   assert voted.dtype == np.uint8 and voted.shape == (5, 6, 6)
   # A and B average to 0.5 * 0.4 + 0.5 * 0.9 = 0.65 where both boxes are,
   # 0.2 on A's own column 0 and 0.45 on B's own column 4.
@@ -67,13 +99,13 @@ def test_a_pre_nms_pool_votes_instead():
   pool = (np.concatenate([MASKS, _box_mask([0, 0, 4, 4], 1.0)[None]]),
           np.concatenate([BOXES, [[0, 0, 4, 4]]]),
           np.concatenate([SCORES, [2.0]]), np.concatenate([CLASSES, [1]]))
-  voted = mask_voting.vote_masks_np(MASKS[:1], BOXES[:1], SCORES[:1],
+  voted = vote_masks_np(MASKS[:1], BOXES[:1], SCORES[:1],
                                     CLASSES[:1], pool=pool)
   np.testing.assert_array_equal(voted[0], _box_mask([0, 0, 4, 4], 1))
 
 
 def test_tf_matches_numpy_on_the_toy():
-  want = mask_voting.vote_masks_np(MASKS, BOXES, SCORES, CLASSES)
+  want = vote_masks_np(MASKS, BOXES, SCORES, CLASSES)
   voted = tf.function(mask_voting.vote_masks, input_signature=[
       tf.TensorSpec([None, None, None], tf.float32),
       tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.float32),
@@ -95,9 +127,9 @@ def test_tf_matches_numpy_on_random_detections(seed):
   classes = rng.integers(0, 3, num)
   scores = rng.uniform(0, 1, num).astype(np.float32)
   masks = rng.uniform(0, 1, [num, size, size]).astype(np.float32)
-  want = mask_voting.vote_masks_np(masks, boxes, scores, classes)
+  want = vote_masks_np(masks, boxes, scores, classes)
   got = mask_voting.vote_masks(masks, boxes, scores, classes)
   np.testing.assert_array_equal(got.numpy(), want)
-  weights = mask_voting.vote_weights_np(boxes, classes, boxes, scores,
+  weights = vote_weights_np(boxes, classes, boxes, scores,
                                         classes, include_self=True)
   assert (np.count_nonzero(weights, axis=1) > 1).any()  # voting happened

@@ -5,11 +5,10 @@ import numpy as np
 import tf_keras
 
 from masklab_tf import config
-from masklab_tf.postprocess import mask_voting
 from masklab_tf.modeling import factory
 from masklab_tf.postprocess import output_fusion
-import reference
 from masklab_tf.serving import model as model_lib
+import reference
 
 
 def test_voted_masks_and_panoptic_maps_match_the_references():
@@ -36,7 +35,7 @@ def test_voted_masks_and_panoptic_maps_match_the_references():
     boxes = base['detection_boxes'][i, :num]
     probabilities = reference.paste_masks_np(
         base['detection_masks'][i, :num], boxes, 70, 90)
-    voted = mask_voting.vote_masks_np(
+    voted = reference.vote_masks_np(
         probabilities, boxes, base['detection_scores'][i, :num],
         base['detection_classes'][i, :num])
     # Pasting in TF and numpy differ by ~1e-6; compare away from 0.5.

@@ -20,6 +20,14 @@ def sample_rois(proposals, gt_boxes, gt_classes, num_samples: int = 64,
                 foreground_iou: float = 0.5, seed=None):
   """Samples RoIs and assigns their targets.
 
+  Hand-written because the batch is dynamic here (the functional training
+  graph has no static batch) and Model Garden's `ROISampler` loops over a
+  static one: in a tf.function with an unknown batch it fails with
+  "'NoneType' object cannot be interpreted as an integer"
+  (tf-models-official 2.20); the balanced sampling is
+  `rpn_head.sample_labels`, vectorised over the batch. IoU is Model
+  Garden's `box_ops.bbox_overlap`.
+
   Args:
     proposals: [B, P, 4] image-pixel boxes (zero boxes are padding).
     gt_boxes: [B, M, 4], padded with -1.

@@ -35,8 +35,7 @@ from masklab_tf.data import sources
 from masklab_tf.data import targets
 from masklab_tf.data import tfrecord
 from masklab_tf.ops import crop
-
-IGNORE_LABEL = targets.IGNORE_LABEL
+from masklab_tf.ops import label_values
 
 
 def make_source(cfg: config_lib.DataConfig,
@@ -188,7 +187,7 @@ class Preprocessor:
     image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
     for key in dense:
       dense[key] = tf.pad(dense[key], [[0, pad_h], [0, pad_w]],
-                          constant_values=IGNORE_LABEL)
+                          constant_values=label_values.IGNORE_LABEL)
 
     num = tf.shape(keep)[0]
     max_instances = cfg.max_instances
@@ -229,7 +228,7 @@ def _padding_values(features_spec: dict) -> dict:
   values = {}
   for key, spec in features_spec.items():
     if key in ('semantic_labels', 'direction_labels'):
-      values[key] = tf.constant(IGNORE_LABEL, spec.dtype)
+      values[key] = tf.constant(label_values.IGNORE_LABEL, spec.dtype)
     elif key in ('gt_boxes', 'gt_classes'):
       values[key] = tf.constant(-1, spec.dtype)
     else:

@@ -26,6 +26,7 @@ from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.data import synthetic
 from masklab_tf.data import report
+from masklab_tf.ops import label_values
 from masklab_tf.serving import export
 
 FLAGS = flags.FLAGS
@@ -99,7 +100,7 @@ def _run_pipeline(dataset, data_cfg, geometry, output_dir):
         f'{tuple(first["semantic_labels"].shape)}')
   print(f'  instances per image: mean {np.mean(instances):.2f}, '
         f'max {max(instances)}')
-  labelled = semantic_counts[:255].sum()
+  labelled = semantic_counts[:label_values.IGNORE_LABEL].sum()
   print('  semantic pixels: ' + ', '.join(
       f'{k}: {semantic_counts[k] / labelled:.1%}'
       for k in range(dataset.num_classes + 1)))

@@ -9,8 +9,9 @@ from masklab_tf import config
 from masklab_tf.data import pipeline
 from masklab_tf.data import sources
 from masklab_tf.ops import direction
+from masklab_tf.ops import label_values
 
-IGNORE = pipeline.IGNORE_LABEL
+IGNORE = label_values.IGNORE_LABEL
 GEOMETRY = config.GeometryConfig()
 
 

@@ -23,6 +23,7 @@ from pycocotools import mask as mask_api
 from masklab_tf import config
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
+from masklab_tf.data import sources
 from masklab_tf.data import synthetic
 from masklab_tf.data import tfrecord
 
@@ -60,10 +61,14 @@ def upscale_split(src_dir, dst_dir, short_side=800):
     json.dump(data, f)
 
 
-def measure(cfg, dataset=None):
-  source = pipeline.make_source(cfg, dataset=dataset)
+# Padding multiple: the paper's output stride.
+OUTPUT_STRIDE = 8
+
+
+def measure(cfg, source):
   batches = iter(pipeline.build_dataset(cfg, config.GeometryConfig(),
-                                        FLAGS.batch_size, True, source=source))
+                                        FLAGS.batch_size, True, source=source,
+                                        output_stride=OUTPUT_STRIDE, seed=0))
   for _ in range(3):  # warm up: tracing, autotune, file cache
     next(batches)
   start = time.time()
@@ -92,17 +97,18 @@ def main(argv):
     tfrecord.write_tfrecords(big_set, prefix, num_shards=4)
 
   small_cfg = config.DataConfig(min_sizes=(128, 160, 192), max_size=192,
-                                output_stride=8, max_instances=16,
-                                shuffle_buffer=64)
+                                max_instances=16, shuffle_buffer=64)
   coco_cfg = config.DataConfig(min_sizes=(480, 576, 688, 800, 930),
-                               max_size=1333, output_stride=8,
-                               max_instances=100, shuffle_buffer=64)
+                               max_size=1333, max_instances=100,
+                               shuffle_buffer=64)
+  records = config.DataSplitConfig(tfrecords=prefix + '-*')
   rows = [
-      ('shapes 160 px, json', *measure(small_cfg, small_set)),
-      ('shapes 800 px, json', *measure(coco_cfg, big_set)),
+      ('shapes 160 px, json',
+       *measure(small_cfg, sources.coco_source(small_set))),
+      ('shapes 800 px, json', *measure(coco_cfg, sources.coco_source(big_set))),
       ('shapes 800 px, tfrecords',
-       *measure(config.DataConfig(**{**coco_cfg.__dict__,
-                                      'tfrecords': prefix + '-*'}))),
+       *measure(coco_cfg, pipeline.make_source(records,
+                                               coco_cfg.verify_images))),
   ]
   cores = os.cpu_count()
   print(f'\ninput pipeline, batch {FLAGS.batch_size}, {FLAGS.num_batches} '

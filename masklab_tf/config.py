@@ -2,15 +2,25 @@
 
 Each dataclass field becomes a flag of the same name (`--min_sizes=480,576`),
 so a `configs/*.flags` file is a list of field overrides and every value can
-also be overridden on the command line. Later issues add the model and
-training dataclasses here.
+also be overridden on the command line. A field that is itself a dataclass
+(DataConfig.train and .val, both DataSplitConfig) gives its fields' flags
+its own name as a prefix (`--train_annotations`, `--val_images`).
+
+Every fact has one field, and so one flag: defining a flag name twice is an
+error (define_flags), never two fields silently fed by one flag. A flag's
+`--help` is its field's entry in the `Attributes:` section of its class's
+docstring, which therefore lists every field on a line of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import os
+import re
 import typing
+import uuid
 from typing import Any
 
 from absl import flags
@@ -35,22 +45,44 @@ class GeometryConfig:
 
 
 @dataclasses.dataclass
+class DataSplitConfig:
+  """Where one annotated set lives: a COCO json and its images, or TFRecords.
+
+  Attributes:
+    annotations: COCO instances json (read when no TFRecords are named).
+    images: folder the json's `file_name`s are relative to.
+    tfrecords: file pattern of TFRecord shards written by bin/make_tfrecords
+      (training only: evaluation scores against a COCO json).
+    categories: categories json of the shards (default: the
+      `<pattern prefix>.categories.json` bin/make_tfrecords writes beside
+      them).
+  """
+  annotations: str = ''
+  images: str = ''
+  tfrecords: str = ''
+  categories: str = ''
+
+
+@dataclasses.dataclass
 class DataConfig:
   """Input pipeline settings.
 
+  The pipeline also reads two facts owned elsewhere, which its callers pass
+  in: the padding multiple is ModelConfig.output_stride (the network's
+  stride, so that feature maps tile the padded image) and the seed of
+  shuffling and augmentation is TrainConfig.seed.
+
   Attributes:
-    annotations: COCO instances json (used when `tfrecords` is empty).
-    images: folder the json's `file_name`s are relative to.
-    tfrecords: file pattern of TFRecord shards written by bin/make_tfrecords.
-    categories: categories json written beside the shards (defaults to
-      `<pattern prefix>.categories.json`).
+    train: the training set (bin/train).
+    val: the validation set, evaluated during training (optional; a COCO
+      json and its images only).
     min_sizes: training scale jitter: the shortest side is drawn from this
       list (paper, COCO: 480, 576, 688, 800, 930).
     eval_min_size: shortest side at evaluation.
     max_size: cap on the longest side after resizing.
-    output_stride: padded image sides are multiples of this.
-    pad_to: fixed padded (height, width) for static shapes (TPU, XLA);
-      empty pads each batch to its largest image instead.
+    pad_to: fixed padded (height, width) for static shapes (TPU, XLA),
+      multiples of the output stride; empty pads each batch to its largest
+      image instead.
     flip: random horizontal flip in training.
     max_instances: instances per image after padding; larger ones are kept
       first when an image holds more.
@@ -58,71 +90,21 @@ class DataConfig:
       COCO scale; for visualisation and tests).
     shuffle_buffer: examples in the shuffle buffer.
     deterministic: same seed, same batches, whatever the parallelism.
-    seed: seed of shuffling and augmentation.
     verify_images: 'none', 'header' or 'full' check of images when reading
       COCO json (see data/coco.py).
   """
-  annotations: str = ''
-  images: str = ''
-  tfrecords: str = ''
-  categories: str = ''
+  train: DataSplitConfig = dataclasses.field(default_factory=DataSplitConfig)
+  val: DataSplitConfig = dataclasses.field(default_factory=DataSplitConfig)
   min_sizes: tuple[int, ...] = (800,)
   eval_min_size: int = 800
   max_size: int = 1333
-  output_stride: int = 8
   pad_to: tuple[int, ...] = ()
   flip: bool = True
   max_instances: int = 100
   keep_full_masks: bool = False
   shuffle_buffer: int = 256
   deterministic: bool = False
-  seed: int = 0
   verify_images: str = 'header'
-
-
-def _field_type(cls: type, field: dataclasses.Field) -> Any:
-  return typing.get_type_hints(cls)[field.name]
-
-
-def define_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS,
-                 prefix: str = '') -> None:
-  """Defines one absl flag per field of dataclass `cls` (skips existing)."""
-  for field in dataclasses.fields(cls):
-    name = prefix + field.name
-    if name in flag_values:
-      continue
-    default = field.default
-    if default is dataclasses.MISSING:
-      default = field.default_factory()  # type: ignore[misc]
-    kind = _field_type(cls, field)
-    help_text = f'{cls.__name__}.{field.name}'
-    if kind is bool:
-      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
-    elif kind is int:
-      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-    elif kind is float:
-      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-    elif kind is str:
-      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
-    elif typing.get_origin(kind) is tuple:
-      flags.DEFINE_list(name, [str(v) for v in default], help_text,
-                        flag_values=flag_values)
-    else:
-      raise TypeError(f'{cls.__name__}.{field.name}: no flag for type {kind}')
-
-
-def from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS,
-               prefix: str = '') -> Any:
-  """Builds a `cls` instance from parsed flags defined by `define_flags`."""
-  values = {}
-  for field in dataclasses.fields(cls):
-    value = flag_values[prefix + field.name].value
-    kind = _field_type(cls, field)
-    if typing.get_origin(kind) is tuple:
-      (item_type, _) = (typing.get_args(kind) + (None,))[:2]
-      value = tuple(item_type(v) for v in value)
-    values[field.name] = value
-  return cls(**values)
 
 
 @dataclasses.dataclass
@@ -133,49 +115,74 @@ class ModelConfig:
   Attributes:
     num_classes: K, object classes without background.
     backbone_depth: ResNet depth: 101, 50 (paper) or 10, 18, 26 (CPU).
-    output_stride: 8 (paper) or 16.
+    output_stride: stride of res5, 8 (paper) or 16; the input pipeline and
+      serving pad image sides to a multiple of it.
     backbone_multigrid: multi-grid of the shared res5 block (semantic and
       direction logits); rates are base rate x these (paper Table 5).
     box_classifier_multigrid: rates of the duplicated res5 block of the box
       classifier (paper best: 1, 2, 4).
-    norm_momentum, norm_epsilon, use_sync_bn: batch norm.
+    norm_momentum: batch norm momentum of the moving statistics.
+    norm_epsilon: batch norm epsilon.
+    use_sync_bn: batch norm statistics over all replicas' examples.
     anchor_sizes: RPN anchor sides in pixels (paper: 5 scales).
     anchor_aspect_ratios: width / height of anchors.
     rpn_head_channels: channels of the RPN's 3x3 conv.
-    rpn_batch_size_per_image, rpn_positive_fraction, rpn_positive_iou,
-      rpn_negative_iou: RPN anchor sampling and matching.
-    rpn_pre_nms_top_k, rpn_nms_iou, num_proposals, test_num_proposals:
-      proposal generation (paper: 300 proposals).
+    rpn_batch_size_per_image: anchors sampled per image for the RPN losses.
+    rpn_positive_fraction: at most this share of the sampled anchors are
+      positive; negatives fill the rest.
+    rpn_positive_iou: an anchor is positive from this IoU with a box (or as
+      a box's best anchor).
+    rpn_negative_iou: an anchor is negative below this IoU with every box.
+    rpn_pre_nms_top_k: best-scored anchors decoded before the proposals'
+      NMS (training and inference).
+    rpn_nms_iou: IoU threshold of the proposals' NMS.
+    num_proposals: proposals per image in training (paper: 300).
+    test_num_proposals: proposals per image at inference (paper: 300).
     roi_crop_size: RoI crop side on res4 before 2x2 max pooling (TF OD API:
       14 -> 7).
     deformable_crop: MaskLab's deformable crop-and-resize for the box
       classifier.
-    num_sampled_rois, roi_foreground_fraction, roi_foreground_iou: RoIs
-      sampled per image to train the box classifier.
-    mask_head: name in the mask-head registry (modeling/mask_heads.py), or
-      'instancefcn' (class-agnostic segment proposals, a model of its own:
-      modeling/factory.py).
+    num_sampled_rois: RoIs sampled per image to train the box classifier.
+    roi_foreground_fraction: at most this share of the sampled RoIs are
+      foreground.
+    roi_foreground_iou: a RoI is foreground from this IoU with a box.
+    mask_head: name in the mask-head registry
+      (modeling/heads/masklab_head.py), or 'instancefcn' (class-agnostic
+      segment proposals, a model of its own: modeling/factory.py).
     mask_features: 'both', 'semantic' or 'direction' (paper Table 2).
     refine: hypercolumn refinement on or off (paper Table 4).
     hypercolumn_channels: if > 0, a 1x1 conv reduces conv1 and res2 to this
-      many channels each on the whole image before cropping (cheaper refinement
-      at many detections); 0 crops them whole (paper).
+      many channels each on the whole image before cropping (cheaper
+      refinement at many detections); 0 crops them whole (paper).
     refine_filters: filters of the three 5x5 refinement convs (paper: 64).
     semantic_head: 'conv1x1' (MaskLab) or 'aspp' (the output-fusion paper's
       atrous pyramid, rates 6, 12, 18, 128 filters) for the semantic logits.
-    ps_grid_size, ps_grid_size_fine, ps_feature_channels: position-sensitive
-      heads (fcis, biseg): k x k cells of the res5 score maps (paper: 7),
-      of BiSeg's res3 maps (9), and the 1x1 reduction of res5 (1024).
-    ifcn_*: InstanceFCN (--mask_head=instancefcn, modeling/instancefcn.py):
-      k x k instance-sensitive maps (paper: 5); window sides in image pixels
+    ps_grid_size: position-sensitive heads (fcis, biseg): k x k cells of the
+      res5 score maps (paper: 7).
+    ps_grid_size_fine: BiSeg: k x k cells of its res3 score maps (paper: 9).
+    ps_feature_channels: position-sensitive heads: channels of the 1x1
+      reduction of res5 (1024).
+    ifcn_grid_size: InstanceFCN (--mask_head=instancefcn,
+      modeling/systems/instancefcn.py): k x k instance-sensitive maps
+      (paper: 5).
+    ifcn_window_sizes: InstanceFCN: sliding-window sides in image pixels
       (default: the paper's 168 px window seen at its six pyramid scales
-      600 x 1.5^{-4..1}); channels of its 512-d convs; assembled window
-      resolution m (21); windows sampled per training image (256);
-      windows assembled at inference before NMS; NMS IoU on the segments'
-      tight boxes (0.8). Its proposals per image are max_detections.
-    semantic_loss_weight, direction_loss_weight: optional dense auxiliary
-      losses (0 = off: the paper trains both branches through the masks).
-    max_detections, detection_nms_iou, detection_score_threshold: inference.
+      600 x 1.5^{-4..1}).
+    ifcn_channels: InstanceFCN: channels of its 512-d convs.
+    ifcn_crop_size: InstanceFCN: resolution m of an assembled window (21).
+    ifcn_windows_per_image: InstanceFCN: windows sampled per training image
+      (256).
+    ifcn_pre_nms_top_k: InstanceFCN: best-scored windows assembled at
+      inference, before NMS.
+    ifcn_nms_iou: InstanceFCN: NMS IoU on the segments' tight boxes (0.8);
+      max_detections segment proposals are kept per image.
+    semantic_loss_weight: weight of an optional dense semantic loss (0 =
+      off: the paper trains the semantic logits through the masks).
+    direction_loss_weight: weight of an optional dense direction loss (0 =
+      off: the paper trains the direction logits through the masks).
+    max_detections: detections per image at inference.
+    detection_nms_iou: IoU threshold of the detections' per-class NMS.
+    detection_score_threshold: detections scored below this are dropped.
     kernel_rewrites: 'auto' (the convolution layers reach other kernels,
       same weights and function, on the CPU hosts where that was measured
       to pay; never with a GPU or TPU: modeling/layers/kernel_rewrites.py)
@@ -237,10 +244,6 @@ class TrainConfig:
   Detection API); this adds warmup and cosine or step decay.
 
   Attributes:
-    train_annotations, train_images, train_tfrecords: training data (COCO
-      json + image folder, or a TFRecord pattern).
-    val_annotations, val_images: validation data for evaluation during
-      training (optional).
     strategy: 'default' (one device), 'mirrored' (all local GPUs, or
       num_cpu_replicas logical CPUs), 'multi_worker_mirrored' (TF_CONFIG),
       'tpu'.
@@ -249,28 +252,30 @@ class TrainConfig:
       many logical devices (tests, and reproducing multi-device runs).
     batch_size: global batch, split across replicas.
     train_steps: total optimizer steps.
-    learning_rate, warmup_steps, lr_schedule ('cosine' | 'step'),
-      lr_decay_steps, lr_decay_rate: schedule; step decay multiplies by
-      lr_decay_rate at each boundary in lr_decay_steps.
-    momentum, weight_decay (L2 on kernels), clip_norm (global, 0 = off).
+    learning_rate: peak learning rate, reached after the warmup.
+    warmup_steps: steps of linear warmup from 0.
+    lr_schedule: 'cosine' (to 0 at train_steps) or 'step' (lr_decay_steps,
+      lr_decay_rate).
+    lr_decay_steps: steps at which the 'step' schedule multiplies the
+      learning rate by lr_decay_rate.
+    lr_decay_rate: factor of each 'step' decay.
+    momentum: SGD momentum.
+    weight_decay: L2 on kernels.
+    clip_norm: global gradient-norm clipping (0 = off).
     mixed_precision: '', 'mixed_bfloat16', 'mixed_float16' (with dynamic
       loss scaling) or 'auto' (mixed_bfloat16 on TPUs, Ampere+ GPUs and
       CPUs with oneDNN bfloat16 units, float32 elsewhere:
       modeling/precision.py): the model's compute dtype wherever it is built
       (training, bin/evaluate, bin/export, load_model).
     max_bad_steps: stop after this many non-finite steps in a row.
-    checkpoint_every, keep_checkpoints: checkpoint cadence and retention.
+    checkpoint_every: steps between checkpoints.
+    keep_checkpoints: checkpoints kept (the best one apart).
     log_every: a progress line every this many steps.
     image_summary_every: TensorBoard images with predictions (0 = off).
     eval_every: COCO evaluation on the val set (0 = only at the end).
     init_checkpoint: ImageNet ResNet checkpoint for the backbone.
-    seed: global seed.
+    seed: global seed: weight initialisation, shuffling and augmentation.
   """
-  train_annotations: str = ''
-  train_images: str = ''
-  train_tfrecords: str = ''
-  val_annotations: str = ''
-  val_images: str = ''
   strategy: str = 'default'
   tpu: str = ''
   num_cpu_replicas: int = 1
@@ -295,7 +300,6 @@ class TrainConfig:
   seed: int = 0
 
 
-
 class Configs(typing.NamedTuple):
   data: DataConfig
   geometry: GeometryConfig
@@ -304,6 +308,118 @@ class Configs(typing.NamedTuple):
 
 
 CONFIG_CLASSES = (DataConfig, GeometryConfig, ModelConfig, TrainConfig)
+
+
+def _field_type(cls: type, field: dataclasses.Field) -> Any:
+  return typing.get_type_hints(cls)[field.name]
+
+
+_ATTRIBUTE = re.compile(r'(\w+): (.+)')
+
+
+def field_helps(cls: type) -> dict[str, str]:
+  """Field name -> its entry in the `Attributes:` section of `cls`'s
+  docstring, joined onto one line (the flag's --help).
+
+  Entries are `name: text` at the section's indentation, continued on more
+  deeply indented lines; the section ends at a blank or less indented line.
+
+  Raises:
+    ValueError: a line at entry indentation is not `name: text`, so that a
+      malformed docstring fails loudly instead of losing help texts.
+  """
+  lines = inspect.cleandoc(cls.__doc__ or '').splitlines()
+  if 'Attributes:' not in lines:
+    return {}
+  helps, name, indent = {}, None, None
+  for line in lines[lines.index('Attributes:') + 1:]:
+    depth = len(line) - len(line.lstrip())
+    if not line.strip() or (indent is not None and depth < indent):
+      break
+    indent = depth if indent is None else indent
+    if depth == indent:
+      match = _ATTRIBUTE.fullmatch(line.strip())
+      if not match:
+        raise ValueError(f'{cls.__name__} docstring, Attributes: '
+                         f'{line.strip()!r} is not "field: text"')
+      name = match.group(1)
+      helps[name] = match.group(2)
+    else:
+      helps[name] += ' ' + line.strip()
+  return helps
+
+
+def define_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS,
+                 prefix: str = '') -> None:
+  """Defines one absl flag per field of dataclass `cls`, named prefix +
+  field name; a dataclass-typed field defines its class's flags under the
+  prefix `<name>_`, their help led by the field's own.
+
+  Raises:
+    flags.DuplicateFlagError: a flag of one of these names exists already
+      (another config's field, or a tool's own flag): one flag feeding two
+      fields, or a tool's value shadowing a config's, is what this refuses.
+    ValueError: a field has no entry in its class docstring's Attributes.
+  """
+  _define_flags(cls, flag_values, prefix, '', cls.__name__)
+
+
+def _define_flags(cls: type, flag_values: flags.FlagValues, prefix: str,
+                  help_prefix: str, owner: str) -> None:
+  """define_flags, for `cls` reached as `owner` (e.g. DataConfig.train)."""
+  helps = field_helps(cls)
+  for field in dataclasses.fields(cls):
+    name = prefix + field.name
+    if field.name not in helps:
+      raise ValueError(f'{cls.__name__}.{field.name} has no entry in the '
+                       'Attributes: section of its docstring (the help of '
+                       f'--{name})')
+    help_text = help_prefix + helps[field.name]
+    kind = _field_type(cls, field)
+    if dataclasses.is_dataclass(kind):
+      _define_flags(kind, flag_values, f'{name}_',
+                    f'{help_text.rstrip(".")}: ', f'{owner}.{field.name}')
+      continue
+    if name in flag_values:
+      module = flag_values.find_module_defining_flag(name, 'another module')
+      raise flags.DuplicateFlagError(
+          f'--{name} is defined twice: by {module} ("{flag_values[name].help}")'
+          f' and as {owner}.{field.name}. One flag, one field: rename one of '
+          'them, or have the tool read the config field.')
+    default = field.default
+    if default is dataclasses.MISSING:
+      default = field.default_factory()  # type: ignore[misc]
+    if kind is bool:
+      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+    elif kind is int:
+      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+    elif kind is float:
+      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+    elif kind is str:
+      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+    elif typing.get_origin(kind) is tuple:
+      flags.DEFINE_list(name, [str(v) for v in default], help_text,
+                        flag_values=flag_values)
+    else:
+      raise TypeError(f'{cls.__name__}.{field.name}: no flag for type {kind}')
+
+
+def from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS,
+               prefix: str = '') -> Any:
+  """Builds a `cls` instance from parsed flags defined by `define_flags`."""
+  values = {}
+  for field in dataclasses.fields(cls):
+    name = prefix + field.name
+    kind = _field_type(cls, field)
+    if dataclasses.is_dataclass(kind):
+      values[field.name] = from_flags(kind, flag_values, f'{name}_')
+      continue
+    value = flag_values[name].value
+    if typing.get_origin(kind) is tuple:
+      (item_type, _) = (typing.get_args(kind) + (None,))[:2]
+      value = tuple(item_type(v) for v in value)
+    values[field.name] = value
+  return cls(**values)
 
 
 def define_all_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -329,24 +445,85 @@ CONFIGS_FILE = 'configs.json'
 
 
 def to_json(configs: Configs, path: str) -> None:
-  """Writes every config (bin/train leaves it in the model directory)."""
-  with open(path, 'w') as f:
-    json.dump({name: dataclasses.asdict(value)
-               for name, value in configs._asdict().items()}, f, indent=1)
+  """Writes every config (bin/train leaves it in the model directory).
+
+  Atomically: a temporary file in the same folder replaces `path`, so a
+  reader (or a kill mid-write) never sees a half-written file.
+  """
+  temp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                      f'.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp')
+  try:
+    with open(temp, 'x') as f:
+      json.dump({name: dataclasses.asdict(value)
+                 for name, value in configs._asdict().items()}, f, indent=1)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temp, path)
+  finally:
+    if os.path.exists(temp):
+      os.remove(temp)
 
 
 def from_json(path: str) -> Configs:
-  """Configs written by `to_json`; fields it lacks keep their defaults."""
+  """Configs written by `to_json`, in today's layout or the one before
+  DataSplitConfig (_upgrade_layout); fields the file lacks keep their
+  defaults."""
   with open(path) as f:
-    saved = json.load(f)
-  parts = []
-  for name, cls in zip(Configs._fields, CONFIG_CLASSES):
-    values = {}
-    for field in dataclasses.fields(cls):
-      if field.name in saved.get(name, {}):
-        value = saved[name][field.name]
-        if typing.get_origin(_field_type(cls, field)) is tuple:
-          value = tuple(value)
-        values[field.name] = value
-    parts.append(cls(**values))
-  return Configs(*parts)
+    saved = _upgrade_layout(json.load(f))
+  return Configs(*(_from_dict(cls, saved.get(name, {}))
+                   for name, cls in zip(Configs._fields, CONFIG_CLASSES)))
+
+
+def _from_dict(cls: type, saved: dict) -> Any:
+  values = {}
+  for field in dataclasses.fields(cls):
+    if field.name not in saved:
+      continue
+    value = saved[field.name]
+    kind = _field_type(cls, field)
+    if dataclasses.is_dataclass(kind):
+      value = _from_dict(kind, value)
+    elif typing.get_origin(kind) is tuple:
+      value = tuple(value)
+    values[field.name] = value
+  return cls(**values)
+
+
+# Training and validation sets in configs.json files written before
+# DataSplitConfig: (section, old key) -> (DataConfig split, its field).
+_OLD_SPLIT_KEYS = {
+    ('train', 'train_annotations'): ('train', 'annotations'),
+    ('train', 'train_images'): ('train', 'images'),
+    ('train', 'train_tfrecords'): ('train', 'tfrecords'),
+    ('data', 'categories'): ('train', 'categories'),
+    ('train', 'val_annotations'): ('val', 'annotations'),
+    ('train', 'val_images'): ('val', 'images'),
+}
+
+
+def _upgrade_layout(saved: dict) -> dict:
+  """Maps a configs.json of the layout before each fact had one field
+  onto today's; a file of today's layout passes unchanged.
+
+  That layout had data.output_stride and data.seed, copies of
+  model.output_stride and train.seed set by the same flag; the sets in
+  train.train_* and train.val_*; and data.annotations, images, tfrecords
+  and categories, of which the trainer read only categories (for the
+  training TFRecords): it replaced the other three with train.train_*, so
+  they never described the run and are dropped.
+  """
+  saved = {name: dict(section) for name, section in saved.items()}
+  data = saved.setdefault('data', {})
+  train = saved.setdefault('train', {})
+  model = saved.setdefault('model', {})
+  if 'output_stride' in data:
+    model.setdefault('output_stride', data.pop('output_stride'))
+  if 'seed' in data:
+    train.setdefault('seed', data.pop('seed'))
+  for (section, key), (split, field) in _OLD_SPLIT_KEYS.items():
+    if key in saved[section]:
+      value = saved[section].pop(key)
+      data.setdefault(split, {}).setdefault(field, value)
+  for key in ('annotations', 'images', 'tfrecords'):
+    data.pop(key, None)
+  return saved

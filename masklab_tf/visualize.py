@@ -11,7 +11,8 @@ import colorsys
 import numpy as np
 from PIL import Image
 
-IGNORE_LABEL = 255
+from masklab_tf.ops import label_values
+
 _IGNORE_COLOR = (255, 255, 255)
 
 
@@ -29,7 +30,7 @@ def color_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
   """Semantic label map [H, W] -> uint8 [H, W, 3]; ignore is white."""
   colors = palette(max(num_classes, 1) + 1)
   out = colors[np.minimum(labels, len(colors) - 1)]
-  out[labels == IGNORE_LABEL] = _IGNORE_COLOR
+  out[labels == label_values.IGNORE_LABEL] = _IGNORE_COLOR
   return out
 
 
@@ -41,7 +42,7 @@ def color_directions(labels: np.ndarray, num_directions: int = 8,
   colour wheel around its box centre (MaskLab Fig. 3); ignore is white.
   """
   labels = labels.astype(np.int64)
-  valid = labels != IGNORE_LABEL
+  valid = labels != label_values.IGNORE_LABEL
   direction, distance = np.divmod(np.where(valid, labels, 0),
                                   num_distance_bins)
   out = np.zeros(labels.shape + (3,), np.uint8)

@@ -21,7 +21,7 @@ Each batch is a dict:
   semantic_labels  uint8 [B, Hp, Wp]  0 background, 1..K, 255 ignore
   direction_labels uint8 [B, Hp, Wp]  0..D*R-1 on instances, 255 ignore
   gt_masks         uint8 [B, M, Hp, Wp]  only with keep_full_masks
-M = max_instances; Hp, Wp multiples of output_stride (or pad_to).
+M = max_instances; Hp, Wp multiples of the model's output stride (or pad_to).
 Crowd instances only mark ignore regions; they are not in gt_*.
 """
 
@@ -36,25 +36,27 @@ from masklab_tf.data import targets
 from masklab_tf.data import tfrecord
 from masklab_tf.ops import crop
 from masklab_tf.ops import image_policy
+from masklab_tf.ops import label_values
 
-IGNORE_LABEL = targets.IGNORE_LABEL
 
-
-def make_source(cfg: config_lib.DataConfig,
+def make_source(split: config_lib.DataSplitConfig, verify_images: str,
                 input_context: tf.distribute.InputContext | None = None,
                 skipped: sources.SkippedImages | None = None,
                 dataset: coco.CocoDataset | None = None) -> sources.Source:
-  """TFRecords when `cfg.tfrecords` is set, else the COCO json + images."""
-  if cfg.tfrecords:
+  """TFRecords when `split.tfrecords` is set, else the COCO json + images
+  (`dataset`, when the caller has read it already; else read here, images
+  checked as `verify_images` says)."""
+  if split.tfrecords:
     categories = tfrecord.read_categories(
-        cfg.categories or tfrecord.categories_path_for(cfg.tfrecords))
-    return tfrecord.tfrecord_source(cfg.tfrecords, categories, input_context)
+        split.categories or tfrecord.categories_path_for(split.tfrecords))
+    return tfrecord.tfrecord_source(split.tfrecords, categories,
+                                    input_context)
   if dataset is None:
-    if not cfg.annotations:
-      raise ValueError('no data: set --annotations and --images, or '
-                       '--tfrecords')
-    dataset = coco.read_coco(cfg.annotations, cfg.images,
-                             verify_images=cfg.verify_images)
+    if not split.annotations:
+      raise ValueError('no data: the set names neither a COCO json with its '
+                       'images nor TFRecords')
+    dataset = coco.read_coco(split.annotations, split.images,
+                             verify_images=verify_images)
   return sources.coco_source(dataset, input_context, skipped)
 
 
@@ -76,18 +78,30 @@ def _pad_rows(tensor, rows, value):
 
 
 class Preprocessor:
-  """One decoded example -> one training example (see module docstring)."""
+  """One decoded example -> one training example (see module docstring).
+
+  Args:
+    cfg: the pipeline's settings.
+    geometry: direction geometry of the targets and the mask crop size.
+    is_training: scale jitter and flips on (else the eval size, no flip).
+    output_stride: padded sides are multiples of it: the model's
+      (ModelConfig.output_stride), whose feature maps must tile the image.
+    seed: the run's seed (TrainConfig.seed) of scale jitter and flips.
+  """
 
   def __init__(self, cfg: config_lib.DataConfig,
-               geometry: config_lib.GeometryConfig, is_training: bool):
+               geometry: config_lib.GeometryConfig, is_training: bool, *,
+               output_stride: int, seed: int):
     self.cfg = cfg
     self.geometry = geometry
     self.is_training = is_training
+    self.output_stride = output_stride
+    self.seed = seed
     if cfg.pad_to and len(cfg.pad_to) != 2:
       raise ValueError(f'pad_to must be (height, width), got {cfg.pad_to}')
-    if any(p % cfg.output_stride for p in cfg.pad_to):
+    if any(p % output_stride for p in cfg.pad_to):
       raise ValueError(f'pad_to {cfg.pad_to} must be multiples of the '
-                       f'output stride {cfg.output_stride}')
+                       f'output stride {output_stride}')
 
   def _min_size(self, seed):
     if not self.is_training:
@@ -99,7 +113,7 @@ class Preprocessor:
 
   def __call__(self, counter: tf.Tensor, example: dict) -> dict:
     cfg, geometry = self.cfg, self.geometry
-    seed = tf.stack([tf.constant(cfg.seed, tf.int64), counter])
+    seed = tf.stack([tf.constant(self.seed, tf.int64), counter])
     size_seed, flip_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 2))
 
@@ -150,12 +164,12 @@ class Preprocessor:
     if cfg.pad_to:
       padded = tf.constant(cfg.pad_to, tf.int32)
     else:
-      padded = image_policy.round_up(size, cfg.output_stride)
+      padded = image_policy.round_up(size, self.output_stride)
     pad_h, pad_w = padded[0] - size[0], padded[1] - size[1]
     image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
     for key in dense:
       dense[key] = tf.pad(dense[key], [[0, pad_h], [0, pad_w]],
-                          constant_values=IGNORE_LABEL)
+                          constant_values=label_values.IGNORE_LABEL)
 
     num = tf.shape(keep)[0]
     max_instances = cfg.max_instances
@@ -196,7 +210,7 @@ def _padding_values(features_spec: dict) -> dict:
   values = {}
   for key, spec in features_spec.items():
     if key in ('semantic_labels', 'direction_labels'):
-      values[key] = tf.constant(IGNORE_LABEL, spec.dtype)
+      values[key] = tf.constant(label_values.IGNORE_LABEL, spec.dtype)
     elif key in ('gt_boxes', 'gt_classes'):
       values[key] = tf.constant(-1, spec.dtype)
     else:
@@ -209,16 +223,28 @@ def build_dataset(cfg: config_lib.DataConfig,
                   global_batch_size: int,
                   is_training: bool,
                   input_context: tf.distribute.InputContext | None = None,
-                  skipped: sources.SkippedImages | None = None,
-                  source: sources.Source | None = None) -> tf.data.Dataset:
+                  *,
+                  source: sources.Source,
+                  output_stride: int,
+                  seed: int) -> tf.data.Dataset:
   """Batches for one input pipeline.
 
   Under tf.distribute, pass the InputContext that
   `strategy.distribute_datasets_from_function` gives: each worker reads its
   own shard and batches global_batch_size / num_replicas per replica.
+
+  Args:
+    cfg: the pipeline's settings.
+    geometry: direction geometry of the targets and the mask crop size.
+    global_batch_size: examples per step over all replicas.
+    is_training: shuffle, repeat, jitter and flip (else one pass in order).
+    input_context: under tf.distribute, what sets the per-replica batch
+      (the source shards by it).
+    source: the examples (make_source, or the sources module).
+    output_stride: the model's (ModelConfig.output_stride): padded sides are
+      its multiples.
+    seed: the run's seed (TrainConfig.seed) of shuffling and augmentation.
   """
-  if source is None:
-    source = make_source(cfg, input_context, skipped)
   batch_size = global_batch_size
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(global_batch_size)
@@ -226,14 +252,15 @@ def build_dataset(cfg: config_lib.DataConfig,
   keys = source.keys
   if is_training:
     keys = keys.shuffle(cfg.shuffle_buffer,
-                        seed=cfg.seed if cfg.deterministic else None,
+                        seed=seed if cfg.deterministic else None,
                         reshuffle_each_iteration=True).repeat()
   dataset = keys.map(source.decode, num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=cfg.deterministic or not is_training)
   if 'valid' in dataset.element_spec:
     dataset = dataset.filter(lambda e: e['valid'])
   dataset = dataset.enumerate()
-  dataset = dataset.map(Preprocessor(cfg, geometry, is_training),
+  dataset = dataset.map(Preprocessor(cfg, geometry, is_training,
+                                     output_stride=output_stride, seed=seed),
                         num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=cfg.deterministic or not is_training)
   dataset = dataset.padded_batch(

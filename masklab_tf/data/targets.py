@@ -16,8 +16,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from masklab_tf.ops import direction
+from masklab_tf.ops import label_values
 
-IGNORE_LABEL = direction.IGNORE_LABEL
 BACKGROUND = -1
 CROWD = -2
 
@@ -91,7 +91,7 @@ def semantic_labels(instances: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
   """
   labels = tf.gather(tf.concat([[0], tf.cast(classes, tf.int32)], 0),
                      tf.maximum(instances, -1) + 1)
-  labels = tf.where(instances == CROWD, IGNORE_LABEL, labels)
+  labels = tf.where(instances == CROWD, label_values.IGNORE_LABEL, labels)
   return tf.cast(labels, tf.uint8)
 
 
@@ -112,8 +112,9 @@ def direction_labels(instances: tf.Tensor, boxes: tf.Tensor,
   Returns:
     uint8 [H, W].
   """
-  if num_directions * num_distance_bins >= IGNORE_LABEL:
-    raise ValueError('D * R must stay below the ignore label 255')
+  if num_directions * num_distance_bins >= label_values.IGNORE_LABEL:
+    raise ValueError('D * R must stay below the ignore label '
+                     f'{label_values.IGNORE_LABEL}')
   height, width = tf.shape(instances)[0], tf.shape(instances)[1]
   owned = instances >= 0
   boxes = tf.cast(boxes, tf.float32)
@@ -129,7 +130,7 @@ def direction_labels(instances: tf.Tensor, boxes: tf.Tensor,
   v = (ys - (ymin + ymax) / 2.0) / half_h
   channel = direction.direction_channel(u, v, num_directions,
                                         num_distance_bins)
-  return tf.cast(tf.where(owned, channel, IGNORE_LABEL), tf.uint8)
+  return tf.cast(tf.where(owned, channel, label_values.IGNORE_LABEL), tf.uint8)
 
 
 def dense_targets(masks: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor,

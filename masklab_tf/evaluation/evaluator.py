@@ -45,6 +45,7 @@ from pycocotools import mask as mask_api
 from masklab_tf.evaluation import proposal_recall
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
+from masklab_tf.data import sources
 from masklab_tf.modeling.systems import registry
 from masklab_tf.postprocess import image_results
 from masklab_tf.postprocess import masks as masks_lib
@@ -252,11 +253,11 @@ class Evaluator:
   def __init__(self, configs, annotations: str, images: str,
                batch_size: int = 4):
     self.dataset = coco.read_coco(annotations, images)
-    data_cfg = dataclasses.replace(configs.data, annotations=annotations,
-                                   images=images, keep_full_masks=False)
+    data_cfg = dataclasses.replace(configs.data, keep_full_masks=False)
     self.batches = pipeline.build_dataset(
         data_cfg, configs.geometry, batch_size, is_training=False,
-        source=pipeline.make_source(data_cfg, dataset=self.dataset))
+        source=sources.coco_source(self.dataset),
+        output_stride=configs.model.output_stride, seed=configs.train.seed)
     self.ground_truth = self.dataset.to_coco_dict()
     self.category_ids = [c.id for c in self.dataset.categories]
     self.class_agnostic = registry.get_system(

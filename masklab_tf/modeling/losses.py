@@ -16,9 +16,7 @@ import tensorflow as tf
 from official.vision.ops import box_ops
 
 from masklab_tf.ops import boxes as box_conventions
-from masklab_tf.ops import direction as direction_ops
-
-IGNORE_LABEL = direction_ops.IGNORE_LABEL
+from masklab_tf.ops import label_values
 
 
 def global_count(count):
@@ -147,7 +145,7 @@ def dense_softmax_loss(logits, labels):
   labels = tf.cast(labels, tf.int32)
   h, w = tf.shape(logits)[1], tf.shape(logits)[2]
   labels = labels[:, :h, :w]
-  valid = labels != IGNORE_LABEL
+  valid = labels != label_values.IGNORE_LABEL
   ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=tf.where(valid, labels, 0), logits=tf.cast(logits, tf.float32))
   return safe_mean(tf.reduce_sum(tf.where(valid, ce, 0.0)),

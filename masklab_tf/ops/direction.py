@@ -24,8 +24,6 @@ import math
 
 import tensorflow as tf
 
-IGNORE_LABEL = 255
-
 
 def direction_channel(u: tf.Tensor, v: tf.Tensor, num_directions: int = 8,
                       num_distance_bins: int = 4) -> tf.Tensor:

@@ -26,6 +26,8 @@ from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.data import synthetic
 from masklab_tf.data import report
+from masklab_tf.data import sources
+from masklab_tf.ops import label_values
 from masklab_tf.serving import export
 
 FLAGS = flags.FLAGS
@@ -40,7 +42,6 @@ def define_flags() -> None:
   flags.DEFINE_integer('num_train', 300, 'Training images to generate.')
   flags.DEFINE_integer('num_val', 60, 'Validation images to generate.')
   flags.DEFINE_bool('regenerate', False, 'Regenerate the set if it exists.')
-  flags.DEFINE_integer('batch_size', 4, 'Global batch size.')
   flags.DEFINE_integer('num_batches', 100, 'Batches to pull through the '
                        'pipeline.')
   flags.DEFINE_bool('train', True, 'Train and evaluate after the data steps.')
@@ -73,12 +74,13 @@ def _check(output_dir):
   return datasets
 
 
-def _run_pipeline(dataset, data_cfg, geometry, output_dir):
-  print(f'[3/6] input pipeline: {FLAGS.num_batches} batches of '
-        f'{FLAGS.batch_size}')
+def _run_pipeline(dataset, configs, output_dir):
+  geometry, batch_size = configs.geometry, configs.train.batch_size
+  print(f'[3/6] input pipeline: {FLAGS.num_batches} batches of {batch_size}')
   batches = pipeline.build_dataset(
-      data_cfg, geometry, FLAGS.batch_size, is_training=True,
-      source=pipeline.make_source(data_cfg, dataset=dataset))
+      configs.data, geometry, batch_size, is_training=True,
+      source=sources.coco_source(dataset),
+      output_stride=configs.model.output_stride, seed=configs.train.seed)
   first, start, num_images, instances = None, None, 0, []
   semantic_counts = np.zeros(256, np.int64)
   direction_counts = np.zeros(256, np.int64)
@@ -99,7 +101,7 @@ def _run_pipeline(dataset, data_cfg, geometry, output_dir):
         f'{tuple(first["semantic_labels"].shape)}')
   print(f'  instances per image: mean {np.mean(instances):.2f}, '
         f'max {max(instances)}')
-  labelled = semantic_counts[:255].sum()
+  labelled = semantic_counts[:label_values.IGNORE_LABEL].sum()
   print('  semantic pixels: ' + ', '.join(
       f'{k}: {semantic_counts[k] / labelled:.1%}'
       for k in range(dataset.num_classes + 1)))
@@ -137,7 +139,7 @@ def main(argv):
   _make_data(output_dir)
   datasets = _check(output_dir)
   configs = config.all_from_flags()
-  _run_pipeline(datasets['train'], configs.data, configs.geometry, output_dir)
+  _run_pipeline(datasets['train'], configs, output_dir)
   if FLAGS.train:
     _train_and_evaluate(configs, output_dir, datasets['val'])
 
@@ -145,9 +147,10 @@ def main(argv):
 def _train_and_evaluate(configs, output_dir, val_set):
   """Trains shapes_cpu, evaluates on val, draws the predictions."""
   split = lambda name, part: os.path.join(output_dir, name, part)
-  configs = configs._replace(train=dataclasses.replace(
-      configs.train, train_annotations=split('train', 'annotations.json'),
-      train_images=split('train', 'images')))
+  configs = configs._replace(data=dataclasses.replace(
+      configs.data, train=dataclasses.replace(
+          configs.data.train, annotations=split('train', 'annotations.json'),
+          images=split('train', 'images'))))
   model_dir = os.path.join(output_dir, 'model')
   print(f'[4/6] training {configs.train.train_steps} steps into {model_dir} '
         f'(batch {configs.train.batch_size}; rerun to resume)')

@@ -41,6 +41,9 @@ def define_flags() -> None:
                       'go (default: --model_dir).')
   flags.DEFINE_string('saved_model', '', 'Evaluate this SavedModel '
                       '(bin/export) instead of a checkpoint.')
+  flags.DEFINE_string('annotations', '', 'COCO instances json of the set to '
+                      'evaluate.')
+  flags.DEFINE_string('images', '', 'Folder of the images named in the json.')
   config.define_all_flags()
 
 
@@ -48,7 +51,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   configs = config.all_from_flags()
-  if not configs.data.annotations:
+  if not FLAGS.annotations:
     raise app.UsageError('--annotations and --images name the set to '
                          'evaluate')
   output_dir = FLAGS.output_dir or FLAGS.model_dir
@@ -69,8 +72,8 @@ def main(argv):
     models = factory.restore_models(configs, path)
     inference_model, saved_model = models.inference_model, None
   os.makedirs(output_dir, exist_ok=True)
-  evaluator = evaluator_lib.Evaluator(configs, configs.data.annotations,
-                                 configs.data.images)
+  evaluator = evaluator_lib.Evaluator(configs, FLAGS.annotations,
+                                      FLAGS.images)
   metrics = evaluator.run(inference_model,
                           os.path.join(output_dir, 'results.json'),
                           saved_model=saved_model)

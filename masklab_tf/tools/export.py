@@ -55,10 +55,11 @@ OBJECT_CATEGORY = [{'id': 1, 'name': 'object'}]
 def categories_for(configs) -> list[dict] | None:
   if registry.get_system(configs.model, configs.geometry).class_agnostic:
     return OBJECT_CATEGORY
-  path = FLAGS.categories
-  if not path and configs.train.train_tfrecords:
-    path = tfrecord.categories_path_for(configs.train.train_tfrecords)
-  path = path or configs.train.train_annotations
+  train_set = configs.data.train
+  path = FLAGS.categories or train_set.categories
+  if not path and train_set.tfrecords:
+    path = tfrecord.categories_path_for(train_set.tfrecords)
+  path = path or train_set.annotations
   if not path:
     return None
   if not os.path.exists(path):

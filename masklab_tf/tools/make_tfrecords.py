@@ -5,7 +5,7 @@ Usage:
       --output_prefix=records/train --num_shards=8 [--strict]
 
 Writes records/train-00000-of-00008.tfrecord ... and
-records/train.categories.json; train with --tfrecords='records/train-*'.
+records/train.categories.json; train with --train_tfrecords='records/train-*'.
 Images and annotations are validated first (data/coco.py): problems are
 reported and skipped, or fail the run with --strict.
 """

@@ -41,15 +41,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   configs = config.all_from_flags()
+  val = configs.data.val
+  if val.tfrecords or val.categories:
+    raise app.UsageError('--val_tfrecords, --val_categories: evaluation '
+                         'reads a COCO json and its images, the ground truth '
+                         'COCOeval needs: set --val_annotations and '
+                         '--val_images')
   if configs.train.strategy == 'mirrored':
     trainer_lib.split_cpu(configs.train.num_cpu_replicas)
   os.makedirs(FLAGS.model_dir, exist_ok=True)
   trainer = trainer_lib.Trainer(configs, FLAGS.model_dir)
   print(trainer.restore_or_initialise(), flush=True)
   evaluator = None
-  if configs.train.val_annotations:
-    evaluator = evaluator_lib.Evaluator(configs, configs.train.val_annotations,
-                                   configs.train.val_images)
+  if val.annotations:
+    evaluator = evaluator_lib.Evaluator(configs, val.annotations, val.images)
   best = BestCheckpoint(trainer, FLAGS.model_dir)
 
   evaluated = {}  # step -> metrics, so the last step is evaluated once

@@ -142,28 +142,29 @@ class Trainer:
     train_cfg = configs.train
     self.strategy = strategy or make_strategy(train_cfg)
     self.skipped = sources.SkippedImages()
+    system = registry.get_system(configs.model, configs.geometry)
     data_cfg = dataclasses.replace(
-        configs.data, annotations=train_cfg.train_annotations,
-        images=train_cfg.train_images, tfrecords=train_cfg.train_tfrecords,
-        seed=train_cfg.seed,
-        keep_full_masks=(configs.data.keep_full_masks or
-                         registry.get_system(configs.model).needs_full_masks))
+        configs.data, keep_full_masks=(configs.data.keep_full_masks or
+                                       system.needs_full_masks))
+    split = configs.data.train
     # The COCO set is read (and validated) once, here: what the reader
     # skipped or repaired is reported now and again at the end of training.
     self.train_set = None
-    if not data_cfg.tfrecords:
-      if not data_cfg.annotations:
+    if not split.tfrecords:
+      if not split.annotations:
         raise ValueError('no training data: set --train_annotations and '
                          '--train_images, or --train_tfrecords')
-      self.train_set = coco.read_coco(data_cfg.annotations, data_cfg.images,
+      self.train_set = coco.read_coco(split.annotations, split.images,
                                       verify_images=data_cfg.verify_images)
       if self.train_set.problems:
         logging.warning('%s', self.data_report())
     self.dataset = self.strategy.distribute_datasets_from_function(
         lambda context: pipeline.build_dataset(
             data_cfg, configs.geometry, train_cfg.batch_size, True, context,
-            skipped=self.skipped, source=pipeline.make_source(
-                data_cfg, context, self.skipped, dataset=self.train_set)))
+            source=pipeline.make_source(
+                split, data_cfg.verify_images, context, self.skipped,
+                dataset=self.train_set),
+            output_stride=configs.model.output_stride, seed=train_cfg.seed))
     # 'auto' is decided here, where the strategy is known (TPUs: bfloat16).
     self.precision = precision_lib.resolve(train_cfg.mixed_precision,
                                            self.strategy)

@@ -9,9 +9,13 @@ from masklab_tf import config
 from masklab_tf.data import pipeline
 from masklab_tf.data import sources
 from masklab_tf.ops import direction
+from masklab_tf.ops import label_values
 
-IGNORE = pipeline.IGNORE_LABEL
+IGNORE = label_values.IGNORE_LABEL
 GEOMETRY = config.GeometryConfig()
+# The model's output stride and the run's seed, which callers pass in.
+OUTPUT_STRIDE = 16
+SEED = 0
 
 
 def ellipse_examples(num_images=6, seed=0):
@@ -51,15 +55,16 @@ def batches(cfg, is_training=True, batch_size=2, num_batches=3, examples=None,
     source.keys = source.keys.shard(input_context.num_input_pipelines,
                                     input_context.input_pipeline_id)
   dataset = pipeline.build_dataset(cfg, GEOMETRY, batch_size, is_training,
-                                   input_context=input_context, source=source)
+                                   input_context=input_context, source=source,
+                                   output_stride=OUTPUT_STRIDE, seed=SEED)
   return [tf.nest.map_structure(lambda t: t.numpy(), b)
           for b in dataset.take(num_batches)]
 
 
 def base_cfg(**overrides):
   values = dict(min_sizes=(64,), eval_min_size=64, max_size=400,
-                output_stride=16, max_instances=8, deterministic=True,
-                keep_full_masks=True, shuffle_buffer=1)
+                max_instances=8, deterministic=True, keep_full_masks=True,
+                shuffle_buffer=1)
   values.update(overrides)
   return config.DataConfig(**values)
 
@@ -85,7 +90,8 @@ def test_batch_shapes_and_padding():
 def test_static_shapes_with_pad_to():
   cfg = base_cfg(pad_to=(128, 128))
   source = sources.in_memory_source(EXAMPLES, 3)
-  dataset = pipeline.build_dataset(cfg, GEOMETRY, 2, True, source=source)
+  dataset = pipeline.build_dataset(cfg, GEOMETRY, 2, True, source=source,
+                                   output_stride=OUTPUT_STRIDE, seed=SEED)
   assert dataset.element_spec['image'].shape.as_list() == [2, 128, 128, 3]
   assert dataset.element_spec['direction_labels'].shape.as_list() == [
       2, 128, 128]
@@ -93,7 +99,8 @@ def test_static_shapes_with_pad_to():
 
 def test_pad_to_must_be_stride_multiple():
   with pytest.raises(ValueError, match='multiples of the output stride'):
-    pipeline.Preprocessor(base_cfg(pad_to=(100, 128)), GEOMETRY, True)
+    pipeline.Preprocessor(base_cfg(pad_to=(100, 128)), GEOMETRY, True,
+                          output_stride=OUTPUT_STRIDE, seed=SEED)
 
 
 def test_scale_jitter_sizes_and_cap():
@@ -202,9 +209,10 @@ def test_voc_sample_through_reader_and_pipeline(voc_sample):
   # Short side unchanged (375 px): no resize, so masks must come out equal.
   cfg = base_cfg(eval_min_size=min(record.height, record.width),
                  max_size=1000, max_instances=32)
-  source = pipeline.make_source(cfg, dataset=dataset)
+  source = sources.coco_source(dataset)
   (batch,) = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in
-              pipeline.build_dataset(cfg, GEOMETRY, 1, False, source=source)]
+              pipeline.build_dataset(cfg, GEOMETRY, 1, False, source=source,
+                                     output_stride=OUTPUT_STRIDE, seed=SEED)]
   assert batch['num_instances'][0] == 19 == len(record.instances)
   h, w = batch['image_size'][0]
   assert (h, w) == (record.height, record.width)
@@ -241,7 +249,9 @@ def test_image_broken_after_validation_is_skipped_and_reported(shapes_dir,
   cfg = base_cfg(eval_min_size=160, max_size=160, max_instances=16)
   source = sources.coco_source(dataset, skipped=skipped)
   got = [b for b in pipeline.build_dataset(cfg, GEOMETRY, 2, False,
-                                           source=source)]
+                                           source=source,
+                                           output_stride=OUTPUT_STRIDE,
+                                           seed=SEED)]
   ids = [int(i) for b in got for i in b['image_id']]
   assert ids == [r.image_id for r in dataset.records if r is not broken]
   assert len(skipped) == 1

@@ -4,9 +4,10 @@ import numpy as np
 import tensorflow as tf
 
 from masklab_tf.data import targets
+from masklab_tf.ops import label_values
 from reference import numpy_channel
 
-IGNORE = targets.IGNORE_LABEL
+IGNORE = label_values.IGNORE_LABEL
 
 
 

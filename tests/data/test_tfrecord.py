@@ -34,7 +34,7 @@ def shapes_records(shapes_train, tmp_path_factory):
 
 def eval_batches(cfg, source):
   dataset = pipeline.build_dataset(cfg, GEOMETRY, 2, is_training=False,
-                                   source=source)
+                                   source=source, output_stride=8, seed=0)
   return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in dataset]
 
 
@@ -59,8 +59,8 @@ def test_shards_and_categories_written(shapes_records):
 
 def test_tfrecord_pipeline_equals_json_pipeline(shapes_records):
   dataset, prefix = shapes_records
-  cfg = config.DataConfig(eval_min_size=160, max_size=200, output_stride=8,
-                          max_instances=16, keep_full_masks=True)
+  cfg = config.DataConfig(eval_min_size=160, max_size=200, max_instances=16,
+                          keep_full_masks=True)
   from_json = eval_batches(cfg, sources.coco_source(dataset))
   categories = tfrecord.read_categories(
       tfrecord.categories_path_for(prefix + '-*'))
@@ -78,6 +78,23 @@ def test_tfrecord_pipeline_equals_json_pipeline(shapes_records):
       for key, value in batch.items():
         np.testing.assert_allclose(value[i], other[key], atol=1e-4,
                                    err_msg=key)
+
+
+def test_make_source_reads_a_data_split(shapes_records, shapes_train):
+  """A DataSplitConfig names TFRecords (categories beside them by default)
+  or a COCO json and its images; both give the same examples."""
+  dataset, prefix = shapes_records
+  annotations, images = shapes_train
+  records = pipeline.make_source(
+      config.DataSplitConfig(tfrecords=prefix + '-*'), 'none')
+  json_source = pipeline.make_source(
+      config.DataSplitConfig(annotations=annotations, images=images), 'none')
+  ids = lambda source: sorted(int(source.decode(k)['image_id'])
+                              for k in source.keys)
+  assert ids(records) == ids(json_source) == sorted(
+      r.image_id for r in dataset.records)
+  with pytest.raises(ValueError, match='no data'):
+    pipeline.make_source(config.DataSplitConfig(), 'none')
 
 
 def test_sharding_by_file_per_worker(shapes_records):

@@ -195,9 +195,9 @@ def test_records_written_by_the_old_encoder_still_read(in_graph):
 
 
 def test_old_records_with_an_empty_image_run_through_the_pipeline():
-  cfg = config.DataConfig(eval_min_size=32, max_size=64, output_stride=8,
-                          max_instances=4, tfrecords=OLD_PREFIX + '-*')
-  batches = eval_batches(cfg, pipeline.make_source(cfg))
+  cfg = config.DataConfig(eval_min_size=32, max_size=64, max_instances=4)
+  batches = eval_batches(cfg, pipeline.make_source(
+      config.DataSplitConfig(tfrecords=OLD_PREFIX + '-*'), 'none'))
   counts = {int(i): int(n) for b in batches
             for i, n in zip(b['image_id'], b['num_instances'])}
   assert counts == {11: 2, 12: 1, 13: 0}  # crowds only mark ignore regions

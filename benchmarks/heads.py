@@ -167,6 +167,7 @@ def run_one(head, data_dir):
   from masklab_tf import config  # pylint: disable=g-import-not-at-top
   from masklab_tf.evaluation import evaluator as evaluator_lib
   from masklab_tf.training import trainer as trainer_lib
+  import budget as budget_lib  # pylint: disable=g-import-not-at-top
   model_dir = os.path.join(FLAGS.output_dir, head)
   if os.path.exists(model_dir):
     shutil.rmtree(model_dir)
@@ -180,7 +181,8 @@ def run_one(head, data_dir):
   trainer = trainer_lib.Trainer(configs, model_dir)
   trainer.restore_or_initialise()
   wall, cpu = time.time(), time.process_time()
-  trainer.train(budget=trainer_lib.TimeBudget(FLAGS.budget_s, FLAGS.budget_mode))
+  trainer.train(hooks=[budget_lib.TimeBudget(FLAGS.budget_s,
+                                             FLAGS.budget_mode)])
   wall, cpu = time.time() - wall, time.process_time() - cpu
   evaluator = evaluator_lib.Evaluator(configs, f'{data_dir}/val/annotations.json',
                                  f'{data_dir}/val/images')

@@ -66,7 +66,7 @@ from masklab_tf.evaluation import evaluator as masklab_evaluate
 # MaskLab's own budget clock, so that both systems get the same time by the
 # same rule: it starts before the first step (tracing counts), covers
 # training only, and in CPU mode counts every thread of this process.
-from masklab_tf.training.trainer import TimeBudget
+from budget import TimeBudget
 
 SHAPES_DIR = '/work/bench/shapes'
 TRAIN_PATTERN = os.path.join(SHAPES_DIR, 'tfrecords', 'train-*.tfrecord')

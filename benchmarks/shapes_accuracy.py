@@ -101,6 +101,7 @@ def data_paths(data_dir):
 def run_masklab(system, paths, model_dir):
   from masklab_tf import config  # pylint: disable=g-import-not-at-top
   from masklab_tf.training import trainer as trainer_lib
+  import budget as budget_lib  # pylint: disable=g-import-not-at-top
   configs = config.from_flagfile(
       os.path.join(REPO, FLAGS.flagfile_for_masklab),
       (f'--mask_head={MASK_HEADS[system]}',
@@ -110,9 +111,9 @@ def run_masklab(system, paths, model_dir):
        '--image_summary_every=0'))
   trainer = trainer_lib.Trainer(configs, model_dir)
   trainer.restore_or_initialise()
-  budget = trainer_lib.TimeBudget(FLAGS.budget_s, FLAGS.budget_mode)
+  budget = budget_lib.TimeBudget(FLAGS.budget_s, FLAGS.budget_mode)
   wall, cpu = time.time(), time.process_time()
-  losses = trainer.train(budget=budget)
+  losses = trainer.train(hooks=[budget])
   wall, cpu = time.time() - wall, time.process_time() - cpu
   evaluator = evaluator_lib.Evaluator(configs, paths['val_annotations'],
                                  paths['val_images'])

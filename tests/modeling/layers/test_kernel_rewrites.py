@@ -24,21 +24,12 @@ from masklab_tf.modeling.layers import atrous_conv
 from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.layers import tiled_conv
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+from hosts import EIGEN_HOST
+from hosts import GPU_HOST
+from hosts import ONEDNN_HOST
 
-# Hosts as 'auto' sees them: x86 with AVX-512 and TF's oneDNN kernels (as
-# the Xeon and the Zen 4 EPYC of docs/perf-notes.md), x86 with TF's Eigen
-# kernels (as its Zen 3 EPYC), and a oneDNN CPU beside a GPU.
-ONEDNN_HOST = host_lib.Host(cpu_vendor='GenuineIntel',
-                            cpu_flags=frozenset({'avx512f', 'amx_bf16'}),
-                            onednn=True)
-EIGEN_HOST = host_lib.Host(cpu_vendor='AuthenticAMD',
-                           cpu_flags=frozenset({'avx2'}), onednn=False)
-GPU_HOST = host_lib.Host(cpu_vendor='AuthenticAMD',
-                         cpu_flags=frozenset({'avx512f', 'avx512_bf16'}),
-                         onednn=True,
-                         gpus=(host_lib.Gpu('NVIDIA H100', (9, 0)),))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
 
 
 # --- The host description -------------------------------------------------

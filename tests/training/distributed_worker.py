@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, '.')
 
 from masklab_tf import config  # pylint: disable=g-import-not-at-top
+from masklab_tf.training import strategy  # pylint: disable=g-import-not-at-top
 from masklab_tf.training import trainer as trainer_lib
 
 TINY = ('--backbone_depth=10', '--rpn_head_channels=16',
@@ -45,7 +46,7 @@ def configs_for(annotations, images, *overrides):
 
 
 def mirrored_vs_one(annotations, images, out_path):
-  trainer_lib.split_cpu(2)
+  strategy.split_cpu(2)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   configs = configs_for(annotations, images, '--batch_size=4')
   one = trainer_lib.Trainer(configs, out_path + '.one',

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from masklab_tf.training import trainer as trainer_lib
-from test_train import configs_for
 
 
 def _png_bytes(array):
@@ -82,9 +81,9 @@ def messy_set(shapes_train, tmp_path_factory):
 
 
 def test_training_skips_counts_and_reports_bad_data(messy_set, tmp_path,
-                                                    caplog):
-  configs = configs_for(messy_set, '--train_steps=7',
-                        '--shuffle_buffer=20')
+                                                    caplog, shapes_configs):
+  configs = shapes_configs('--train_steps=7', '--shuffle_buffer=20',
+                           split=messy_set)
   caplog.set_level(logging.WARNING)
   trainer = trainer_lib.Trainer(configs, str(tmp_path))
   trainer.restore_or_initialise()

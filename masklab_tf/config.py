@@ -10,6 +10,10 @@ Every fact has one field, and so one flag: defining a flag name twice is an
 error (define_flags), never two fields silently fed by one flag. A flag's
 `--help` is its field's entry in the `Attributes:` section of its class's
 docstring, which therefore lists every field on a line of its own.
+
+Why one file of this length: the four config classes are the one place a
+user reads every setting with its meaning; their docstrings are the flags'
+help. Splitting them would spread that reference over files.
 """
 
 from __future__ import annotations

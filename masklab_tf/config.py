@@ -150,11 +150,14 @@ class ModelConfig:
     roi_foreground_fraction: at most this share of the sampled RoIs are
       foreground.
     roi_foreground_iou: a RoI is foreground from this IoU with a box.
-    mask_head: name in the mask-head registry
-      (modeling/heads/masklab_head.py), or 'instancefcn' (class-agnostic
-      segment proposals, a model of its own: modeling/factory.py).
-    mask_features: 'both', 'semantic' or 'direction' (paper Table 2).
-    refine: hypercolumn refinement on or off (paper Table 4).
+    mask_head: the system to build (modeling/systems/registry.py): a mask
+      head of the Faster R-CNN family ('masklab', 'fcis', 'biseg'), MaskLab's
+      ablations ('masklab_semantic_only', 'masklab_direction_only') or
+      'instancefcn' (class-agnostic segment proposals, no box branch).
+    mask_features: the masklab head's features: 'both', 'semantic' or
+      'direction' (paper Table 2); other heads refuse anything but 'both'.
+    refine: the masklab head's hypercolumn refinement on or off (paper
+      Table 4); heads without refinement refuse --refine=false.
     hypercolumn_channels: if > 0, a 1x1 conv reduces conv1 and res2 to this
       many channels each on the whole image before cropping (cheaper
       refinement at many detections); 0 crops them whole (paper).

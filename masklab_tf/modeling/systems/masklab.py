@@ -69,6 +69,10 @@ class MaskLabSystem(base.System):
           f'--mask_head={name}',
           f'fixes the features to {mask_features!r}; for another ablation '
           f'use --mask_head={head} --mask_features=...')
+    if outputs_lib.SEMANTIC_LOGITS not in self.head_class.PREDICTS:
+      raise TypeError(f'the {head} mask head must predict '
+                      f'{outputs_lib.SEMANTIC_LOGITS}: the inference graph '
+                      'returns the semantic map (heads/registry.py)')
     for _, field, output, _ in DENSE_LOSSES:
       if getattr(cfg, field) and output not in self.head_class.PREDICTS:
         raise head_config.UnsupportedSettingError(

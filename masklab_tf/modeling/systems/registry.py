@@ -1,8 +1,10 @@
 """Every system of the paper family by name (the --mask_head flag).
 
-Each mask head of heads/registry.py is a Faster R-CNN system of its own;
-MaskLab's feature ablations (paper Table 2) and InstanceFCN, which has no
-box branch, are added here. This is the one place that decides what runs.
+Each mask head of heads/registry.py is a Faster R-CNN system of its own,
+looked up when a system is asked for (so a head added to that table is a
+system at once); MaskLab's feature ablations (paper Table 2) and
+InstanceFCN, which has no box branch, are listed here. This is the one
+place that decides what runs.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from masklab_tf.modeling.systems import base
 from masklab_tf.modeling.systems import instancefcn
 from masklab_tf.modeling.systems import masklab
 
-SYSTEMS: dict[str, Callable[..., base.System]] = {
-    **{name: functools.partial(masklab.MaskLabSystem, head=name)
-       for name in heads_registry.MASK_HEADS},
+# Systems that are not simply "Faster R-CNN with the head of that name".
+OTHER_SYSTEMS: dict[str, Callable[..., base.System]] = {
     'masklab_semantic_only': functools.partial(
         masklab.MaskLabSystem, head='masklab', mask_features='semantic'),
     'masklab_direction_only': functools.partial(
@@ -28,7 +29,7 @@ SYSTEMS: dict[str, Callable[..., base.System]] = {
 
 
 def available_systems() -> list[str]:
-  return sorted(SYSTEMS)
+  return sorted(set(heads_registry.MASK_HEADS) | set(OTHER_SYSTEMS))
 
 
 def get_system(cfg: config_lib.ModelConfig,
@@ -36,7 +37,10 @@ def get_system(cfg: config_lib.ModelConfig,
                ) -> base.System:
   """The system cfg.mask_head names; raises on an unknown name or on a
   setting the system cannot honour."""
-  if cfg.mask_head not in SYSTEMS:
-    raise ValueError(f'--mask_head={cfg.mask_head}: unknown; available: '
-                     f'{", ".join(available_systems())}')
-  return SYSTEMS[cfg.mask_head](cfg.mask_head, cfg, geometry)
+  name = cfg.mask_head
+  if name in OTHER_SYSTEMS:
+    return OTHER_SYSTEMS[name](name, cfg, geometry)
+  if name in heads_registry.MASK_HEADS:
+    return masklab.MaskLabSystem(name, cfg, geometry, head=name)
+  raise ValueError(f'--mask_head={name}: unknown; available: '
+                   f'{", ".join(available_systems())}')

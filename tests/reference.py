@@ -94,19 +94,7 @@ def vote_weights_np(boxes: np.ndarray, classes: np.ndarray,
                     pool_boxes: np.ndarray, pool_scores: np.ndarray,
                     pool_classes: np.ndarray, iou_threshold: float = 0.5,
                     include_self: bool = False) -> np.ndarray:
-  """Who votes for whom, and how much.
-
-  Args:
-    boxes: [N, 4] the detections that receive a voted mask.
-    classes: [N] their classes (1..K; 0 = padding, which gets no voters).
-    pool_boxes, pool_scores, pool_classes: [M, 4], [M], [M] the voters.
-    iou_threshold: a voter needs box IoU >= this with the detection.
-    include_self: the pool is the detections (M == N); voter n always votes
-      for detection n, even when its box is empty.
-
-  Returns:
-    float32 [N, M]: the voter's score where it votes, else 0.
-  """
+  """A numpy model of postprocess/mask_voting.vote_weights."""
   classes = np.asarray(classes).reshape(-1)
   pool_classes = np.asarray(pool_classes).reshape(-1)
   votes = ((box_iou_np(boxes, pool_boxes) >= iou_threshold) &
@@ -121,23 +109,8 @@ def vote_weights_np(boxes: np.ndarray, classes: np.ndarray,
 def vote_masks_np(masks: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                   classes: np.ndarray, iou_threshold: float = 0.5,
                   mask_threshold: float = 0.5, pool=None) -> np.ndarray:
-  """Score-weighted average of each detection's voters' masks, binarized.
-
-  Args:
-    masks: [N, H, W] full-image probabilities of the detections.
-    boxes: [N, 4] continuous ymin, xmin, ymax, xmax.
-    scores: [N].
-    classes: [N] 1..K (0 = padding: its output mask is empty).
-    iou_threshold: box IoU a voter needs with the detection.
-    mask_threshold: the weighted average is kept where >= this.
-    pool: None (the detections vote, each always for itself) or a tuple
-      (masks [M, H, W], boxes [M, 4], scores [M], classes [M]) of voters,
-      e.g. the pre-NMS candidates, which should include the detections.
-
-  Returns:
-    uint8 [N, H, W] in {0, 1}; a detection whose voters weigh 0 in total
-    gets an empty mask.
-  """
+  """A numpy model of postprocess/mask_voting.vote_masks (same arguments
+  and result)."""
   include_self = pool is None
   if pool is None:
     pool = (masks, boxes, scores, classes)

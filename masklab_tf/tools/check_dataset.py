@@ -17,6 +17,7 @@ from absl import flags
 
 from masklab_tf.data import coco
 from masklab_tf.data import report
+from masklab_tf.tools import common_flags
 
 
 FLAGS = flags.FLAGS
@@ -26,12 +27,8 @@ def define_flags() -> None:
   """Defines this tool's flags on absl's FLAGS. The launcher (bin/) calls
   it, not the import: tools that share flag names can then be imported
   into one process (tests, notebooks) side by side."""
-  flags.DEFINE_string('annotations', None, 'COCO instances json.')
-  flags.DEFINE_string('images', None, 'Folder of the images named in the json.')
+  common_flags.define_dataset_flags()
   flags.DEFINE_bool('strict', False, 'Exit with status 1 on any problem.')
-  flags.DEFINE_enum('verify_images', 'full', list(coco.VERIFY_MODES),
-                    'none: trust the json sizes; header: open each image; '
-                    'full: also decode every pixel.')
   flags.mark_flags_as_required(['annotations', 'images'])
 
 

@@ -26,6 +26,7 @@ import tensorflow as tf
 from masklab_tf import config
 from masklab_tf.evaluation import evaluator as evaluator_lib
 from masklab_tf.modeling import factory
+from masklab_tf.tools import common_flags
 
 FLAGS = flags.FLAGS
 
@@ -34,16 +35,13 @@ def define_flags() -> None:
   """Defines this tool's flags on absl's FLAGS. The launcher (bin/) calls
   it, not the import: tools that share flag names can then be imported
   into one process (tests, notebooks) side by side."""
-  flags.DEFINE_string('model_dir', None, 'Training directory.')
-  flags.DEFINE_string('checkpoint', '', 'Checkpoint path (default: latest in '
-                      '--model_dir).')
+  common_flags.define_checkpoint_flags()
   flags.DEFINE_string('output_dir', '', 'Where results.json and metrics.json '
                       'go (default: --model_dir).')
   flags.DEFINE_string('saved_model', '', 'Evaluate this SavedModel '
                       '(bin/export) instead of a checkpoint.')
-  flags.DEFINE_string('annotations', '', 'COCO instances json of the set to '
-                      'evaluate.')
-  flags.DEFINE_string('images', '', 'Folder of the images named in the json.')
+  # --verify_images is DataConfig's (config flags below).
+  common_flags.define_dataset_flags(default_verify=None)
   config.define_all_flags()
 
 

@@ -24,6 +24,7 @@ from masklab_tf.data import tfrecord
 from masklab_tf.modeling import factory
 from masklab_tf.modeling.systems import registry
 from masklab_tf.serving import export
+from masklab_tf.tools import common_flags
 
 FLAGS = flags.FLAGS
 
@@ -32,9 +33,7 @@ def define_flags() -> None:
   """Defines this tool's flags on absl's FLAGS. The launcher (bin/) calls
   it, not the import: tools that share flag names can then be imported
   into one process (tests, notebooks) side by side."""
-  flags.DEFINE_string('model_dir', None, 'Training directory.')
-  flags.DEFINE_string('checkpoint', '', 'Checkpoint (default: latest in '
-                      '--model_dir).')
+  common_flags.define_checkpoint_flags()
   flags.DEFINE_string('export_dir', None, 'SavedModel folder to write.')
   flags.DEFINE_bool('full_image_masks', False, 'Also output masks pasted '
                     'into the image (uint8 [B, D, H, W]).')

@@ -17,6 +17,7 @@ from absl import flags
 
 from masklab_tf.data import coco
 from masklab_tf.data import tfrecord
+from masklab_tf.tools import common_flags
 
 FLAGS = flags.FLAGS
 
@@ -25,14 +26,11 @@ def define_flags() -> None:
   """Defines this tool's flags on absl's FLAGS. The launcher (bin/) calls
   it, not the import: tools that share flag names can then be imported
   into one process (tests, notebooks) side by side."""
-  flags.DEFINE_string('annotations', None, 'COCO instances json.')
-  flags.DEFINE_string('images', None, 'Folder of the images named in the json.')
+  common_flags.define_dataset_flags()
   flags.DEFINE_string('output_prefix', None, 'Shard path prefix.')
   flags.DEFINE_integer('num_shards', 8, 'Number of shards (at least the number '
                        'of training workers, so each reads whole files).')
   flags.DEFINE_bool('strict', False, 'Fail on any data problem.')
-  flags.DEFINE_enum('verify_images', 'full', list(coco.VERIFY_MODES),
-                    'Image check before writing.')
   flags.mark_flags_as_required(['annotations', 'images', 'output_prefix'])
 
 

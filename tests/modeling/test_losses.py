@@ -68,6 +68,18 @@ def random_boxes(rng, shape, low=0.0, high=60.0, min_side=4.0):
   return np.concatenate([corner, corner + sides], axis=-1).astype(np.float32)
 
 
+def nearby_boxes(rng, boxes):
+  """Boxes near `boxes`: centres moved by up to a quarter side and sides
+  scaled by 0.6..1.6, so that encoded targets are of order 1 (both sides
+  of the Huber kink) and every box stays a proper box."""
+  size = boxes[..., 2:] - boxes[..., :2]
+  centre = boxes[..., :2] + size / 2 + rng.uniform(-0.25, 0.25,
+                                                   size.shape) * size
+  size = size * rng.uniform(0.6, 1.6, size.shape)
+  return np.concatenate([centre - size / 2, centre + size / 2],
+                        axis=-1).astype(np.float32)
+
+
 def test_rpn_losses_match_numpy():
   """Sigmoid CE over sampled anchors only (-1 skipped), Huber on the
   positives' deltas, both divided by the number of sampled anchors."""
@@ -111,13 +123,14 @@ def test_box_classifier_losses_match_numpy():
   """Softmax CE over used RoIs (class -1 skipped); Huber on the true
   class's 4 deltas of foreground RoIs against the (10, 10, 5, 5) encoding
   of the matched box in the RoI; both divided by the number of used RoIs."""
+  # Faster R-CNN's weights (TF Object Detection API's FasterRcnnBoxCoder).
+  assert tuple(box_conventions.BOX_CODER_WEIGHTS) == (10.0, 10.0, 5.0, 5.0)
   rng = np.random.default_rng(1)
   batch, num, k = 2, 6, 3
   logits = rng.normal(0, 2, [batch, num, k + 1]).astype(np.float32)
   deltas = rng.normal(0, 1.5, [batch, num, 4 * (k + 1)]).astype(np.float32)
   rois = random_boxes(rng, (batch, num))
-  # Matched boxes near their RoIs: targets of order 1, on both Huber sides.
-  matched = (rois + rng.normal(0, 3, rois.shape)).astype(np.float32)
+  matched = nearby_boxes(rng, rois)
   classes = np.array([[2, 0, -1, 3, 1, 0], [0, -1, -1, 1, 3, 2]], np.int32)
 
   class_loss, box_loss = losses.box_classifier_losses(
@@ -144,7 +157,7 @@ def test_box_classifier_box_loss_zero_when_deltas_are_the_encoding():
   deltas (the background's here) are not read."""
   rng = np.random.default_rng(2)
   rois = random_boxes(rng, (1, 3))
-  matched = (rois + rng.normal(0, 3, rois.shape)).astype(np.float32)
+  matched = nearby_boxes(rng, rois)
   classes = np.array([[1, 2, 1]], np.int32)
   deltas = rng.normal(0, 5, [1, 3, 3, 4]).astype(np.float32)
   targets = encode_np(matched, rois, box_conventions.BOX_CODER_WEIGHTS)
@@ -249,7 +262,7 @@ _MIRRORED_SCRIPT = textwrap.dedent('''
                 f32(rng.normal(0, 2, [2, 24, 4]))),
         'box': (f32(rng.normal(0, 2, [2, 6, 4])),
                 f32(rng.normal(0, 2, [2, 6, 16])), f32(rois),
-                f32(rois + rng.normal(0, 2, rois.shape)),
+                f32(rois + rng.uniform(-1, 1, rois.shape)),
                 tf.constant(classes)),
         'mask': (f32(rng.normal(0, 2, [2, 3, 4, 4])),
                  f32(rng.uniform(0, 1, [2, 3, 4, 4])),

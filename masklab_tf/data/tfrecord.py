@@ -9,13 +9,11 @@ dataloaders.tf_example_decoder) parses it. The same shards therefore feed
 Model Garden's Mask R-CNN for side-by-side runs, and shards written by Model
 Garden's own converter (create_coco_tf_record) read here.
 
-Model Garden's decoder decodes masks to float32 where ours kept uint8: on a
-640x480 JPEG with 7 instances it took 6.1 against 4.8 ms CPU an example to
-decode, but the whole training pipeline (decode, resize to 800 px, targets)
-took 70.1 against 69.3 ms an example, within the run-to-run spread (2-core
-AMD EPYC, shared). Unlike the hand-written reader it replaced, it also
-decodes an image without instances (that one failed: tf.map_fn cannot
-stack zero masks of unknown size).
+Model Garden's decoder decodes masks to float32 where ours kept uint8: it
+is slower on its own, but the whole training pipeline was as fast within
+the run-to-run spread (docs/perf-notes.md#tfrecords). Unlike the
+hand-written reader it replaced, it also decodes an image without instances
+(that one failed: tf.map_fn cannot stack zero masks of unknown size).
 
 What stays ours, and why:
   * Class indices. Examples carry raw COCO category ids (Model Garden's
@@ -33,10 +31,9 @@ What stays ours, and why:
   * Masks, crowd ones included, are stored as 0/1 PNGs (COCO's RLE is
     decoded first, as Model Garden's converter does), written by `_png` at
     zlib level 1. The builder's `add_instance_mask_matrices_feature`
-    writes Pillow's default level 6: on 640x480 ellipse masks (2-core AMD
-    EPYC, shared) that took 1.27 against 0.87 ms a mask to write and, what
-    every epoch pays, 0.68 against 0.30 ms to decode (tf.io.decode_png),
-    for files 0.42x the size.
+    writes Pillow's default level 6, slower to write and, what every epoch
+    pays, about twice as slow to decode, for smaller files
+    (docs/perf-notes.md#tfrecords).
   * `image/object/is_crowd`, `image/object/annotation_id` and
     `image/filename` are plain features: the builder has no method for
     them (Model Garden's decoder reads `is_crowd`; `annotation_id` is our

@@ -32,7 +32,8 @@ from absl import flags
 
 @dataclasses.dataclass
 class GeometryConfig:
-  """Direction geometry shared by targets and direction pooling (DESIGN.md).
+  """Direction geometry shared by targets and direction pooling
+  (docs/design.md, "One geometry").
 
   Attributes:
     num_directions: D, angular bins over 360 degrees (paper: 8).

@@ -1,5 +1,5 @@
 """The package's structure holds: layers import only downwards, no import
-circle, no long file without its reason (docs/design.md, "Layers")."""
+circle, no long file without its reason (docs/design.md, "Folders and layers")."""
 
 import ast
 import os

@@ -7,8 +7,8 @@ head (which copies, at each position of a box crop, the logit channel that
 position would have as a target) must use exactly the same quantisation, so
 both come from here.
 
-Convention (DESIGN.md): for a box with centre (cx, cy), width w and height h,
-a point (x, y) has normalised offsets u = (x - cx) / (w / 2) and
+Convention (docs/design.md, "One geometry"): for a box with centre
+(cx, cy), width w and height h, a point (x, y) has normalised offsets u = (x - cx) / (w / 2) and
 v = (y - cy) / (h / 2). Its direction bin is
 d = floor(((atan2(v, u) mod 2 pi) / (2 pi)) * D) and its distance bin is
 r = min(floor(sqrt(u^2 + v^2) * R), R - 1); the channel is d * R + r.

@@ -313,7 +313,7 @@ def test_layer_rejects_unknown_kind():
     assemble.PositionSensitiveAssemble(9, 8, 'diagonal')
 
 
-# Geometry (DESIGN.md, "One geometry"): pooling one-hot "ideal" direction
+# Geometry (docs/design.md, "One geometry"): pooling one-hot "ideal" direction
 # logits of an isolated instance over its own box must reproduce its mask.
 
 def ellipse_mask(size, centre_y, centre_x, radius_y, radius_x):

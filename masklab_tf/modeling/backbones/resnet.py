@@ -29,13 +29,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import tensorflow as tf
 import tf_keras
 
-from official.modeling import tf_utils
 from official.vision.modeling.backbones import resnet as mg_resnet
 
-from masklab_tf.modeling.layers import atrous_conv
+from masklab_tf.modeling.layers import resnet_blocks
 
 # (block type, filters, repeats) per stage res2..res5: Model Garden's table.
 # Note depth 26 is basic blocks [3, 3, 3, 3] there, not bottlenecks.
@@ -94,113 +92,11 @@ def endpoint_strides(output_stride: int) -> dict[str, int]:
   return strides
 
 
-@tf_keras.utils.register_keras_serializable(package='masklab')
-class AtrousResidualBlock(tf_keras.layers.Layer):
-  """Basic ResNet block (two 3x3 convs) with an atrous rate.
-
-  [B, H, W, C] -> [B, H / strides, W / strides, filters]. Same sublayers,
-  attribute names and creation order as `nn_blocks.ResidualBlock` (so its
-  weights, and object-based checkpoints, line up one to one), plus
-  `dilation_rate` on both 3x3 convs, which ResNet-10/18/26/34 need for output
-  stride 8 or 16. A conv cannot both stride and dilate, so strides > 1 needs
-  dilation_rate 1.
-  """
-
-  def __init__(self,
-               filters: int,
-               strides: int,
-               dilation_rate: int = 1,
-               use_projection: bool = False,
-               kernel_initializer='VarianceScaling',
-               kernel_regularizer=None,
-               bias_regularizer=None,
-               activation: str = 'relu',
-               use_sync_bn: bool = False,
-               norm_momentum: float = 0.99,
-               norm_epsilon: float = 0.001,
-               bn_trainable: bool = True,
-               **kwargs):
-    super().__init__(**kwargs)
-    if strides > 1 and dilation_rate > 1:
-      raise ValueError('A block cannot both stride and dilate (strides='
-                       f'{strides}, dilation_rate={dilation_rate}).')
-    self._filters = filters
-    self._strides = strides
-    self._dilation_rate = dilation_rate
-    self._use_projection = use_projection
-    self._kernel_initializer = kernel_initializer
-    self._kernel_regularizer = kernel_regularizer
-    self._bias_regularizer = bias_regularizer
-    self._activation = activation
-    self._use_sync_bn = use_sync_bn
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
-    self._bn_trainable = bn_trainable
-    self._activation_fn = tf_utils.get_activation(activation)
-
-  def _make_conv(self, kernel_size, strides, dilation_rate):
-    return atrous_conv.AtrousConv2D(
-        filters=self._filters,
-        kernel_size=kernel_size,
-        strides=strides,
-        dilation_rate=dilation_rate,
-        padding='same',
-        use_bias=False,
-        kernel_initializer=tf_utils.clone_initializer(self._kernel_initializer),
-        kernel_regularizer=self._kernel_regularizer,
-        bias_regularizer=self._bias_regularizer)
-
-  def _make_norm(self):
-    return tf_keras.layers.BatchNormalization(
-        axis=-1,
-        momentum=self._norm_momentum,
-        epsilon=self._norm_epsilon,
-        trainable=self._bn_trainable,
-        synchronized=self._use_sync_bn)
-
-  def build(self, input_shape):
-    if self._use_projection:
-      self._shortcut = self._make_conv(1, self._strides, 1)
-      self._norm0 = self._make_norm()
-    self._conv1 = self._make_conv(3, self._strides, self._dilation_rate)
-    self._norm1 = self._make_norm()
-    self._conv2 = self._make_conv(3, 1, self._dilation_rate)
-    self._norm2 = self._make_norm()
-    super().build(input_shape)
-
-  def call(self, inputs, training=None):
-    shortcut = inputs
-    if self._use_projection:
-      shortcut = self._norm0(self._shortcut(shortcut), training=training)
-    x = self._conv1(inputs)
-    x = self._activation_fn(self._norm1(x, training=training))
-    x = self._norm2(self._conv2(x), training=training)
-    return self._activation_fn(x + shortcut)
-
-  def get_config(self):
-    config = {
-        'filters': self._filters,
-        'strides': self._strides,
-        'dilation_rate': self._dilation_rate,
-        'use_projection': self._use_projection,
-        'kernel_initializer': self._kernel_initializer,
-        'kernel_regularizer': self._kernel_regularizer,
-        'bias_regularizer': self._bias_regularizer,
-        'activation': self._activation,
-        'use_sync_bn': self._use_sync_bn,
-        'norm_momentum': self._norm_momentum,
-        'norm_epsilon': self._norm_epsilon,
-        'bn_trainable': self._bn_trainable,
-    }
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
-
-
 def _make_block(block_type: str, name: str, **kwargs):
   """One ResNet unit: AtrousBottleneckBlock or AtrousResidualBlock."""
   if block_type == 'bottleneck':
-    return atrous_conv.AtrousBottleneckBlock(name=name, **kwargs)
-  return AtrousResidualBlock(name=name, **kwargs)
+    return resnet_blocks.AtrousBottleneckBlock(name=name, **kwargs)
+  return resnet_blocks.AtrousResidualBlock(name=name, **kwargs)
 
 
 def _block_group(x, block_type: str, filters: int, strides: int,

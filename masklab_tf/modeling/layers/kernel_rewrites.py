@@ -1,7 +1,7 @@
 """The convolution layers' kernel rewrites: one switch, decided in one place.
 
-`AtrousConv2D` and `AtrousBottleneckBlock` (atrous_conv.py) and
-`HaloTiledConv2D` (tiled_conv.py) compute what tf_keras's Conv2D and Model
+`AtrousConv2D` (atrous_conv.py), `AtrousBottleneckBlock`
+(resnet_blocks.py) and `HaloTiledConv2D` (tiled_conv.py) compute what tf_keras's Conv2D and Model
 Garden's BottleneckBlock compute, with the same weights, but may reach
 other kernels on the way (`Rewrites`):
 

@@ -17,6 +17,7 @@ from official.vision.modeling import classification_model
 from official.vision.modeling.layers import nn_blocks
 from masklab_tf.modeling import checkpoints as checkpoints_lib
 from masklab_tf.modeling.backbones import resnet as backbone_lib
+from masklab_tf.modeling.layers import resnet_blocks
 
 EPSILON = 1e-5  # Our default; Model Garden's ResNet must use the same.
 LEVELS = {'res2': '2', 'res3': '3', 'res4': '4', 'res5': '5'}
@@ -125,7 +126,7 @@ def test_unsupported_arguments():
   with pytest.raises(ValueError, match='output_stride'):
     backbone_lib.build_backbone(10, output_stride=4)
   with pytest.raises(ValueError, match='stride and dilate'):
-    backbone_lib.AtrousResidualBlock(filters=8, strides=2, dilation_rate=2)
+    resnet_blocks.AtrousResidualBlock(filters=8, strides=2, dilation_rate=2)
 
 
 @pytest.mark.parametrize('depth', [18, 26])
@@ -206,12 +207,12 @@ def test_load_errors(checkpoints, tmp_path):
 
 
 def test_residual_block_config_round_trip():
-  block = backbone_lib.AtrousResidualBlock(
+  block = resnet_blocks.AtrousResidualBlock(
       filters=32, strides=1, dilation_rate=2, use_projection=True,
       kernel_regularizer=tf_keras.regularizers.L2(1e-4), norm_epsilon=1e-5,
       name='block')
   config = block.get_config()
-  clone = backbone_lib.AtrousResidualBlock.from_config(config)
+  clone = resnet_blocks.AtrousResidualBlock.from_config(config)
   assert clone.get_config() == config
   x = tf.random.stateless_normal([2, 9, 9, 16], seed=[1, 2])
   y = block(x, training=False)
@@ -230,7 +231,7 @@ def test_residual_block_at_rate_1_is_model_garden_block(strides):
                                       use_projection=True)
   reference(x)
   _randomize(reference, seed=5)
-  block = backbone_lib.AtrousResidualBlock(filters=32, strides=strides,
+  block = resnet_blocks.AtrousResidualBlock(filters=32, strides=strides,
                                            use_projection=True)
   block(x)
   assert [w.shape for w in reference.weights] == [

@@ -7,6 +7,7 @@ import tf_keras
 
 from official.vision.modeling.layers import nn_blocks
 from masklab_tf.modeling.layers import atrous_conv
+from masklab_tf.modeling.layers import resnet_blocks
 from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.backbones import resnet as backbone_lib
 from hosts import EIGEN_HOST
@@ -193,7 +194,7 @@ def test_bottleneck_block_is_model_garden_block(rate):
   kwargs = dict(filters=8, strides=1, dilation_rate=rate,
                 use_projection=True, norm_epsilon=1e-5)
   reference = nn_blocks.BottleneckBlock(**kwargs)
-  block = atrous_conv.AtrousBottleneckBlock(**kwargs)
+  block = resnet_blocks.AtrousBottleneckBlock(**kwargs)
   reference(x)
   block(x)
   assert [(w.name.split('/')[-1], w.shape) for w in reference.weights] == [
@@ -206,7 +207,7 @@ def test_bottleneck_block_is_model_garden_block(rate):
   np.testing.assert_allclose(block(x, training=False),
                              reference(x, training=False),
                              rtol=1e-4, atol=1e-4)
-  clone = atrous_conv.AtrousBottleneckBlock.from_config(block.get_config())
+  clone = resnet_blocks.AtrousBottleneckBlock.from_config(block.get_config())
   assert clone.get_config() == block.get_config()
 
 
@@ -225,7 +226,7 @@ def test_only_small_static_maps_skip_space_to_batch():
 
 
 def test_bottleneck_block_refuses_what_it_does_not_rebuild():
-  block = atrous_conv.AtrousBottleneckBlock(filters=8, strides=1,
+  block = resnet_blocks.AtrousBottleneckBlock(filters=8, strides=1,
                                             se_ratio=0.25)
   with pytest.raises(ValueError, match='se_ratio=0.25'):
     block(tf.zeros([1, 4, 4, 32]))

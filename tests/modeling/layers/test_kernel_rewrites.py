@@ -21,6 +21,7 @@ from masklab_tf.modeling import factory
 from masklab_tf.modeling import precision
 from masklab_tf.modeling.heads import rpn_head
 from masklab_tf.modeling.layers import atrous_conv
+from masklab_tf.modeling.layers import resnet_blocks
 from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.layers import tiled_conv
 
@@ -249,7 +250,7 @@ def test_bottleneck_block_is_model_garden_block(mode, machine, training):
   kwargs = dict(filters=8, strides=1, dilation_rate=2, use_projection=True)
   reference = nn_blocks.BottleneckBlock(**kwargs)
   with kernel_rewrites.scope(mode, machine):
-    block = atrous_conv.AtrousBottleneckBlock(**kwargs)
+    block = resnet_blocks.AtrousBottleneckBlock(**kwargs)
   reference(x)
   with kernel_rewrites.scope('off' if mode == 'auto' else 'auto'):
     block(x)  # its convs take the block's mode, not the scope's
@@ -293,7 +294,7 @@ def test_rpn_conv_off_is_keras_conv2d():
 @pytest.mark.parametrize('make', [
     lambda **kw: atrous_conv.AtrousConv2D(4, 3, dilation_rate=2, **kw),
     lambda **kw: tiled_conv.HaloTiledConv2D(4, 3, padding='same', **kw),
-    lambda **kw: atrous_conv.AtrousBottleneckBlock(filters=4, strides=1,
+    lambda **kw: resnet_blocks.AtrousBottleneckBlock(filters=4, strides=1,
                                                    **kw),
 ], ids=['AtrousConv2D', 'HaloTiledConv2D', 'AtrousBottleneckBlock'])
 def test_mode_survives_get_config(make):

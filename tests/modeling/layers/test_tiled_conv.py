@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras
 
 from official.vision.modeling.layers import nn_blocks
-from masklab_tf.modeling.layers import atrous_conv
+from masklab_tf.modeling.layers import resnet_blocks
 from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.layers import tiled_conv
 from hosts import ONEDNN_HOST
@@ -63,7 +63,7 @@ def test_bottleneck_block_on_pixel_tiles_is_model_garden_block(strides,
   reference = nn_blocks.BottleneckBlock(**kwargs)
   # Tiles are reshapes: the rewrite is tested whatever this host is.
   with kernel_rewrites.scope('auto', ONEDNN_HOST):
-    block = atrous_conv.AtrousBottleneckBlock(**kwargs)
+    block = resnet_blocks.AtrousBottleneckBlock(**kwargs)
     block(x)
   reference(x)
   rng = np.random.default_rng(5)

@@ -25,7 +25,7 @@ def sample_rois(proposals, gt_boxes, gt_classes, num_samples: int = 64,
   static one: in a tf.function with an unknown batch it fails with
   "'NoneType' object cannot be interpreted as an integer"
   (tf-models-official 2.20); the balanced sampling is
-  `rpn_head.sample_labels`, vectorised over the batch. IoU is Model
+  `ops/sampling.sample_labels`, vectorised over the batch. IoU is Model
   Garden's `box_ops.bbox_overlap`.
 
   Args:

@@ -7,7 +7,6 @@ the RPN's layers without weights (modeling/layers/rpn.py).
 
 from __future__ import annotations
 
-import tensorflow as tf
 import tf_keras
 
 from masklab_tf.modeling.layers import tiled_conv

@@ -24,10 +24,11 @@ import json
 import os
 import re
 import typing
-import uuid
 from typing import Any
 
 from absl import flags
+
+from masklab_tf import files
 
 
 @dataclasses.dataclass
@@ -458,18 +459,9 @@ def to_json(configs: Configs, path: str) -> None:
   Atomically: a temporary file in the same folder replaces `path`, so a
   reader (or a kill mid-write) never sees a half-written file.
   """
-  temp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                      f'.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp')
-  try:
-    with open(temp, 'x') as f:
-      json.dump({name: dataclasses.asdict(value)
-                 for name, value in configs._asdict().items()}, f, indent=1)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temp, path)
-  finally:
-    if os.path.exists(temp):
-      os.remove(temp)
+  files.write_json(path, {name: dataclasses.asdict(value)
+                          for name, value in configs._asdict().items()},
+                   indent=1)
 
 
 def from_json(path: str) -> Configs:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import logging
 
 import numpy as np
@@ -42,6 +41,7 @@ from pycocotools import coco as coco_api
 from pycocotools import cocoeval
 from pycocotools import mask as mask_api
 
+from masklab_tf import files
 from masklab_tf.evaluation import proposal_recall
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
@@ -54,19 +54,24 @@ METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 RECALL_LIMITS = (10, 100)
 
 
-def predict(inference_model, dataset: tf.data.Dataset) -> list[dict]:
+def predict(inference_model, dataset: tf.data.Dataset,
+            padding_multiple: int = 0) -> list[dict]:
   """Runs the model over eval batches; returns per-image predictions.
 
   The batches' images go through the inference graph and
   postprocess/image_results.py, the path a served model's answers take,
-  so evaluation scores what serving returns.
+  so evaluation scores what serving returns. With `padding_multiple` (the
+  model's output stride, when batches mix image sizes) each image runs
+  alone (image_results.EachImageAlone): its scores then do not depend on
+  the batch size or on which images share its batch.
 
   Each prediction: image_id, boxes [D, 4] (ymin, xmin, ymax, xmax in
   original pixels), scores [D], classes [D] (1..K), masks uint8 [D, H0, W0]
   binarised at image_results.MASK_THRESHOLD.
   """
-  results_model = image_results.build_results_model(inference_model,
-                                                    full_image_masks=True)
+  results_model = image_results.build_results_model(
+      inference_model, full_image_masks=True,
+      padding_multiple=padding_multiple)
   call = tf.function(lambda inputs: results_model(inputs, training=False),
                      autograph=False)
   predictions = []
@@ -202,8 +207,7 @@ def _summarize(evaluator: cocoeval.COCOeval) -> dict[str, float]:
 
 def write_metrics(path: str, metrics: dict, **info) -> None:
   """metrics.json: `info` (step, checkpoint, ...) and box / mask metrics."""
-  with open(path, 'w') as f:
-    json.dump({**info, **metrics}, f, indent=1)
+  files.write_json(path, {**info, **metrics}, indent=1)
 
 
 def proposal_metrics(ground_truth: dict, predictions: list[dict],
@@ -262,6 +266,9 @@ class Evaluator:
     self.category_ids = [c.id for c in self.dataset.categories]
     self.class_agnostic = registry.get_system(
         configs.model, configs.geometry).class_agnostic
+    # Eval batches pad to their largest image unless pad_to fixes the size.
+    self.padding_multiple = (0 if configs.data.pad_to
+                             else configs.model.output_stride)
 
   def run(self, inference_model, results_path: str | None = None,
           saved_model=None) -> dict:
@@ -270,13 +277,13 @@ class Evaluator:
     if saved_model is not None:
       predictions = predict_saved_model(saved_model, self.dataset)
     else:
-      predictions = predict(inference_model, self.batches)
+      predictions = predict(inference_model, self.batches,
+                            self.padding_multiple)
     # Class-agnostic proposals (class 1) are written under the first
     # category: the json stays loadable by COCO tools.
     results = to_coco_results(predictions, self.category_ids)
     if results_path:
-      with open(results_path, 'w') as f:
-        json.dump(results, f)
+      files.write_json(results_path, results)
     metrics = {}
     if not self.class_agnostic:
       metrics = coco_metrics(self.ground_truth, results,

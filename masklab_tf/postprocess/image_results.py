@@ -153,16 +153,101 @@ class ToOriginal(tf_keras.layers.Layer):
             'mask_voting': self.mask_voting, 'panoptic': self.panoptic}
 
 
+def own_padded_size(image_size: tf.Tensor, multiple: int) -> tf.Tensor:
+  """int32 [..., 2]: what an image of resized size `image_size` is padded
+  to when it is alone: each side rounded up to `multiple`."""
+  return image_policy.round_up(tf.cast(image_size, tf.int32), multiple)
+
+
+@tf_keras.utils.register_keras_serializable(package='masklab')
+class EachImageAlone(tf_keras.layers.Wrapper):
+  """Runs an inference graph on each image of a batch alone.
+
+  A batch of images of different sizes is padded to its largest member;
+  the network then sees that padding (through its receptive field, the
+  anchors over it, the normalisation of padded pixels), and an image's
+  detections would change with its batch companions. Run here, each image
+  goes through the network cropped to its own padded area, the size it
+  has when it is the only image (own_padded_size), so its
+  results are those it gets alone, whatever shares its batch. The outputs
+  are stacked again; maps over the image (the semantic map and logits) are
+  zero-padded back to the batch's padded size, which `to_original` crops.
+
+  Costs the batching of the network (images run one after another); on
+  CPUs, where one image already fills the cores, little.
+
+  Args:
+    layer: the inference model ((image, image_size) -> outputs,
+      modeling/systems/base.py).
+    padding_multiple: what images are padded to a multiple of (the model's
+      output stride).
+    **kwargs: tf_keras Layer arguments.
+
+  Call: {'image': [B, Hp, Wp, 3], 'image_size': int32 [B, 2]} -> the
+    inference model's outputs for the batch.
+  """
+
+  def __init__(self, layer: tf_keras.Model, padding_multiple: int,
+               **kwargs):
+    super().__init__(layer, **kwargs)
+    self.padding_multiple = padding_multiple
+
+  def call(self, inputs, training=None):
+    images, image_size = inputs['image'], inputs['image_size']
+    padded = tf.shape(images)[1:3]
+    own = tf.minimum(
+        own_padded_size(image_size, self.padding_multiple),
+        padded)
+    specs = {name: tf.TensorSpec(output.shape[1:], output.dtype)
+             for name, output in self.layer.output.items()}
+
+    def one(i):
+      outputs = self.layer(
+          {'image': images[i:i + 1, :own[i, 0], :own[i, 1]],
+           'image_size': image_size[i:i + 1]}, training=training)
+      return {name: self._pad_map(outputs[name][0], specs[name], own[i],
+                                  padded) for name in specs}
+
+    return tf.map_fn(one, tf.range(tf.shape(images)[0]),
+                     fn_output_signature=specs)
+
+  @staticmethod
+  def _pad_map(value, spec, own, padded):
+    """A map over the image (size-dependent dims 0 and 1) at the scale of
+    the image's own padded area -> the same scale of the batch's."""
+    if spec.shape.rank < 2 or spec.shape[0] is not None:
+      return value
+    size = tf.shape(value)[:2]
+    target = size * padded // own
+    paddings = [[0, target[0] - size[0]], [0, target[1] - size[1]]]
+    paddings += [[0, 0]] * (spec.shape.rank - 2)
+    return tf.pad(value, paddings)
+
+  def get_config(self):
+    return {**super().get_config(), 'padding_multiple': self.padding_multiple}
+
+
 def build_results_model(inference_model: tf_keras.Model,
                         full_image_masks: bool = False,
                         mask_voting: bool = False,
-                        panoptic: bool = False) -> tf_keras.Model:
+                        panoptic: bool = False,
+                        padding_multiple: int = 0) -> tf_keras.Model:
   """An inference graph followed by `to_original`, as one Keras model.
 
   Inputs: image uint8 [B, Hp, Wp, 3] resized and padded, image_size int32
   [B, 2], scale float32 [B, 2] and original_size int32 [B, 2], as
   preprocess.ResizeAndPad or preprocess.decode_images return them (and as
   the evaluation pipeline's batches hold them).
+
+  Args:
+    inference_model: Models.inference_model (modeling/systems/base.py).
+    full_image_masks, mask_voting, panoptic: optional outputs
+      (to_original).
+    padding_multiple: when images of different sizes share batches, the
+      multiple they are padded to (the model's output stride): each image
+      then runs alone (EachImageAlone), so that its results do not depend
+      on its companions. 0 runs the batch at once: for batches of one size
+      or a fixed pad_to, where every image is padded as it is alone.
   """
   inputs = {
       'image': tf_keras.Input([None, None, 3], dtype=tf.uint8, name='image'),
@@ -170,8 +255,12 @@ def build_results_model(inference_model: tf_keras.Model,
       'scale': tf_keras.Input([2], dtype=tf.float32, name='scale'),
       'original_size': tf_keras.Input([2], dtype=tf.int32,
                                       name='original_size')}
-  outputs = inference_model({'image': inputs['image'],
-                             'image_size': inputs['image_size']})
+  network = inference_model
+  if padding_multiple:
+    network = EachImageAlone(inference_model, padding_multiple,
+                             name='each_image_alone')
+  outputs = network({'image': inputs['image'],
+                     'image_size': inputs['image_size']})
   outputs = ToOriginal(
       full_image_masks, mask_voting, panoptic, name='to_original')(
           outputs, inputs['image_size'], inputs['scale'],

@@ -61,7 +61,10 @@ def test_golden_checkpoint_gives_the_recorded_outputs(golden_export):
     for key, value in outputs.items():
       got, want = value.numpy()[0], expected[f'{i}/{key}']
       if want.dtype.kind == 'f':
-        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4,
+        # Recorded on a Zen 4 EPYC (AVX-512 kernels); on a Zen 3 (AVX2)
+        # rounding moved 2 of 8405 mask probabilities by 1.8e-4. The
+        # integer outputs (classes, pasted masks, maps) stay exact.
+        np.testing.assert_allclose(got, want, atol=5e-4, rtol=1e-3,
                                    err_msg=f'image {i} {key}')
       else:
         np.testing.assert_array_equal(got, want, err_msg=f'image {i} {key}')

@@ -147,11 +147,14 @@ class CocoDataset:
           f'{record.height}x{record.width} (height x width)')
     return pixels
 
-  def load_masks(self, record: ImageRecord) -> np.ndarray:
-    """Decodes uint8 0/1 masks [N, H, W] in `record.instances` order."""
-    if not record.instances:
+  def load_masks(self, record: ImageRecord,
+                 instances: list[Instance] | None = None) -> np.ndarray:
+    """Decodes uint8 0/1 masks [N, H, W] of `instances` (default: the
+    record's), in their order."""
+    instances = record.instances if instances is None else instances
+    if not instances:
       return np.zeros((0, record.height, record.width), np.uint8)
-    masks = mask_utils.decode([instance.rle for instance in record.instances])
+    masks = mask_utils.decode([instance.rle for instance in instances])
     return np.ascontiguousarray(np.transpose(masks, (2, 0, 1)), np.uint8)
 
   def to_coco_dict(self) -> dict:

@@ -254,7 +254,10 @@ def build_dataset(cfg: config_lib.DataConfig,
     keys = keys.shuffle(cfg.shuffle_buffer,
                         seed=seed if cfg.deterministic else None,
                         reshuffle_each_iteration=True).repeat()
-  dataset = keys.map(source.decode, num_parallel_calls=tf.data.AUTOTUNE,
+  decode = source.decode
+  if source.bounded_decode is not None:  # decode only masks it can keep
+    decode = source.bounded_decode(cfg.max_instances)
+  dataset = keys.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=cfg.deterministic or not is_training)
   if 'valid' in dataset.element_spec:
     dataset = dataset.filter(lambda e: e['valid'])

@@ -42,10 +42,11 @@ from masklab_tf.ops import label_values
 def make_source(split: config_lib.DataSplitConfig, verify_images: str,
                 input_context: tf.distribute.InputContext | None = None,
                 skipped: sources.SkippedImages | None = None,
-                dataset: coco.CocoDataset | None = None) -> sources.Source:
+                dataset: coco.CocoDataset | None = None, *,
+                allow_outside_images: bool = False) -> sources.Source:
   """TFRecords when `split.tfrecords` is set, else the COCO json + images
   (`dataset`, when the caller has read it already; else read here, images
-  checked as `verify_images` says)."""
+  checked as `verify_images` and `allow_outside_images` say)."""
   if split.tfrecords:
     categories = tfrecord.read_categories(
         split.categories or tfrecord.categories_path_for(split.tfrecords))
@@ -56,7 +57,8 @@ def make_source(split: config_lib.DataSplitConfig, verify_images: str,
       raise ValueError('no data: the set names neither a COCO json with its '
                        'images nor TFRecords')
     dataset = coco.read_coco(split.annotations, split.images,
-                             verify_images=verify_images)
+                             verify_images=verify_images,
+                             allow_outside_images=allow_outside_images)
   return sources.coco_source(dataset, input_context, skipped)
 
 

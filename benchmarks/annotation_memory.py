@@ -105,9 +105,9 @@ def measure(num_annotations: int = 10_000, control_annotations: int = 5,
                         ('many annotations', num_annotations)):
       folder = os.path.join(work, f'set_{count}')
       annotations, images = write_set(folder, count)
+      flagfile = os.path.join(repo, 'configs', 'shapes_cpu.flags')
       command = [sys.executable, os.path.join(repo, 'bin', 'train'),
-                 f'--flagfile={os.path.join(repo, "configs", "shapes_cpu.flags")}',
-                 *TINY, f'--train_annotations={annotations}',
+                 f'--flagfile={flagfile}', *TINY, f'--train_annotations={annotations}',
                  f'--train_images={images}',
                  f'--model_dir={os.path.join(folder, "run")}']
       rows.append({'case': case, 'annotations': count,

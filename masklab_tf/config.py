@@ -98,6 +98,9 @@ class DataConfig:
     deterministic: same seed, same batches, whatever the parallelism.
     verify_images: 'none', 'header' or 'full' check of images when reading
       COCO json (see data/coco.py).
+    allow_outside_images: read images whose file_name leads outside the
+      images folder ('../x.png', an absolute path, a link out); by default
+      they are skipped as 'outside_images' problems.
   """
   train: DataSplitConfig = dataclasses.field(default_factory=DataSplitConfig)
   val: DataSplitConfig = dataclasses.field(default_factory=DataSplitConfig)
@@ -111,6 +114,7 @@ class DataConfig:
   shuffle_buffer: int = 256
   deterministic: bool = False
   verify_images: str = 'header'
+  allow_outside_images: bool = False
 
 
 @dataclasses.dataclass

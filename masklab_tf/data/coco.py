@@ -43,6 +43,26 @@ POLYGON_REACH = 4
 
 MAX_PROBLEMS_IN_MESSAGE = 20
 
+# What each kind of note means, said once per kind by reports (report.py):
+# (what one note counts, the explanation).
+NOTE_KINDS = {
+    'background_category': (
+        'category', 'category id 0 is reserved for background (labelme\'s '
+        'COCO export writes _background_ there); the category is skipped, '
+        'annotations that use it are problems'),
+    'converted_image': (
+        'image', 'images not stored as 8-bit RGB are converted on every '
+        'read (16-bit keeps the high byte, alpha is dropped)'),
+    'many_instances': (
+        'image', f'images with more than {MANY_INSTANCES} instances: '
+        f'COCOeval\'s headline AP counts at most {MANY_INSTANCES} '
+        'detections per image, so their recall is capped; training keeps '
+        'the largest max_instances of them'),
+    'outside_images': (
+        'image', 'images outside the images folder, read because '
+        'allow_outside_images is set'),
+}
+
 _SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
 
 # Bad values are quoted in messages; huge or deeply nested ones stay short.
@@ -108,6 +128,8 @@ class CocoDataset:
   records: list[ImageRecord]  # kept images, in json order
   problems: list[Problem]  # data that was skipped or repaired
   notes: list[Problem]  # harmless facts: converted or crowded images
+  # Images may lie outside images_dir (read_coco's allow_outside_images).
+  allow_outside_images: bool = False
 
   @property
   def num_instances(self) -> int:
@@ -133,6 +155,12 @@ class CocoDataset:
 
   def load_image(self, record: ImageRecord) -> np.ndarray:
     """Decodes the image as uint8 [H, W, 3] whatever its mode on disk."""
+    if not self.allow_outside_images:
+      # Checked again here: a link can change after the reader checked it.
+      outside = outside_folder(self.images_dir, record.path)
+      if outside:
+        raise DatasetError(f'{record.path}: image {record.image_id}: '
+                           f'{outside}')
     try:
       with Image.open(record.path) as image:
         image.load()
@@ -147,11 +175,14 @@ class CocoDataset:
           f'{record.height}x{record.width} (height x width)')
     return pixels
 
-  def load_masks(self, record: ImageRecord) -> np.ndarray:
-    """Decodes uint8 0/1 masks [N, H, W] in `record.instances` order."""
-    if not record.instances:
+  def load_masks(self, record: ImageRecord,
+                 instances: list[Instance] | None = None) -> np.ndarray:
+    """Decodes uint8 0/1 masks [N, H, W] of `instances` (default: the
+    record's), in their order."""
+    instances = record.instances if instances is None else instances
+    if not instances:
       return np.zeros((0, record.height, record.width), np.uint8)
-    masks = mask_utils.decode([instance.rle for instance in record.instances])
+    masks = mask_utils.decode([instance.rle for instance in instances])
     return np.ascontiguousarray(np.transpose(masks, (2, 0, 1)), np.uint8)
 
   def to_coco_dict(self) -> dict:
@@ -170,7 +201,8 @@ class CocoDataset:
 
 def read_coco(annotations_path: str, images_dir: str, *,
               strict: bool = False,
-              verify_images: str = 'header') -> CocoDataset:
+              verify_images: str = 'header',
+              allow_outside_images: bool = False) -> CocoDataset:
   """Reads a COCO instances json and its images; skips and reports bad data.
 
   Args:
@@ -180,21 +212,29 @@ def read_coco(annotations_path: str, images_dir: str, *,
     verify_images: 'none' trusts the json sizes; 'header' opens each image
       (exists, is an image, size, mode); 'full' also decodes every pixel,
       which catches truncated or corrupt files.
+    allow_outside_images: read images whose file_name resolves (symbolic
+      links followed) outside `images_dir`, as '../x.png' or an absolute
+      path does; by default they are skipped as 'outside_images', so a json
+      cannot make training read, or bin/make_tfrecords copy, any file the
+      user can read.
   """
   data = _load_json(annotations_path)
   return read_coco_dict(data, images_dir, annotations_path=annotations_path,
-                        strict=strict, verify_images=verify_images)
+                        strict=strict, verify_images=verify_images,
+                        allow_outside_images=allow_outside_images)
 
 
 def read_coco_dict(data, images_dir: str, *,
                    annotations_path: str = '<dict>', strict: bool = False,
-                   verify_images: str = 'header') -> CocoDataset:
+                   verify_images: str = 'header',
+                   allow_outside_images: bool = False) -> CocoDataset:
   """`read_coco` for parsed json; `annotations_path` only names it."""
   if verify_images not in VERIFY_MODES:
     raise ValueError(f'verify_images must be one of {VERIFY_MODES}, '
                      f'got {verify_images!r}')
   sections = _top_level_sections(data, annotations_path)
-  reader = _Reader(annotations_path, images_dir, verify_images)
+  reader = _Reader(annotations_path, images_dir, verify_images,
+                   allow_outside_images)
   dataset = reader.read(*sections)
   if strict and dataset.problems:
     raise DatasetError(_problems_message(annotations_path, dataset.problems))
@@ -213,10 +253,12 @@ class _Skip(Exception):
 class _Reader:
   """One validation pass: where problems go, and the json's location."""
 
-  def __init__(self, annotations_path, images_dir, verify_images):
+  def __init__(self, annotations_path, images_dir, verify_images,
+               allow_outside_images):
     self.annotations_path = annotations_path
     self.images_dir = images_dir
     self.verify_images = verify_images
+    self.allow_outside_images = allow_outside_images
     self.problems = []
     self.notes = []
 
@@ -229,7 +271,8 @@ class _Reader:
                            skipped_category_ids)
     self._note_crowded_images(records.values())
     return CocoDataset(self.annotations_path, self.images_dir, categories,
-                       list(records.values()), self.problems, self.notes)
+                       list(records.values()), self.problems, self.notes,
+                       self.allow_outside_images)
 
   def _report(self, kind, file, record, reason, action):
     self.problems.append(Problem(kind, file, record, reason, action))
@@ -249,10 +292,11 @@ class _Reader:
                      'category entry is not an object with an integer "id"',
                      'skipped category')
       elif entry['id'] == 0:
+        # labelme's COCO export always writes it: a fact, not a fault.
         dropped_ids.add(0)
-        self._report('background_category', self.annotations_path, label,
-                     'category id 0 is reserved for background',
-                     'skipped category')
+        self._note('background_category', self.annotations_path, label,
+                   f'category id 0 ({_describe(entry.get("name"))}) is '
+                   'reserved for background', 'skipped category')
       elif not isinstance(entry.get('name'), str):
         dropped_ids.add(entry['id'])
         self._report('invalid_field', self.annotations_path, label,
@@ -288,6 +332,8 @@ class _Reader:
                      'skipped later image')
         continue
       try:
+        self._check_inside_images(record)
+        self._check_pixel_limit(record)
         self._verify_image_file(record)
       except _Skip as skip:
         skipped[record.image_id] = len(self.problems)
@@ -322,6 +368,25 @@ class _Reader:
     path = os.path.join(self.images_dir, file_name)
     return ImageRecord(image_id, file_name, path, height, width, '', [])
 
+  def _check_inside_images(self, record: ImageRecord):
+    """Skips (or, when allowed, notes) a file outside the images folder."""
+    outside = outside_folder(self.images_dir, record.path)
+    if not outside:
+      return
+    if not self.allow_outside_images:
+      raise _Skip('outside_images', outside)
+    self._note('outside_images', record.path, f'image {record.image_id}',
+               outside, 'read it (allow_outside_images)')
+
+  def _check_pixel_limit(self, record: ImageRecord):
+    """Skips an image Pillow would refuse to decode (pixel_limit)."""
+    limit = pixel_limit()
+    pixels = record.height * record.width
+    if limit is not None and pixels > limit:
+      raise _Skip('too_many_pixels', f'the json says {record.height}x'
+                  f'{record.width} = {pixels} pixels, above the pixel limit '
+                  f'of {limit} ({pixel_limit_source()})')
+
   def _verify_image_file(self, record: ImageRecord):
     """Opens (in 'full' mode decodes) the file; sets mode, notes conversion."""
     if self.verify_images == 'none':
@@ -330,6 +395,9 @@ class _Reader:
       raise _Skip('missing_image', 'image file does not exist')
     try:
       image = Image.open(record.path)
+    except Image.DecompressionBombError as error:
+      raise _Skip('too_many_pixels', f'the file\'s header is above the '
+                  f'pixel limit ({pixel_limit_source()}): {error}') from None
     except Exception as error:  # Pillow raises many types on non-images.
       raise _Skip('unreadable_image',
                   f'file is not a readable image: {error}') from None
@@ -416,6 +484,42 @@ class _Reader:
         self.problems[problem_index] = dataclasses.replace(
             self.problems[problem_index],
             action=f'skipped image and its {count} {noun}')
+
+
+def pixel_limit() -> int | None:
+  """Pixels above which Pillow refuses to open an image, None if unlimited.
+
+  Pillow warns above PIL.Image.MAX_IMAGE_PIXELS and raises a
+  DecompressionBombError above twice that; the reader skips what training
+  could not load.
+  """
+  if Image.MAX_IMAGE_PIXELS is None:
+    return None
+  return 2 * int(Image.MAX_IMAGE_PIXELS)
+
+
+def pixel_limit_source() -> str:
+  """Where pixel_limit() comes from, for messages."""
+  if Image.MAX_IMAGE_PIXELS is None:
+    return 'PIL.Image.MAX_IMAGE_PIXELS is None: no limit'
+  return (f'2 x PIL.Image.MAX_IMAGE_PIXELS = 2 x {Image.MAX_IMAGE_PIXELS}, '
+          'where Pillow refuses images as decompression bombs')
+
+
+def outside_folder(folder: str, path: str) -> str:
+  """Why `path` leads outside `folder`, symbolic links followed; '' if not.
+
+  A path that cannot be resolved (a NUL character) counts as outside.
+  """
+  try:
+    real_folder = os.path.realpath(folder)
+    real_path = os.path.realpath(path)
+  except (OSError, ValueError) as error:
+    return f'path cannot be resolved: {error}'
+  if os.path.commonpath([real_folder, real_path]) == real_folder:
+    return ''
+  return (f'file resolves to {real_path}, outside the images folder '
+          f'{real_folder}')
 
 
 def _annotation_dict(record, instance):

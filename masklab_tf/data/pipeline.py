@@ -42,10 +42,11 @@ from masklab_tf.ops import label_values
 def make_source(split: config_lib.DataSplitConfig, verify_images: str,
                 input_context: tf.distribute.InputContext | None = None,
                 skipped: sources.SkippedImages | None = None,
-                dataset: coco.CocoDataset | None = None) -> sources.Source:
+                dataset: coco.CocoDataset | None = None, *,
+                allow_outside_images: bool = False) -> sources.Source:
   """TFRecords when `split.tfrecords` is set, else the COCO json + images
   (`dataset`, when the caller has read it already; else read here, images
-  checked as `verify_images` says)."""
+  checked as `verify_images` and `allow_outside_images` say)."""
   if split.tfrecords:
     categories = tfrecord.read_categories(
         split.categories or tfrecord.categories_path_for(split.tfrecords))
@@ -56,7 +57,8 @@ def make_source(split: config_lib.DataSplitConfig, verify_images: str,
       raise ValueError('no data: the set names neither a COCO json with its '
                        'images nor TFRecords')
     dataset = coco.read_coco(split.annotations, split.images,
-                             verify_images=verify_images)
+                             verify_images=verify_images,
+                             allow_outside_images=allow_outside_images)
   return sources.coco_source(dataset, input_context, skipped)
 
 
@@ -254,7 +256,10 @@ def build_dataset(cfg: config_lib.DataConfig,
     keys = keys.shuffle(cfg.shuffle_buffer,
                         seed=seed if cfg.deterministic else None,
                         reshuffle_each_iteration=True).repeat()
-  dataset = keys.map(source.decode, num_parallel_calls=tf.data.AUTOTUNE,
+  decode = source.decode
+  if source.bounded_decode is not None:  # decode only masks it can keep
+    decode = source.bounded_decode(cfg.max_instances)
+  dataset = keys.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=cfg.deterministic or not is_training)
   if 'valid' in dataset.element_spec:
     dataset = dataset.filter(lambda e: e['valid'])

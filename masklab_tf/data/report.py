@@ -15,6 +15,7 @@ def report_lines(dataset: coco.CocoDataset) -> list[str]:
   lines = [
       f'annotations: {dataset.annotations_path}',
       f'images dir: {dataset.images_dir}',
+      f'pixel limit: {_pixel_limit_line()}',
       f'images: {len(dataset.records)}',
       f'instances: {len(instances)} '
       f'(crowd: {sum(instance.is_crowd for instance in instances)})',
@@ -30,9 +31,39 @@ def report_lines(dataset: coco.CocoDataset) -> list[str]:
     if len(dataset.problems) > MAX_PROBLEM_LINES:
       hidden = len(dataset.problems) - MAX_PROBLEM_LINES
       lines.append(f'  ... and {hidden} more')
-  lines += _kind_lines('notes per kind:', dataset.note_counts())
+  lines += _note_lines(dataset.note_counts())
   lines.append(f'images={len(dataset.records)} instances={len(instances)} '
                f'problems={len(dataset.problems)}')
+  return lines
+
+
+def unusable(dataset: coco.CocoDataset) -> str:
+  """Why nothing of the set can be trained on, or '' when something can."""
+  if not dataset.records:
+    return 'no usable image is left'
+  if not dataset.num_instances:
+    return 'no usable instance is left'
+  return ''
+
+
+def _pixel_limit_line():
+  limit = coco.pixel_limit()
+  if limit is None:
+    return f'none ({coco.pixel_limit_source()})'
+  return (f'{limit} pixels ({coco.pixel_limit_source()}); larger images are '
+          'skipped as too_many_pixels')
+
+
+def _note_lines(counts):
+  """Each kind's count and, once, what it means."""
+  if not counts:
+    return ['notes per kind: none']
+  lines = ['notes per kind:']
+  for kind, count in sorted(counts.items()):
+    unit, explanation = coco.NOTE_KINDS.get(kind, ('note', ''))
+    noun = unit if count == 1 else unit + 's'
+    lines.append(f'  {kind}: {count} {noun}' +
+                 (f'; {explanation}' if explanation else ''))
   return lines
 
 

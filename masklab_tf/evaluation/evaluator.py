@@ -256,7 +256,9 @@ class Evaluator:
 
   def __init__(self, configs, annotations: str, images: str,
                batch_size: int = 4):
-    self.dataset = coco.read_coco(annotations, images)
+    self.dataset = coco.read_coco(
+        annotations, images,
+        allow_outside_images=configs.data.allow_outside_images)
     data_cfg = dataclasses.replace(configs.data, keep_full_masks=False)
     self.batches = pipeline.build_dataset(
         data_cfg, configs.geometry, batch_size, is_training=False,

@@ -2,12 +2,13 @@
 
 Usage:
   bin/check_dataset --annotations=instances.json --images=images/
-      [--strict] [--verify_images=none|header|full]
+      [--strict] [--verify_images=none|header|full] [--allow_outside_images]
 
-Prints counts of images, instances (per class), problems and notes (per kind)
-and each problem; the last line is always `images=N instances=M problems=P`
-for scripts. Exit status: 0; 1 with --strict when there are problems; 2 when
-the json cannot be read at all.
+Prints counts of images, instances (per class), problems and notes (per kind,
+each with what it means), each problem, and the pixel limit in force; the
+last line is always `images=N instances=M problems=P` for scripts. Exit
+status: 0; 1 when no usable image or instance is left, or with --strict
+when there are problems; 2 when the json cannot be read at all.
 """
 
 import sys
@@ -29,21 +30,31 @@ def define_flags() -> None:
   into one process (tests, notebooks) side by side."""
   common_flags.define_dataset_flags()
   flags.DEFINE_bool('strict', False, 'Exit with status 1 on any problem.')
+  flags.DEFINE_bool('allow_outside_images', False,
+                    'Read images whose file_name leads outside --images '
+                    '(../x.png, an absolute path, a link out) instead of '
+                    'reporting them as outside_images problems.')
   flags.mark_flags_as_required(['annotations', 'images'])
 
 
 def check(annotations_path: str, images_dir: str, *, strict: bool = False,
-          verify_images: str = 'full', out=None) -> int:
+          verify_images: str = 'full', allow_outside_images: bool = False,
+          out=None) -> int:
   """Prints the report to `out` (stdout) and returns the exit status."""
   out = out or sys.stdout
   try:
     dataset = coco.read_coco(annotations_path, images_dir,
-                             verify_images=verify_images)
+                             verify_images=verify_images,
+                             allow_outside_images=allow_outside_images)
   except coco.DatasetError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
   for line in report.report_lines(dataset):
     print(line, file=out)
+  unusable = report.unusable(dataset)
+  if unusable:
+    print(f'error: {annotations_path}: {unusable}', file=sys.stderr)
+    return 1
   return 1 if strict and dataset.problems else 0
 
 
@@ -51,7 +62,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   return check(FLAGS.annotations, FLAGS.images, strict=FLAGS.strict,
-               verify_images=FLAGS.verify_images)
+               verify_images=FLAGS.verify_images,
+               allow_outside_images=FLAGS.allow_outside_images)
 
 
 if __name__ == '__main__':

@@ -66,8 +66,10 @@ class Trainer:
       if not split.annotations:
         raise ValueError('no training data: set --train_annotations and '
                          '--train_images, or --train_tfrecords')
-      self.train_set = coco.read_coco(split.annotations, split.images,
-                                      verify_images=data_cfg.verify_images)
+      self.train_set = coco.read_coco(
+          split.annotations, split.images,
+          verify_images=data_cfg.verify_images,
+          allow_outside_images=data_cfg.allow_outside_images)
       if self.train_set.problems:
         logging.warning('%s', self.data_report())
     self.dataset = self.strategy.distribute_datasets_from_function(

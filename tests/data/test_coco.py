@@ -375,8 +375,11 @@ def test_category_zero_is_dropped_with_its_annotations(tmp_path,
   data['categories'].insert(0, {'id': 0, 'name': 'background'})
   data['annotations'].append(_annotation(category_id=0))
   dataset = _read(tmp_path, data)
+  # The category is a note (labelme's export always has it), an annotation
+  # that uses it a problem.
+  assert [(p.kind, p.record) for p in dataset.notes] == [
+      ('background_category', 'category 0')]
   assert [(p.kind, p.record) for p in dataset.problems] == [
-      ('background_category', 'category 0'),
       ('background_category', 'annotation 100')]
   _assert_clean_data_intact(dataset, clean_dataset)
 

@@ -404,7 +404,8 @@ def case_extreme_aspect_check(ctx: Context) -> list[Row]:
   counts = problem_line(run.stdout, 'images=')
   kept = re.search(r'images=(\d+)', counts)
   return [Row(1, 'check_dataset: images of 2x1000, 1x4000, 4000x1 px, a '
-              'box each', run.outcome, run.message(*(n for n, _, _ in EXTREME), 'error'),
+              'box each', run.outcome,
+              run.message(*(name for name, _, _ in EXTREME), 'error'),
               f'kept {kept.group(1) if kept else "?"} of 3 ({counts})')]
 
 
@@ -719,7 +720,8 @@ def train_model(ctx: Context) -> list[Row]:
       1, f'bin/train on {set_size - len(EXTREME)} shapes + 2x1000, 1x4000, '
       '4000x1 images (the resumed run)', again.outcome,
       again.message('output dimensions', 'rror'),
-      f'no: steps {start + 1}-{reached} drew {seen} images of the '
+      ('no' if again.returncode == 0 else 'yes: it failed') +
+      f': steps {start + 1}-{reached} drew {seen} images of the '
       f'{set_size}-image set (shuffled, then repeated: ' +
       ('every image seen)' if seen >= set_size else 'not all seen)')))
   if again.returncode == 0:
@@ -966,6 +968,7 @@ def case_batch_companions(ctx: Context) -> list[Row]:
   with open(os.path.join(images, names[1]), 'rb') as f:
     larger = f.read()
   alone, error = call(ctx, 'serving_encoded', [image])
+  again, _ = call(ctx, 'serving_encoded', [image])
   batch, batch_error = call(ctx, 'serving_encoded', [image, larger])
   if alone is None or batch is None:
     return [Row(10, 'an image alone and in a batch with a larger one',
@@ -973,6 +976,8 @@ def case_batch_companions(ctx: Context) -> list[Row]:
   count = int(alone['num_detections'][0])
   count_batch = int(batch['num_detections'][0])
   shift, change = match_detections(alone, batch)
+  # The control: the same request twice (run-to-run noise, if any).
+  noise = max(match_detections(alone, again)) if again is not None else -1
   differ = [what for what, bad in (
       ('the number of detections', count != count_batch),
       ('boxes by > 0.5 px', shift > 0.5),
@@ -981,7 +986,8 @@ def case_batch_companions(ctx: Context) -> list[Row]:
               'a batch with a 160x160 one (trained model)',
               f'{count} vs {count_batch} detections; max box shift '
               f'{shift:.3g} px, max score change {change:.3g} (each '
-              'detection to its nearest of its class)', '(none)',
+              'detection to its nearest of its class; alone twice: '
+              f'{noise:.3g})', '(none)',
               'no: the same detections (within 0.5 px, 1e-3)' if not differ
               else 'yes: the batch changes ' + ', '.join(differ))]
 
@@ -1037,7 +1043,7 @@ def case_predict_folder(ctx: Context) -> list[Row]:
       (3, 'corrupt.png', 'a PNG signature then garbage'),
       (2, 'bomb.png', bomb_text()),
       (3, 'big.png', '7000x6000: under --max_image_pixels=1e8, over the '
-       "SavedModel's 40 MP, in a batch with 2 others"),
+       "SavedModel's 40 MP"),
       (1, 'wide.png', '1x4000 image')):
     done = name in predicted
     line = (problem_line(run.stdout, f'{name}:') if done else
@@ -1046,9 +1052,31 @@ def case_predict_folder(ctx: Context) -> list[Row]:
                'skipped, named' if name in line else 'not named')
     if name == 'bomb.png':
       outcome += f' (the run\'s peak RSS {run.peak_rss_mb:.0f} MB)'
+    lost = '-'
+    if name == 'big.png':
+      companions = batch_companions(run.stderr, paths, name, 4)
+      lost = (('no' if set(companions) <= predicted else 'yes') +
+              ': its batch companions ' + ', '.join(
+                  f'{other} {"predicted" if other in predicted else "lost"}'
+                  for other in companions))
     rows.append(Row(item, f'bin/predict: {name} ({what})', outcome, line,
-                    '-'))
+                    lost))
   return rows
+
+
+def batch_companions(stderr: str, names: list[str], name: str,
+                     batch_size: int) -> list[str]:
+  """The files that shared `name`'s batch in bin/predict: those not
+  skipped before the model (unreadable, over the pixel limit), in order,
+  --batch_size at a time."""
+  early = {other for other in names if re.search(
+      rf'skipping \S*{re.escape(other)}: (?!the model failed)', stderr)}
+  queue = [other for other in names if other not in early]
+  if name not in queue:
+    return []
+  start = queue.index(name) // batch_size * batch_size
+  return [other for other in queue[start:start + batch_size]
+          if other != name]
 
 
 # --- item 9: a full disk --------------------------------------------------
@@ -1140,11 +1168,13 @@ def case_annotation_memory(ctx: Context) -> list[Row]:
   """Item 6: annotation_memory.measure(): peak RSS of a 3-step training on
   one 160x160 image with 10,000 annotations and with 5."""
   del ctx  # measure() works in a temporary folder of its own.
-  from benchmarks import annotation_memory  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from benchmarks import annotation_memory
   rows = annotation_memory.measure(10_000, 5)
   control = rows[0]
-  return [Row(6, f'bin/train 3 steps, one 160x160 image, {row["annotations"]:,} '
-              'annotations' + (' (control)' if row is control else ''),
+  return [Row(6, 'bin/train 3 steps, one 160x160 image, '
+              f'{row["annotations"]:,} annotations' +
+              (' (control)' if row is control else ''),
               f'exit 0; peak RSS {row["peak_rss_mb"]:.0f} MB',
               '(none)',
               '-' if row is control else

@@ -45,7 +45,6 @@ import collections
 import glob
 import json
 import os
-import re
 import sys
 import time
 
@@ -63,6 +62,7 @@ from masklab_tf import visualize
 from masklab_tf.postprocess import output_fusion
 from masklab_tf.postprocess import masks as masks_lib
 from masklab_tf.serving import preprocess
+from masklab_tf.tools import image_files
 
 FLAGS = flags.FLAGS
 
@@ -166,62 +166,6 @@ def load_saved_model(path: str):
   return loaded.signatures[SIGNATURE], categories
 
 
-def header_size(path: str) -> tuple[int, int] | None:
-  """(height, width) from the image's header, without decoding it; None
-  when PIL cannot read the header (TensorFlow's decoder then says why)."""
-  # --max_image_pixels replaces PIL's own decompression-bomb check, which
-  # would refuse a large image at open before it could be named.
-  pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-  try:
-    with Image.open(path) as image:
-      width, height = image.size
-    return height, width
-  except (OSError, ValueError):
-    return None
-  finally:
-    Image.MAX_IMAGE_PIXELS = pil_limit
-
-
-def error_message(error: Exception) -> str:
-  """TensorFlow's error without its graph boilerplate: the reason, as a
-  SavedModel's assertion or a kernel states it."""
-  message = getattr(error, 'message', str(error))
-  # '{{function_node ...}}', '[[{{node ...}}]]', '[Op:...]'.
-  message = re.sub(r'\[\[.*?\]\]|\{\{.*?\}\}|\[Op:[^\]]*\]', '', message)
-  lines = [line.strip() for line in message.splitlines()]
-  lines = [line for line in lines if line and not line.startswith((
-      'Graph execution error', 'Detected at node', '<stack traces'))]
-  message = ' '.join(lines)
-  match = re.search(r'assertion failed: \[(.*)\]', message)
-  return match.group(1) if match else message
-
-
-def decode(path: str, max_pixels: int) -> tuple[bytes, np.ndarray]:
-  """Raw bytes and RGB pixels of a file; ValueError naming the problem.
-
-  The size comes from the header first: an image over `max_pixels` is
-  refused before its pixels are decoded. Then TensorFlow's decoder, the one
-  inside the signature, so that the picture drawn is the image the model
-  saw and a file is rejected here exactly when the model would reject it.
-  """
-  size = header_size(path)
-  if size is not None and size[0] * size[1] > max_pixels:
-    raise ValueError(
-        f'{path}: {size[0]} x {size[1]} = {size[0] * size[1]} pixels, over '
-        f'--max_image_pixels={max_pixels} (not decoded)')
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-  except OSError as e:
-    raise ValueError(f'{path}: cannot read ({e.strerror})') from e
-  try:
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-  except (tf.errors.InvalidArgumentError, ValueError) as e:
-    raise ValueError(f'{path}: cannot decode as an image '
-                     f'({error_message(e)})') from e
-  return data, image.numpy()
-
-
 def run_batch(signature, items: list[Item]) -> list[dict]:
   """Model outputs of one batch, split per image and cropped to its size."""
   outputs = signature(encoded=tf.constant([item.data for item in items]))
@@ -266,7 +210,7 @@ def predict(signature, items: list[Item]) -> list[tuple[Item, dict | str]]:
     if len(items) > 1:
       return [pair for item in items for pair in predict(signature, [item])]
     return [(items[0], f'{items[0].path}: the model failed on it '
-             f'({error_message(e)})')]
+             f'({image_files.error_message(e)})')]
 
 
 def draw_predictions(image: np.ndarray, prediction: dict, names: list[str],
@@ -355,7 +299,7 @@ def main(argv):
         image_results = write(item, prediction)
       except (OSError, ValueError, MemoryError, tf.errors.OpError) as e:
         skip(f'{item.path}: cannot write its results '
-             f'({type(e).__name__}: {error_message(e)})')
+             f'({type(e).__name__}: {image_files.error_message(e)})')
         continue
       results.extend(image_results)
       above = int((prediction['scores'] >= FLAGS.score_threshold).sum())
@@ -368,7 +312,7 @@ def main(argv):
   try:
     for index, path in enumerate(paths, start=1):
       try:
-        data, image = decode(path, FLAGS.max_image_pixels)
+        data, image = image_files.decode(path, FLAGS.max_image_pixels)
       except ValueError as e:
         skip(str(e))
         continue

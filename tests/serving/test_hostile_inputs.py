@@ -5,14 +5,13 @@ for encoded images, the element of the batch."""
 
 import io
 import re
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
+import hostile_images as hostile
 from masklab_tf.serving import export
 from masklab_tf.serving import model as model_lib
 
@@ -22,49 +21,6 @@ def signatures(exported_model):
   loaded = tf.saved_model.load(exported_model['export_dir'])
   return loaded.signatures['serving_default'], loaded.signatures[
       'serving_encoded']
-
-
-def encode(height, width, fmt='PNG', **kwargs):
-  pixels = np.random.default_rng(height * width).integers(
-      0, 256, (height, width, 3)).astype(np.uint8)
-  buffer = io.BytesIO()
-  Image.fromarray(pixels).save(buffer, fmt, **kwargs)
-  return buffer.getvalue()
-
-
-def png_bomb(height, width):
-  """A valid grayscale PNG of height x width black pixels: a few hundred
-  KB that decode to height * width * 3 bytes of RGB."""
-  def chunk(kind, data):
-    return (struct.pack('>I', len(data)) + kind + data +
-            struct.pack('>I', zlib.crc32(kind + data)))
-  compress = zlib.compressobj(9)
-  row = bytes(width + 1)  # Filter byte 0, then the row's pixels.
-  idat = b''.join(compress.compress(row) for _ in range(height))
-  idat += compress.flush()
-  return (b'\x89PNG\r\n\x1a\n' +
-          chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0,
-                                     0)) +
-          chunk(b'IDAT', idat) + chunk(b'IEND', b''))
-
-
-def with_header_size(data, fmt, height, width):
-  """`data` of format `fmt` with the size in its header replaced: what a
-  decompression bomb's header says, at the cost of a small file."""
-  data = bytearray(data)
-  if fmt == 'JPEG':
-    # The frame header: FFC0 length(2) precision(1) height(2) width(2).
-    at = data.index(b'\xff\xc0') + 5
-    data[at:at + 4] = struct.pack('>HH', height, width)
-  elif fmt == 'PNG':
-    data[16:24] = struct.pack('>II', width, height)
-  elif fmt == 'GIF':
-    data[6:10] = struct.pack('<HH', width, height)
-  elif fmt == 'BMP':
-    data[18:26] = struct.pack('<ii', width, height)
-  elif fmt == 'WEBP':  # Lossy VP8: 14-bit sizes after the start code.
-    data[26:30] = struct.pack('<HH', width, height)
-  return bytes(data)
 
 
 def error_of(call, **inputs):
@@ -78,10 +34,10 @@ def test_extreme_aspect_ratios_are_served(signatures, height, width):
   """Both signatures serve an image whose short side would resize to 0
   pixels: outputs in its own pixels, boxes inside it."""
   images, encoded = signatures
-  pixels = np.asarray(Image.open(io.BytesIO(encode(height, width))))
+  pixels = np.asarray(Image.open(io.BytesIO(hostile.encode(height, width))))
   alone = images(images=tf.constant(pixels[np.newaxis]))
-  batch = encoded(encoded=tf.constant([encode(height, width),
-                                       encode(30, 40)]))
+  batch = encoded(encoded=tf.constant([hostile.encode(height, width),
+                                       hostile.encode(30, 40)]))
   assert alone['semantic_map'].shape == (1, height, width)
   assert batch['semantic_map'].shape == (2, max(height, 30), max(width, 40))
   for outputs in (alone, batch):
@@ -91,23 +47,8 @@ def test_extreme_aspect_ratios_are_served(signatures, height, width):
   # The same image alone through either signature: the same detections.
   np.testing.assert_allclose(
       alone['detection_boxes'],
-      encoded(encoded=tf.constant([encode(height, width)]))[
+      encoded(encoded=tf.constant([hostile.encode(height, width)]))[
           'detection_boxes'], atol=1e-3)
-
-
-def _peak_memory_reset():
-  """Resets this process's peak RSS (Linux); False where it cannot."""
-  try:
-    with open('/proc/self/clear_refs', 'w') as f:
-      f.write('5')
-    return True
-  except OSError:
-    return False
-
-
-def _peak_memory_mb():
-  with open('/proc/self/status') as f:
-    return int(re.search(r'VmHWM:\s+(\d+) kB', f.read()).group(1)) / 1024
 
 
 def test_decompression_bomb_is_refused_before_decoding(signatures):
@@ -116,32 +57,31 @@ def test_decompression_bomb_is_refused_before_decoding(signatures):
   size, over the default limit of 40 megapixels; the image was never
   decoded (peak memory grows by far less than its 300 MB of pixels)."""
   _, encoded = signatures
-  bomb = png_bomb(10000, 10000)
+  bomb = hostile.png_bomb(10000, 10000)
   assert len(bomb) < 1_000_000
-  batch = tf.constant([encode(20, 30), bomb, encode(30, 20)])
-  measured = _peak_memory_reset()
-  before = _peak_memory_mb()
+  batch = tf.constant([hostile.encode(20, 30), bomb, hostile.encode(30, 20)])
+  measured = hostile.peak_memory_reset()
+  before = hostile.peak_memory_mb()
   message = error_of(encoded, encoded=batch)
   assert ('serving_encoded: element 1 of the batch: 10000 x 10000 = '
           '100000000 pixels, over the limit of 40000000 pixels per image'
           in message), message
   if measured:
-    assert _peak_memory_mb() - before < 150
+    assert hostile.peak_memory_mb() - before < 150
   # The model still serves.
   assert encoded(encoded=batch[:1])['semantic_map'].shape == (1, 20, 30)
 
 
-@pytest.mark.parametrize('fmt, kwargs', [
-    ('JPEG', {}), ('PNG', {}), ('GIF', {}), ('BMP', {}), ('WEBP', {})])
-def test_every_format_is_sized_from_its_header(signatures, fmt, kwargs):
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG', 'GIF', 'BMP', 'WEBP'])
+def test_every_format_is_sized_from_its_header(signatures, fmt):
   """A header claiming 9000 x 8000 is refused whatever the format (the
   data behind it never decodes), and the real image of each format runs."""
   _, encoded = signatures
-  small = encode(21, 37, fmt, **kwargs)
+  small = hostile.encode(21, 37, fmt)
   assert encoded(encoded=tf.constant([small]))[
       'semantic_map'].shape == (1, 21, 37)
   message = error_of(encoded, encoded=tf.constant(
-      [small, small, with_header_size(small, fmt, 9000, 8000)]))
+      [small, small, hostile.with_header_size(small, fmt, 9000, 8000)]))
   assert ('element 2 of the batch: 9000 x 8000 = 72000000 pixels, over the '
           'limit of 40000000' in message), message
 
@@ -150,9 +90,9 @@ def test_one_bad_element_is_named_with_its_reason(signatures):
   """In a batch of 16 mixed images, one bad string fails the request with
   a message naming its index and what is wrong with it."""
   _, encoded = signatures
-  good = [encode(20 + i, 30, ('PNG', 'JPEG', 'GIF', 'BMP')[i % 4])
+  good = [hostile.encode(20 + i, 30, ('PNG', 'JPEG', 'GIF', 'BMP')[i % 4])
           for i in range(16)]
-  png, jpeg = encode(25, 25), encode(25, 25, 'JPEG')
+  png, jpeg = hostile.encode(25, 25), hostile.encode(25, 25, 'JPEG')
   cases = [
       (b'not an image', 'is not a JPEG, PNG, GIF, BMP or WebP image'),
       (b'', 'is not a JPEG, PNG, GIF, BMP or WebP image'),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 import hostile_images as hostile
 from masklab_tf.tools import image_files
@@ -16,6 +17,34 @@ from masklab_tf.tools import image_files
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 PREDICT = os.path.join(REPO, 'bin', 'predict')
+
+
+def _predict(exported_model, folder, output_dir, *flags):
+  return subprocess.run(
+      [sys.executable, PREDICT, f'--saved_model={exported_model["export_dir"]}',
+       f'--images={folder}', f'--output_dir={output_dir}',
+       '--score_threshold=0.0', *flags],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_predict_on_extreme_aspect_ratios(exported_model, tmp_path):
+  """2x1000 and 1x4000 PNGs among ordinary ones, default flags, batches of
+  2: all predicted, pictures in their own size, exit code 0."""
+  folder = tmp_path / 'images'
+  folder.mkdir()
+  sizes = {'a_small': (40, 50), 'b_wide': (2, 1000), 'c_long': (1, 4000),
+           'd_small': (30, 20)}
+  for name, (height, width) in sizes.items():
+    (folder / f'{name}.png').write_bytes(hostile.encode(height, width))
+  output_dir = tmp_path / 'out'
+  result = _predict(exported_model, folder, output_dir, '--batch_size=2')
+  assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+  with open(output_dir / 'results.json') as f:
+    results = json.load(f)
+  assert {r['image_id'] for r in results} == {1, 2, 3, 4}
+  for name, (height, width) in sizes.items():
+    with Image.open(output_dir / f'{name}_semantic.png') as picture:
+      assert picture.size == (width, height)
 
 
 def test_predict_keeps_every_result_and_names_every_skipped_file(
@@ -38,12 +67,8 @@ def test_predict_keeps_every_result_and_names_every_skipped_file(
   for name, data in files.items():
     (folder / name).write_bytes(data)
   output_dir = tmp_path / 'out'
-  result = subprocess.run(
-      [sys.executable, PREDICT, f'--saved_model={exported_model["export_dir"]}',
-       f'--images={folder}', f'--output_dir={output_dir}',
-       '--score_threshold=0.0', '--batch_size=3',
-       '--max_image_pixels=60000000'],
-      cwd=REPO, capture_output=True, text=True, timeout=600)
+  result = _predict(exported_model, folder, output_dir, '--batch_size=3',
+                    '--max_image_pixels=60000000')
   log = result.stdout + result.stderr
   assert result.returncode == 1, log[-3000:]
   assert re.search(r'c_bomb\.png: 10000 x 10000 = 100000000 pixels, over the '

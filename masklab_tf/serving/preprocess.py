@@ -152,10 +152,13 @@ def _bytes(data, pos, length):
     return tf.strings.substr(data, pos, length)
 
 
-def _le_uint(data, pos, length):
-  """int64: `length` bytes of `data` from `pos`, little-endian unsigned."""
+def _uint(data, pos, length, big_endian=False):
+  """int64: `length` bytes of `data` from `pos` as an unsigned integer
+  (so that no header's size can come out negative and pass the limit)."""
   raw = tf.cast(tf.io.decode_raw(_bytes(data, pos, length), tf.uint8),
                 tf.int64)
+  if big_endian:
+    raw = tf.reverse(raw, [0])
   return tf.reduce_sum(tf.bitwise.left_shift(raw, 8 * tf.range(
       length, dtype=tf.int64)))
 
@@ -174,16 +177,16 @@ def header_size(data: tf.Tensor, code: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64)
 
   def png():
-    size = tf.io.decode_raw(_bytes(data, 16, 8), tf.int32,
-                            little_endian=False)
-    return tf.cast(tf.reverse(size, [0]), tf.int64)
+    return tf.stack([_uint(data, 20, 4, big_endian=True),
+                     _uint(data, 16, 4, big_endian=True)])
 
   def gif():
-    return tf.stack([_le_uint(data, 8, 2), _le_uint(data, 6, 2)])
+    return tf.stack([_uint(data, 8, 2), _uint(data, 6, 2)])
 
   def bmp():
-    size = tf.io.decode_raw(_bytes(data, 18, 8), tf.int32)
-    return tf.abs(tf.cast(tf.reverse(size, [0]), tf.int64))
+    # Signed: a negative height is a top-down bitmap, as tall.
+    size = tf.cast(tf.io.decode_raw(_bytes(data, 18, 8), tf.int32), tf.int64)
+    return tf.abs(tf.reverse(size, [0]))
 
   def webp():
     chunk = _bytes(data, 12, 4)
@@ -191,16 +194,16 @@ def header_size(data: tf.Tensor, code: tf.Tensor) -> tf.Tensor:
 
     def lossy():
       return tf.bitwise.bitwise_and(
-          tf.stack([_le_uint(data, 28, 2), _le_uint(data, 26, 2)]), mask)
+          tf.stack([_uint(data, 28, 2), _uint(data, 26, 2)]), mask)
 
     def lossless():
-      bits = _le_uint(data, 21, 4)
+      bits = _uint(data, 21, 4)
       return tf.stack([tf.bitwise.bitwise_and(
           tf.bitwise.right_shift(bits, 14), mask),
                        tf.bitwise.bitwise_and(bits, mask)]) + 1
 
     def extended():
-      return tf.stack([_le_uint(data, 27, 3), _le_uint(data, 24, 3)]) + 1
+      return tf.stack([_uint(data, 27, 3), _uint(data, 24, 3)]) + 1
 
     def unknown():
       with tf.control_dependencies([tf.debugging.Assert(False, [chunk])]):

@@ -14,6 +14,7 @@ from PIL import Image
 import hostile_images as hostile
 from masklab_tf.serving import export
 from masklab_tf.serving import model as model_lib
+from masklab_tf.serving import preprocess
 
 
 @pytest.fixture(scope='module')
@@ -148,3 +149,31 @@ def test_max_image_pixels_is_an_export_option(exported_model):
     module.serve_images(tf.zeros([2, 20, 31, 3], tf.uint8))
   with pytest.raises(ValueError, match='max_image_pixels must be >= 1'):
     export.ServingModule(module.serving_model, max_image_pixels=0)
+
+
+@pytest.mark.parametrize('fmt, kwargs', [
+    ('JPEG', {}), ('JPEG', {'progressive': True}), ('PNG', {}), ('GIF', {}),
+    ('BMP', {}), ('WEBP', {}), ('WEBP', {'lossless': True})])
+def test_header_size_of_every_format(fmt, kwargs):
+  """preprocess.header_size reads (height, width) as the decoder will
+  find it, without decoding; a lying header's size is what it says."""
+  data = hostile.encode(21, 37, fmt, **kwargs)
+  (code,) = preprocess.image_formats(tf.constant([data])).numpy()
+  assert preprocess.FORMATS[code].upper() == fmt
+  size = preprocess.header_size(tf.constant(data), tf.constant(code)).numpy()
+  np.testing.assert_array_equal(size, [21, 37])
+  if not kwargs:
+    lying = hostile.with_header_size(data, fmt, 9000, 8000)
+    np.testing.assert_array_equal(
+        preprocess.header_size(tf.constant(lying), tf.constant(code)),
+        [9000, 8000])
+
+
+def test_header_sizes_are_never_negative():
+  """PNG sizes are unsigned 32-bit: 0xFFFFFFFF is 4294967295 (a signed
+  read would say -1, and -1 x -1 pixels would pass any limit)."""
+  data = bytearray(hostile.encode(5, 5))
+  data[16:24] = b'\xff' * 8
+  size = preprocess.header_size(tf.constant(bytes(data)),
+                                tf.constant(1)).numpy()
+  np.testing.assert_array_equal(size, [2 ** 32 - 1, 2 ** 32 - 1])

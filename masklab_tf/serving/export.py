@@ -9,7 +9,9 @@ Two signatures over the same variables:
 Both resize and pad in the graph to the model's input policy and return the
 outputs of serving/model.py in each image's own pixels. Images over
 `max_image_pixels` (default 40 megapixels) are refused, encoded ones from
-their headers before decoding. Bad requests fail with errors that say what
+their headers before decoding. Each encoded image runs the network at
+its own size, so its results are those it gets alone, whatever shares
+its batch (image_results.EachImageAlone). Bad requests fail with errors that say what
 is wrong and, for encoded images, which element of the batch (rank,
 channels, size, format, an undecodable image): TF Serving's clients see
 only the message. An empty batch gets empty outputs. The SavedModel is
@@ -27,6 +29,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
+from masklab_tf.postprocess import image_results
 from masklab_tf.serving import model as model_lib
 from masklab_tf.serving import preprocess
 
@@ -47,8 +50,13 @@ class ServingModule(tf.Module):
                        f'{max_image_pixels}')
     self.max_image_pixels = int(max_image_pixels)
     self.serving_model = serving_model
-    self.detect = serving_model.get_layer(model_lib.DETECT)
     resize_and_pad = serving_model.get_layer(model_lib.RESIZE_AND_PAD)
+    # Encoded images of different sizes share a batch: each runs alone, so
+    # that its results do not depend on its companions (image_results.
+    # EachImageAlone); with a fixed pad_to every image is padded alike.
+    self.detect = image_results.each_image_alone(
+        serving_model.get_layer(model_lib.DETECT),
+        0 if resize_and_pad.pad_to else resize_and_pad.stride)
     # The encoded path decodes each image to its own size, then follows
     # the policy the serving model's ResizeAndPad holds.
     self._policy = dict(min_size=resize_and_pad.min_size,

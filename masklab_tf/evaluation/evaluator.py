@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import logging
 
 import numpy as np
@@ -42,6 +41,7 @@ from pycocotools import coco as coco_api
 from pycocotools import cocoeval
 from pycocotools import mask as mask_api
 
+from masklab_tf import files
 from masklab_tf.evaluation import proposal_recall
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
@@ -202,8 +202,7 @@ def _summarize(evaluator: cocoeval.COCOeval) -> dict[str, float]:
 
 def write_metrics(path: str, metrics: dict, **info) -> None:
   """metrics.json: `info` (step, checkpoint, ...) and box / mask metrics."""
-  with open(path, 'w') as f:
-    json.dump({**info, **metrics}, f, indent=1)
+  files.write_json(path, {**info, **metrics}, indent=1)
 
 
 def proposal_metrics(ground_truth: dict, predictions: list[dict],
@@ -275,8 +274,7 @@ class Evaluator:
     # category: the json stays loadable by COCO tools.
     results = to_coco_results(predictions, self.category_ids)
     if results_path:
-      with open(results_path, 'w') as f:
-        json.dump(results, f)
+      files.write_json(results_path, results)
     metrics = {}
     if not self.class_agnostic:
       metrics = coco_metrics(self.ground_truth, results,

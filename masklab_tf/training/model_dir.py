@@ -135,14 +135,16 @@ def check_writable(model_dir: str) -> None:
         ': choose a folder training can write into') from None
 
 
-_PARTIAL_SAVE = re.compile(r'.+-\d+_temp')
+# tf.train.CheckpointManager's folder of a save in progress (its default
+# prefix, the one the trainer's and the best checkpoint's managers use).
+_PARTIAL_SAVE = re.compile(r'ckpt-\d+_temp')
 
 
 def remove_partial_saves(folder: str) -> list[str]:
-  """Removes the `<prefix>-N_temp` folders of saves that never completed
-  (a full disk, a kill mid-save) from `folder`; returns their paths. Only
-  the holder of the lock may call it: another run's save in progress looks
-  the same."""
+  """Removes the `ckpt-N_temp` folders of saves that never completed (a
+  full disk, a kill mid-save) from `folder`; returns their paths. Only the
+  holder of the lock may call it: another run's save in progress looks the
+  same."""
   removed = []
   if not os.path.isdir(folder):
     return removed

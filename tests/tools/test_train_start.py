@@ -206,6 +206,27 @@ def test_an_unwritable_model_dir_fails_first(tmp_path, tiny_training_flags):
     assert len(message.splitlines()) == 1
 
 
+def test_a_failed_saves_leftovers_are_removed_at_the_next_start(
+    shapes_train, tmp_path, tiny_training_flags):
+  annotations, images = shapes_train
+  model_dir = tmp_path / 'model'
+  for folder in ('ckpt-7_temp', 'best/ckpt-6_temp', 'notes-1_temp'):
+    (model_dir / folder).mkdir(parents=True)
+    (model_dir / folder / 'part-00000-of-00001.data').write_text('partial')
+  (model_dir / 'ckpt-8_temp').write_text('a file, not a save folder')
+  data = json.load(open(annotations))
+  data['annotations'] = []  # Stops the run after the cleanup, before a build.
+  path = write_json(tmp_path / 'empty.json', data)
+  error = run_train(model_dir, path, images, *tiny_training_flags)
+  assert 'no instance to train on' in str(error.code)
+  assert not os.path.exists(model_dir / 'ckpt-7_temp')
+  assert not os.path.exists(model_dir / 'best' / 'ckpt-6_temp')
+  # What the trainer's checkpoint managers did not make stays.
+  assert os.path.exists(model_dir / 'notes-1_temp' /
+                        'part-00000-of-00001.data')
+  assert os.path.isfile(model_dir / 'ckpt-8_temp')
+
+
 def test_a_failed_save_is_one_sentence_and_keeps_the_last_checkpoint(
     shapes_configs, tmp_path):
   """A real failing save: the file size limit (RLIMIT_FSIZE, what a user
@@ -248,3 +269,48 @@ def test_a_failed_save_is_one_sentence_and_keeps_the_last_checkpoint(
   assert tf.train.latest_checkpoint(str(tmp_path)) == kept
   tf.train.Checkpoint(model=trainer.models.train_model).restore(
       kept).expect_partial().assert_existing_objects_matched()
+
+
+@pytest.mark.slow
+def test_bin_train_on_a_full_disk_says_so_and_resumes(shapes_train, tmp_path,
+                                                      tiny_training_flags):
+  """bin/train as a user meets a full disk (here the file size limit, the
+  same failing write): one line, the last checkpoint intact, and the next
+  run clears the partial save and resumes."""
+  import resource
+  import signal
+  annotations, images = shapes_train
+  model_dir = tmp_path / 'model'
+  command = [sys.executable, os.path.join(REPO, 'bin', 'train'),
+             f'--flagfile={REPO}/configs/shapes_cpu.flags',
+             f'--model_dir={model_dir}', *tiny_training_flags,
+             '--image_summary_every=0', '--checkpoint_every=1',
+             f'--train_annotations={annotations}',
+             f'--train_images={images}']
+
+  def run(steps, preexec_fn=None):
+    return subprocess.run(command + [f'--train_steps={steps}'],
+                          capture_output=True, text=True, cwd=REPO,
+                          timeout=600, check=False, preexec_fn=preexec_fn)
+
+  def small_files():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a kill.
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+
+  first = run(1)
+  assert first.returncode == 0, first.stderr[-3000:]
+  full = run(2, small_files)
+  assert full.returncode == 1, full.stderr[-3000:]
+  assert full.stderr.strip().splitlines()[-1] == (
+      f'bin/train: error: cannot save the checkpoint of step 2 in '
+      f'{model_dir}: file too large (the size limit of one file, ulimit -f); '
+      f'the last complete checkpoint, {model_dir}/ckpt-1, is intact: make '
+      'room and run again to resume from it')
+  assert 'Traceback' not in full.stderr
+  assert os.path.isdir(model_dir / 'ckpt-2_temp')
+  again = run(2)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f'removed {model_dir}/ckpt-2_temp' in again.stderr
+  assert f'resumed from {model_dir}/ckpt-1 at step 1' in again.stdout
+  assert not os.path.exists(model_dir / 'ckpt-2_temp')

@@ -8,9 +8,11 @@ Usage:
 
 Signatures (serving/export.py): `serving_default` takes uint8 images
 [batch, height, width, 3], `serving_encoded` JPEG / PNG strings [batch];
-batch and size are dynamic. Class names come from --categories (a COCO
-json or a TFRecord `.categories.json`; default: the training data's) and
-travel in the SavedModel's assets.
+batch and size are dynamic. The model is the run's: its configs.json
+(flags named on the command line override it, with a warning where they
+differ; a --flagfile's do not). Class names come from --categories (a COCO
+json or a TFRecord `.categories.json`; default: the run's categories.json,
+else the training data's) and travel in the SavedModel's assets.
 """
 
 import os
@@ -25,6 +27,7 @@ from masklab_tf.modeling import factory
 from masklab_tf.modeling.systems import registry
 from masklab_tf.serving import export
 from masklab_tf.tools import common_flags
+from masklab_tf.training import trainer
 
 FLAGS = flags.FLAGS
 
@@ -51,9 +54,14 @@ def define_flags() -> None:
 OBJECT_CATEGORY = [{'id': 1, 'name': 'object'}]
 
 
-def categories_for(configs) -> list[dict] | None:
+def categories_for(configs, model_dir: str = '') -> list[dict] | None:
+  """The class names: --categories, else what bin/train recorded in
+  `model_dir`, else the training data's."""
   if registry.get_system(configs.model, configs.geometry).class_agnostic:
     return OBJECT_CATEGORY
+  recorded = os.path.join(model_dir, trainer.CATEGORIES_FILE)
+  if not FLAGS.categories and model_dir and os.path.exists(recorded):
+    return tfrecord.read_categories(recorded)
   train_set = configs.data.train
   path = FLAGS.categories or train_set.categories
   if not path and train_set.tfrecords:
@@ -69,12 +77,12 @@ def categories_for(configs) -> list[dict] | None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  configs = config.all_from_flags()
+  configs = common_flags.run_configs(FLAGS.model_dir)
   path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
   if not path:
     raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to export')
   models = factory.restore_models(configs, path)
-  categories = categories_for(configs)
+  categories = categories_for(configs, FLAGS.model_dir)
   export.export_saved_model(models.inference_model, configs,
                             FLAGS.export_dir, categories,
                             FLAGS.full_image_masks, FLAGS.mask_voting,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -112,12 +113,21 @@ def test_export_and_evaluate_as_the_readme_runs_them(shapes_dir, tmp_path,
   export_dir = tmp_path / 'export' / '1'
   exported = subprocess.run(
       [sys.executable, 'bin/export', '--flagfile=configs/shapes_cpu.flags',
-       f'--model_dir={model_dir}', f'--export_dir={export_dir}'],
+       f'--model_dir={model_dir}', f'--export_dir={export_dir}',
+       '--max_image_pixels=30000'],
       capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
   assert exported.returncode == 0, exported.stderr[-3000:]
   assert '4 class names' in exported.stdout
   assets = json.load(open(export_dir / 'assets' / 'categories.json'))
   assert [c['name'] for c in assets] == SHAPE_NAMES
+  serve = tf.saved_model.load(str(export_dir)).signatures['serving_encoded']
+  small, large = (tf.io.encode_png(tf.zeros([side, side, 3], tf.uint8))
+                  for side in (160, 200))
+  assert int(serve(encoded=tf.stack([small]))['num_detections'].shape[0]) == 1
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match='element 1 of the batch: 200 x 200 = 40000 pixels'
+                     ', over the limit of 30000'):
+    serve(encoded=tf.stack([small, large]))
   evaluated = subprocess.run(
       [sys.executable, 'bin/evaluate', '--flagfile=configs/shapes_cpu.flags',
        f'--model_dir={model_dir}', f'--output_dir={tmp_path / "eval"}',

@@ -11,13 +11,16 @@ injected, survived, steps lost beyond the checkpoint interval (must be 0),
 and the loss before each kill against the loss after the resume.
 
 Usage:
-  python benchmarks/chaos_train.py [--kills=10] [--work_dir=/tmp/chaos]
+  python benchmarks/chaos_train.py [--kills=10] [--work_dir=DIR]
+
+Without --work_dir it works in a fresh temporary folder, removed at the
+end; with one, in a new folder of its own inside it (kept, and named at the
+end), so nothing that was there before is touched.
 """
 
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,9 +34,14 @@ sys.path.insert(0, REPO)
 
 from masklab_tf.data import synthetic  # pylint: disable=g-import-not-at-top
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import scratch  # pylint: disable=g-import-not-at-top
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('kills', 10, 'SIGKILLs to inject.')
-flags.DEFINE_string('work_dir', '/tmp/masklab_chaos', 'Scratch folder.')
+flags.DEFINE_string('work_dir', None, 'Where to keep the run (a new folder '
+                    'in it); default: a temporary folder, removed at the '
+                    'end.')
 flags.DEFINE_integer('train_steps', 60, 'Steps the run must complete.')
 flags.DEFINE_integer('seed', 0, 'Seed of the kill moments.')
 
@@ -92,7 +100,7 @@ def train_command(data_dir, model_dir):
 
 def run_until_killed(command, model_dir, rng, during_save):
   """Starts training, kills it; returns (stdout lines, how it was killed)."""
-  log_path = os.path.join(FLAGS.work_dir, 'run.log')
+  log_path = os.path.join(os.path.dirname(model_dir), 'run.log')
   with open(log_path, 'w') as log:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                text=True)
@@ -129,11 +137,19 @@ def _has_step(path):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  with scratch.work_dir(FLAGS.work_dir, 'masklab_chaos_') as work_dir:
+    run_dir = (scratch.fresh_folder(work_dir, 'chaos_') if FLAGS.work_dir
+               else work_dir)
+    chaos(run_dir)
+    if FLAGS.work_dir:
+      print(f'run kept in {run_dir}')
+
+
+def chaos(run_dir):
+  """The kills, the checks and the table, in `run_dir` (empty)."""
   rng = random.Random(FLAGS.seed)
-  if os.path.exists(FLAGS.work_dir):
-    shutil.rmtree(FLAGS.work_dir)
-  data_dir = os.path.join(FLAGS.work_dir, 'data')
-  model_dir = os.path.join(FLAGS.work_dir, 'model')
+  data_dir = os.path.join(run_dir, 'data')
+  model_dir = os.path.join(run_dir, 'model')
   synthetic.make_shapes(data_dir, num_train=16, num_val=4, seed=0)
   command = train_command(data_dir, model_dir)
   rows, survived, lost = [], 0, 0

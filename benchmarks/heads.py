@@ -33,7 +33,6 @@ Usage:
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import machine  # pylint: disable=g-import-not-at-top
+import scratch  # pylint: disable=g-import-not-at-top
 from masklab_tf.data import synthetic
 
 FLAGS = flags.FLAGS
@@ -169,8 +169,10 @@ def run_one(head, data_dir):
   from masklab_tf.training import trainer as trainer_lib
   import budget as budget_lib  # pylint: disable=g-import-not-at-top
   model_dir = os.path.join(FLAGS.output_dir, head)
-  if os.path.exists(model_dir):
-    shutil.rmtree(model_dir)
+  # An earlier run's folder is kept under another name, not deleted.
+  earlier = scratch.set_aside(model_dir)
+  if earlier:
+    print(f'{model_dir}: the earlier run is now in {earlier}', flush=True)
   os.makedirs(model_dir)
   configs = config.from_flagfile(
       os.path.join(REPO, 'configs', 'shapes_cpu.flags'),

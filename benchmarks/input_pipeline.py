@@ -1,8 +1,11 @@
 """Input pipeline throughput on the shapes set, at 160 px and at 800 px.
 
 Usage:
-  python benchmarks/input_pipeline.py [--work_dir=/tmp/masklab_bench]
+  python benchmarks/input_pipeline.py [--work_dir=DIR]
       [--num_batches=60] [--batch_size=4]
+
+The generated sets are kept in --work_dir (and reused by the next run with
+it); without one, in a temporary folder removed at the end.
 
 Prints a table of images/s for: the shapes set at its native 160 px from
 json; the same images upscaled on disk to 800 px (shortest side) read from
@@ -27,8 +30,15 @@ from masklab_tf.data import sources
 from masklab_tf.data import synthetic
 from masklab_tf.data import tfrecord
 
+try:
+  from benchmarks import scratch
+except ImportError:  # run as a script: benchmarks/ is on the path
+  import scratch
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string('work_dir', '/tmp/masklab_bench_input', 'Scratch folder.')
+flags.DEFINE_string('work_dir', None, 'Where the generated sets are kept '
+                    '(and reused); default: a temporary folder, removed at '
+                    'the end.')
 flags.DEFINE_integer('num_batches', 60, 'Timed batches per row.')
 flags.DEFINE_integer('batch_size', 4, 'Batch size.')
 flags.DEFINE_integer('num_images', 120, 'Training images to generate.')
@@ -81,7 +91,12 @@ def measure(cfg, source):
 
 def main(argv):
   del argv
-  root = FLAGS.work_dir
+  with scratch.work_dir(FLAGS.work_dir, 'masklab_bench_input_') as root:
+    run(root)
+
+
+def run(root):
+  """Generates the sets in `root` (unless there), prints the table."""
   shapes = os.path.join(root, 'shapes')
   if not os.path.exists(os.path.join(shapes, 'train', 'annotations.json')):
     synthetic.make_shapes(shapes, num_train=FLAGS.num_images, num_val=1)

@@ -11,8 +11,8 @@ budget, then scores it on the val split with the project's COCO evaluation
 compare on one metric code path. Other benchmarks import it:
 
   import model_garden_maskrcnn as mg
-  stats = mg.train_for_budget('/tmp/mg', budget_s=600)
-  metrics = mg.evaluate('/tmp/mg', mg.VAL_ANNOTATIONS, mg.VAL_IMAGES,
+  stats = mg.train_for_budget('runs/mg', budget_s=600)
+  metrics = mg.evaluate('runs/mg', mg.VAL_ANNOTATIONS, mg.VAL_IMAGES,
                         mg.VAL_PATTERN)
 
 The experiment starts from Model Garden's `maskrcnn_resnetfpn_coco` and
@@ -472,7 +472,9 @@ if __name__ == '__main__':
   # Flags only in script mode: importing benchmarks define their own.
   from absl import app
   from absl import flags as absl_flags
-  absl_flags.DEFINE_string('model_dir', '/tmp/mg_maskrcnn', 'Output folder.')
+  # No default: a fixed shared folder would resume another run's training.
+  absl_flags.DEFINE_string('model_dir', None, 'Output folder.')
+  absl_flags.mark_flag_as_required('model_dir')
   absl_flags.DEFINE_float('budget_s', 60.0,
                           'Training budget in seconds (0: no training).')
   absl_flags.DEFINE_enum('budget_mode', 'wall', ['wall', 'cpu'],

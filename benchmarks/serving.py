@@ -2,7 +2,7 @@
 
 Usage:
   python benchmarks/serving.py [--config=configs/masklab_r50_coco.flags]
-      [--size=512] [--work_dir=/tmp/masklab_bench_serving] [--num_runs=5]
+      [--size=512] [--work_dir=DIR] [--num_runs=5]
       [--num_runs_batch=3] [--batch_size=8]
   # Quick check of the script itself (seconds, not minutes):
   python benchmarks/serving.py --config=configs/shapes_cpu.flags --size=160
@@ -10,7 +10,8 @@ Usage:
 Builds the config's model with random weights (latency depends on shapes,
 not values: no checkpoint needed), overrides its test scale to --size
 (--eval_min_size=--max_size=SIZE, so square SIZE x SIZE inputs are served
-as they are), exports it with serving/export.py to --work_dir/1, loads it
+as they are), exports it with serving/export.py into a new folder of its
+own (in --work_dir, default a temporary folder; removed at the end), loads it
 back with tf.saved_model.load (plain TensorFlow, as TF Serving would) and
 prints a markdown table of milliseconds per image:
 
@@ -40,6 +41,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import machine  # pylint: disable=g-import-not-at-top
+import scratch  # pylint: disable=g-import-not-at-top
 from masklab_tf import config
 from masklab_tf.modeling import factory
 from masklab_tf.serving import export
@@ -49,8 +51,9 @@ flags.DEFINE_string('config', 'configs/masklab_r50_coco.flags', 'Flags file '
                     'of the model (relative to the repository or absolute).')
 flags.DEFINE_integer('size', 512, 'Side of the square test images; also the '
                      'served size (--eval_min_size and --max_size).')
-flags.DEFINE_string('work_dir', '/tmp/masklab_bench_serving', 'Scratch '
-                    'folder for the SavedModel (replaced on every run).')
+flags.DEFINE_string('work_dir', None, 'Scratch folder for the SavedModel '
+                    '(a new folder in it, removed at the end; default: a '
+                    'temporary folder).')
 flags.DEFINE_integer('num_runs', 5, 'Timed calls at batch 1.')
 flags.DEFINE_integer('num_runs_batch', 3, 'Timed calls at --batch_size.')
 flags.DEFINE_integer('batch_size', 8, 'The larger batch.')
@@ -106,13 +109,24 @@ def main(argv):
   models = factory.build_models(configs.model, configs.geometry,
                                  configs.data.max_instances)
   build_s = time.perf_counter() - start
-  export_dir = os.path.join(FLAGS.work_dir, '1')
-  # A stale SavedModel from another config must not be timed by mistake.
-  shutil.rmtree(export_dir, ignore_errors=True)
-  start = time.perf_counter()
-  export.export_saved_model(models.inference_model, configs, export_dir)
-  export_s = time.perf_counter() - start
-  del models  # Time the SavedModel alone, as a server holds it.
+  with scratch.work_dir(FLAGS.work_dir, 'masklab_bench_serving_') as work:
+    # A folder of this run's own: a stale SavedModel of another config is
+    # never timed by mistake, and nothing of the user's is replaced.
+    export_dir = os.path.join(scratch.fresh_folder(work, 'export_'), '1')
+    try:
+      start = time.perf_counter()
+      export.export_saved_model(models.inference_model, configs, export_dir)
+      export_s = time.perf_counter() - start
+      del models  # Time the SavedModel alone, as a server holds it.
+      time_saved_model(export_dir, size, path, own, build_s, export_s,
+                       load_avg)
+    finally:
+      shutil.rmtree(os.path.dirname(export_dir), ignore_errors=True)
+
+
+def time_saved_model(export_dir, size, path, own, build_s, export_s,
+                     load_avg):
+  """Loads the SavedModel in export_dir, times it, prints the table."""
   start = time.perf_counter()
   loaded = tf.saved_model.load(export_dir)
   load_s = time.perf_counter() - start

@@ -29,7 +29,6 @@ machine.
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import machine  # pylint: disable=g-import-not-at-top
+import scratch  # pylint: disable=g-import-not-at-top
 from masklab_tf.evaluation import evaluator as evaluator_lib
 from masklab_tf.data import coco
 from masklab_tf.data import synthetic
@@ -175,8 +175,10 @@ def run_connected_components(paths):
 def run_one(system, data_dir):
   paths = data_paths(data_dir)
   model_dir = os.path.join(FLAGS.output_dir, system)
-  if os.path.exists(model_dir):
-    shutil.rmtree(model_dir)
+  # An earlier run's folder is kept under another name, not deleted.
+  earlier = scratch.set_aside(model_dir)
+  if earlier:
+    print(f'{model_dir}: the earlier run is now in {earlier}', flush=True)
   os.makedirs(model_dir)
   if system in MASK_HEADS:
     result = run_masklab(system, paths, model_dir)

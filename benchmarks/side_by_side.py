@@ -3,7 +3,7 @@
 Usage:
   python benchmarks/side_by_side.py [--sizes=256,512,800] [--runs=3]
       [--systems=masklab_os16,masklab_os8,masklab_fast,model_garden]
-      [--work_dir=/tmp/masklab_side_by_side] [--write_results]
+      [--work_dir=DIR] [--write_results]
       [--results_path=benchmarks/RESULTS.md] [--skip_assemble]
 
   # Smoke test (128 px, one timed call, small peak kernels), results
@@ -61,7 +61,9 @@ size)
 runs in its own subprocess: each starts with fresh memory, so its peak
 resident set is its own, and a crash or an out-of-memory kill costs one
 row. Results accumulate in --work_dir/results.json as jobs finish; running
-the same command again resumes, redoing only the jobs that are missing,
+the same command (with the same --work_dir: without one, the run works in
+a temporary folder, removed at the end) again resumes, redoing only the
+jobs that are missing,
 failed, or were measured under other settings. Job logs are in
 --work_dir/logs. The report is printed and, with --write_results, written
 to --results_path; everything from the `<!-- notes -->` line of an
@@ -85,8 +87,10 @@ from absl import app
 from absl import flags
 
 try:
+  from benchmarks import scratch
   from benchmarks import timing
 except ImportError:  # run as a script: benchmarks/ is on the path
+  import scratch
   import timing
 
 # TensorFlow, Model Garden and MaskLab are imported inside the job
@@ -177,8 +181,9 @@ def define_flags():
                     f'Any of {", ".join(SYSTEMS)}.')
   flags.DEFINE_integer('runs', 3,
                        'Timed inference calls and training steps (median).')
-  flags.DEFINE_string('work_dir', '/tmp/masklab_side_by_side',
-                      'Synthetic data, job logs and results.json (resume).')
+  flags.DEFINE_string('work_dir', None,
+                      'Synthetic data, job logs and results.json (resume); '
+                      'default: a temporary folder, removed at the end.')
   flags.DEFINE_integer('num_images', 16,
                        'Synthetic training images written per size.')
   flags.DEFINE_integer('data_batches', 20,
@@ -707,9 +712,9 @@ def _load_store(path):
 
 
 def _save_store(store, path):
-  with open(path + '.tmp', 'w') as f:
-    json.dump(store, f, indent=1)
-  os.replace(path + '.tmp', path)  # an interrupted write loses nothing
+  from masklab_tf import files
+  # Atomic: an interrupted write loses nothing, two writers never mix.
+  files.write_json(path, store, indent=1)
 
 
 def _plan(sizes, systems, skip_assemble):
@@ -822,7 +827,12 @@ def main(argv):
                          '(an interpreter with torch, torchvision and '
                          'pycocotools)')
   settings = _settings()
-  work_dir = os.path.abspath(FLAGS.work_dir)
+  with scratch.work_dir(FLAGS.work_dir, 'masklab_side_by_side_') as work_dir:
+    _run_all(settings, os.path.abspath(work_dir))
+
+
+def _run_all(settings, work_dir):
+  """Runs the missing jobs in `work_dir`, prints (and writes) the report."""
   os.makedirs(os.path.join(work_dir, 'logs'), exist_ok=True)
   store_path = os.path.join(work_dir, 'results.json')
   store = _load_store(store_path)
@@ -1251,9 +1261,9 @@ def write_results(path, report):
       text = f.read()
     if NOTES_MARKER in text:
       notes = text[text.index(NOTES_MARKER):]
-  with open(path + '.tmp', 'w') as f:
+  from masklab_tf import files
+  with files.atomic_write(path) as f:
     f.write(report + '\n' + notes)
-  os.replace(path + '.tmp', path)
 
 
 if __name__ == '__main__':

@@ -445,6 +445,36 @@ def all_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Configs:
   return Configs(*(from_flags(cls, flag_values) for cls in CONFIG_CLASSES))
 
 
+def flag_values_of(configs: Configs) -> dict[str, Any]:
+  """Flag name -> value for every field of `configs` (the inverse of
+  all_from_flags: `--train_annotations` is data.train.annotations)."""
+  values = {}
+
+  def walk(value, prefix):
+    for field in dataclasses.fields(value):
+      item = getattr(value, field.name)
+      if dataclasses.is_dataclass(item):
+        walk(item, f'{prefix}{field.name}_')
+      else:
+        values[prefix + field.name] = item
+
+  for section in configs:
+    walk(section, '')
+  return values
+
+
+def replace_flags(configs: Configs, values: dict[str, Any]) -> Configs:
+  """`configs` with the fields of the flags named in `values` set to them
+  (list flags may give strings: converted as from_flags does)."""
+  flag_values = flags.FlagValues()
+  define_all_flags(flag_values)
+  flag_values(['configs'])
+  for name, value in {**flag_values_of(configs), **values}.items():
+    flag_values[name].value = (list(value) if isinstance(value, tuple)
+                               else value)
+  return all_from_flags(flag_values)
+
+
 def from_flagfile(path: str, overrides: tuple[str, ...] = ()) -> Configs:
   """The configs of a flags file (plus `--name=value` overrides), parsed in
   a private FlagValues so that it never touches the program's own flags."""

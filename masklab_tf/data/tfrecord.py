@@ -52,6 +52,7 @@ from official.vision.dataloaders import tf_example_decoder
 from PIL import Image
 import tensorflow as tf
 
+from masklab_tf import files
 from masklab_tf.data import coco
 from masklab_tf.data import sources
 
@@ -135,22 +136,31 @@ def write_tfrecords(dataset: coco.CocoDataset, output_prefix: str,
   if directory:
     os.makedirs(directory, exist_ok=True)
   paths = shard_paths(output_prefix, num_shards)
-  writers = [tf.io.TFRecordWriter(p + '.tmp') for p in paths]
+  # Temporary names unique to this writer (files.temporary_path), so two
+  # writers of one prefix never write into each other's files, and a
+  # failed run removes only its own.
+  temps = [files.temporary_path(p) for p in paths]
   try:
-    for index, record in enumerate(dataset.records):
-      writers[index % num_shards].write(encode_record(dataset, record))
+    writers = []
+    try:
+      for temp in temps:
+        writers.append(tf.io.TFRecordWriter(temp))
+      for index, record in enumerate(dataset.records):
+        writers[index % num_shards].write(encode_record(dataset, record))
+    finally:
+      for writer in writers:
+        writer.close()
+    for temp, path in zip(temps, paths):
+      os.replace(temp, path)
   finally:
-    for writer in writers:
-      writer.close()
-  for path in paths:
-    os.replace(path + '.tmp', path)
+    for temp in temps:
+      if os.path.exists(temp):
+        os.remove(temp)
   categories = [{'id': c.id, 'name': c.name} for c in dataset.categories]
-  with open(output_prefix + CATEGORIES_SUFFIX + '.tmp', 'w') as f:
-    json.dump({'categories': categories,
-               'max_instances_per_image': dataset.max_instances_per_image},
-              f, indent=1)
-  os.replace(output_prefix + CATEGORIES_SUFFIX + '.tmp',
-             output_prefix + CATEGORIES_SUFFIX)
+  files.write_json(output_prefix + CATEGORIES_SUFFIX,
+                   {'categories': categories,
+                    'max_instances_per_image':
+                        dataset.max_instances_per_image}, indent=1)
   return paths
 
 

@@ -5,7 +5,8 @@ serving (the SavedModel's signatures), so that what a served model sees is
 what it was trained and evaluated on:
 
 - the shortest side goes to `min_size` unless the longest would pass
-  `max_size` (Detectron2's and Model Garden's rule);
+  `max_size` (Detectron2's and Model Garden's rule), and no side goes
+  below 1 pixel;
 - images resize bilinearly and round back to uint8, as a JPEG the model
   will see later would be;
 - label maps and masks resize nearest-neighbour (`resize_nearest`);
@@ -20,13 +21,21 @@ import tensorflow as tf
 def resized_size(height: tf.Tensor, width: tf.Tensor, min_size: tf.Tensor,
                  max_size: int) -> tf.Tensor:
   """int32 [2]: shortest side to min_size unless the longest would exceed
-  max_size."""
+  max_size; each side at least 1.
+
+  An extreme aspect ratio (2 x 1000 with max_size 192) would round its
+  short side to 0 pixels, which no resize can produce; it keeps 1 pixel
+  instead (its scale on that axis differs, which every caller handles: the
+  scale is per axis). Padding to the output stride then gives the network
+  at least one feature cell.
+  """
   height = tf.cast(height, tf.float32)
   width = tf.cast(width, tf.float32)
   scale = tf.minimum(
       tf.cast(min_size, tf.float32) / tf.minimum(height, width),
       float(max_size) / tf.maximum(height, width))
-  return tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32)
+  size = tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32)
+  return tf.maximum(size, 1)
 
 
 def resize_image(image: tf.Tensor, size: tf.Tensor) -> tf.Tensor:

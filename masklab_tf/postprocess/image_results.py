@@ -39,6 +39,7 @@ from masklab_tf.postprocess import output_fusion
 
 MASK_THRESHOLD = 0.5
 RESULTS_MODEL = 'detect'
+TO_ORIGINAL = 'to_original'
 
 
 def to_original(outputs: dict, image_size, scale, original_size,
@@ -262,7 +263,23 @@ def build_results_model(inference_model: tf_keras.Model,
   outputs = network({'image': inputs['image'],
                      'image_size': inputs['image_size']})
   outputs = ToOriginal(
-      full_image_masks, mask_voting, panoptic, name='to_original')(
+      full_image_masks, mask_voting, panoptic, name=TO_ORIGINAL)(
           outputs, inputs['image_size'], inputs['scale'],
           inputs['original_size'])
   return tf_keras.Model(inputs, outputs, name=RESULTS_MODEL)
+
+
+def each_image_alone(results_model: tf_keras.Model,
+                     padding_multiple: int) -> tf_keras.Model:
+  """A results model (build_results_model) over the same inference graph
+  and options, running each image alone (EachImageAlone): for batches
+  that mix image sizes, beside one built for batches of one size."""
+  to_original = results_model.get_layer(TO_ORIGINAL)
+  networks = [layer for layer in results_model.layers
+              if isinstance(layer, tf_keras.Model)]
+  if len(networks) != 1:
+    raise ValueError(f'{results_model.name}: not a build_results_model '
+                     'model (one inference graph)')
+  return build_results_model(networks[0], to_original.full_image_masks,
+                             to_original.mask_voting, to_original.panoptic,
+                             padding_multiple)

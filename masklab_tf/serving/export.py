@@ -3,12 +3,18 @@
 Two signatures over the same variables:
   serving_default  images: uint8 [B, H, W, 3] (B, H, W dynamic; one size
                    per request, as a tensor must be)
-  serving_encoded  encoded: string [B] JPEG or PNG bytes, each its own size
-                   (what REST clients send, base64 in the JSON)
+  serving_encoded  encoded: string [B] JPEG, PNG, GIF, BMP or WebP bytes,
+                   each its own size (what REST clients send, base64 in
+                   the JSON)
 Both resize and pad in the graph to the model's input policy and return the
-outputs of serving/model.py in each image's own pixels. Bad requests get
-errors that say what is wrong (rank, channels, an undecodable image); an
-empty batch gets empty outputs. The SavedModel is
+outputs of serving/model.py in each image's own pixels. Images over
+`max_image_pixels` (default 40 megapixels) are refused, encoded ones from
+their headers before decoding. Each encoded image runs the network at
+its own size, so its results are those it gets alone, whatever shares
+its batch (image_results.EachImageAlone). Bad requests fail with errors that say what
+is wrong and, for encoded images, which element of the batch (rank,
+channels, size, format, an undecodable image): TF Serving's clients see
+only the message. An empty batch gets empty outputs. The SavedModel is
 plain TensorFlow: loading it needs neither masklab_tf nor Model Garden.
 The class names travel as an asset (assets/categories.json).
 """
@@ -23,6 +29,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
+from masklab_tf.postprocess import image_results
 from masklab_tf.serving import model as model_lib
 from masklab_tf.serving import preprocess
 
@@ -31,13 +38,25 @@ class ServingModule(tf.Module):
   """The serving model (serving/model.py) behind the two signatures."""
 
   def __init__(self, serving_model: tf_keras.Model,
-               categories_path: str | None = None):
+               categories_path: str | None = None,
+               max_image_pixels: int = preprocess.MAX_IMAGE_PIXELS):
     """Args: serving_model: from model_lib.build_serving_model;
-    categories_path: a categories.json to carry as an asset."""
+    categories_path: a categories.json to carry as an asset;
+    max_image_pixels: larger images (height x width) are refused, read
+    from their headers before decoding (preprocess.decode_images)."""
     super().__init__(name='masklab_serving')
+    if max_image_pixels < 1:
+      raise ValueError(f'max_image_pixels must be >= 1, got '
+                       f'{max_image_pixels}')
+    self.max_image_pixels = int(max_image_pixels)
     self.serving_model = serving_model
-    self.detect = serving_model.get_layer(model_lib.DETECT)
     resize_and_pad = serving_model.get_layer(model_lib.RESIZE_AND_PAD)
+    # Encoded images of different sizes share a batch: each runs alone, so
+    # that its results do not depend on its companions (image_results.
+    # EachImageAlone); with a fixed pad_to every image is padded alike.
+    self.detect = image_results.each_image_alone(
+        serving_model.get_layer(model_lib.DETECT),
+        0 if resize_and_pad.pad_to else resize_and_pad.stride)
     # The encoded path decodes each image to its own size, then follows
     # the policy the serving model's ResizeAndPad holds.
     self._policy = dict(min_size=resize_and_pad.min_size,
@@ -61,30 +80,23 @@ class ServingModule(tf.Module):
   @tf.function(input_signature=[
       tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')])
   def serve_images(self, images):
-    # Signatures do not enforce the spec's static shape: say what is wrong
+    # Signatures do not enforce the spec's shape: say what is wrong
     # instead of failing deep inside the network.
-    tf.debugging.assert_rank(
-        images, 4, message='images must be uint8 [batch, height, width, 3]')
-    shape = tf.shape(images)
-    tf.debugging.assert_equal(
-        shape[3], 3, message='images must be RGB: [batch, height, width, 3]')
-    tf.debugging.assert_positive(
-        shape[1:3], message='images must be at least 1x1 pixels')
-    images = tf.ensure_shape(images, [None, None, None, 3])
+    images = preprocess.check_images(images, self.max_image_pixels)
     return self._empty_safe(
-        shape[0], (lambda x: self.serving_model(x, training=False), images),
+        tf.shape(images)[0],
+        (lambda x: self.serving_model(x, training=False), images),
         tf.zeros([1, 1, 1, 3], tf.uint8))
 
   @tf.function(input_signature=[
       tf.TensorSpec([None], tf.string, name='encoded')])
   def serve_encoded(self, encoded):
-    tf.debugging.assert_rank(
-        encoded, 1, message='encoded must be a [batch] vector of JPEG / PNG '
-        'strings')
+    encoded = preprocess.check_encoded(encoded)
     return self._empty_safe(
         tf.shape(encoded)[0],
-        (lambda x: self._detect(*preprocess.decode_images(x, **self._policy)),
-         encoded), self._placeholder_png())
+        (lambda x: self._detect(*preprocess.decode_images(
+            x, **self._policy, max_pixels=self.max_image_pixels)), encoded),
+        self._placeholder_png())
 
   @staticmethod
   def _placeholder_png():
@@ -104,7 +116,9 @@ def export_saved_model(inference_model: tf_keras.Model,
                        categories: list[dict] | None = None,
                        full_image_masks: bool = False,
                        mask_voting: bool = False,
-                       panoptic: bool = False) -> str:
+                       panoptic: bool = False,
+                       max_image_pixels: int = preprocess.MAX_IMAGE_PIXELS
+                       ) -> str:
   """Writes the SavedModel; returns export_dir.
 
   Args:
@@ -117,6 +131,9 @@ def export_saved_model(inference_model: tf_keras.Model,
     mask_voting: binarise those masks by mask voting (adds them).
     panoptic: add the output fusion's panoptic_category_map and
       panoptic_instance_map.
+    max_image_pixels: both signatures refuse a larger image (height x
+      width), naming it; the encoded one reads the size from the image's
+      header, so a decompression bomb is never decoded.
   """
   with tempfile.TemporaryDirectory() as scratch:
     categories_path = (write_categories(categories, scratch)
@@ -124,7 +141,8 @@ def export_saved_model(inference_model: tf_keras.Model,
     module = ServingModule(
         model_lib.build_serving_model(inference_model, configs,
                                       full_image_masks, mask_voting,
-                                      panoptic), categories_path)
+                                      panoptic), categories_path,
+        max_image_pixels)
     signatures = {
         'serving_default': module.serve_images.get_concrete_function(),
         'serving_encoded': module.serve_encoded.get_concrete_function(),

@@ -14,7 +14,9 @@ Restores the latest checkpoint of --model_dir (or --checkpoint, e.g.
 runs/shapes/best/ckpt-300), or loads an exported SavedModel (bin/export),
 writes DIR/results.json (COCO results with RLE masks) and DIR/metrics.json,
 and prints box and mask AP, AP50, AP75, APs, APm, APl from pycocotools
-COCOeval.
+COCOeval. A checkpoint is restored into the run's model, built from
+--model_dir's configs.json (flags named on the command line override it,
+with a warning where they differ; a --flagfile's do not).
 """
 
 import os
@@ -48,7 +50,8 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  configs = config.all_from_flags()
+  configs = (config.all_from_flags() if FLAGS.saved_model else
+             common_flags.run_configs(FLAGS.model_dir))
   if not FLAGS.annotations:
     raise app.UsageError('--annotations and --images name the set to '
                          'evaluate')

@@ -4,13 +4,17 @@ Usage:
   bin/export --flagfile=configs/shapes_cpu.flags --model_dir=runs/shapes \
       --export_dir=exported/shapes/1 [--checkpoint=PATH] \
       [--full_image_masks] [--mask_voting] [--panoptic] \
-      [--categories=annotations.json]
+      [--categories=annotations.json] [--max_image_pixels=40000000]
 
 Signatures (serving/export.py): `serving_default` takes uint8 images
-[batch, height, width, 3], `serving_encoded` JPEG / PNG strings [batch];
-batch and size are dynamic. Class names come from --categories (a COCO
-json or a TFRecord `.categories.json`; default: the training data's) and
-travel in the SavedModel's assets.
+[batch, height, width, 3], `serving_encoded` JPEG, PNG, GIF, BMP or WebP
+strings [batch]; batch and size are dynamic; images over --max_image_pixels
+are refused (encoded ones sized from their headers, never decoded). The
+model is the run's: its configs.json (flags named on the command line
+override it, with a warning where they differ; a --flagfile's do not).
+Class names come from --categories (a COCO json or a TFRecord
+`.categories.json`; default: the run's categories.json, else the training
+data's) and travel in the SavedModel's assets.
 """
 
 import os
@@ -24,7 +28,9 @@ from masklab_tf.data import tfrecord
 from masklab_tf.modeling import factory
 from masklab_tf.modeling.systems import registry
 from masklab_tf.serving import export
+from masklab_tf.serving import preprocess
 from masklab_tf.tools import common_flags
+from masklab_tf.training import trainer
 
 FLAGS = flags.FLAGS
 
@@ -43,6 +49,11 @@ def define_flags() -> None:
                     'category and instance maps.')
   flags.DEFINE_string('categories', '', 'COCO json or .categories.json with '
                       'the class names (default: from the training data).')
+  flags.DEFINE_integer(
+      'max_image_pixels', preprocess.MAX_IMAGE_PIXELS, 'Both signatures '
+      'refuse images with more pixels (height x width), naming the batch '
+      'element; encoded images are sized from their headers before '
+      'decoding, so a decompression bomb is never decoded.')
   flags.mark_flags_as_required(['model_dir', 'export_dir'])
   config.define_all_flags()
 
@@ -51,9 +62,14 @@ def define_flags() -> None:
 OBJECT_CATEGORY = [{'id': 1, 'name': 'object'}]
 
 
-def categories_for(configs) -> list[dict] | None:
+def categories_for(configs, model_dir: str = '') -> list[dict] | None:
+  """The class names: --categories, else what bin/train recorded in
+  `model_dir`, else the training data's."""
   if registry.get_system(configs.model, configs.geometry).class_agnostic:
     return OBJECT_CATEGORY
+  recorded = os.path.join(model_dir, trainer.CATEGORIES_FILE)
+  if not FLAGS.categories and model_dir and os.path.exists(recorded):
+    return tfrecord.read_categories(recorded)
   train_set = configs.data.train
   path = FLAGS.categories or train_set.categories
   if not path and train_set.tfrecords:
@@ -69,16 +85,16 @@ def categories_for(configs) -> list[dict] | None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  configs = config.all_from_flags()
+  configs = common_flags.run_configs(FLAGS.model_dir)
   path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
   if not path:
     raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to export')
   models = factory.restore_models(configs, path)
-  categories = categories_for(configs)
+  categories = categories_for(configs, FLAGS.model_dir)
   export.export_saved_model(models.inference_model, configs,
                             FLAGS.export_dir, categories,
                             FLAGS.full_image_masks, FLAGS.mask_voting,
-                            FLAGS.panoptic)
+                            FLAGS.panoptic, FLAGS.max_image_pixels)
   print(f'exported {path} to {FLAGS.export_dir} (signatures '
         'serving_default, serving_encoded; '
         f'{len(categories) if categories else "no"} class names)')

@@ -3,7 +3,7 @@
 Usage:
   bin/predict --saved_model=exported/shapes/1 --images=photos/ \
       --output_dir=predictions [--score_threshold=0.5] [--batch_size=1] \
-      [--image_ids_from=annotations.json]
+      [--image_ids_from=annotations.json] [--max_image_pixels=40000000]
 
 --images is a file, a folder (its .png / .jpg / .jpeg / .bmp / .gif / .webp
 files) or a glob ('photos/*.jpg', quoted). The raw file bytes go to the
@@ -29,9 +29,14 @@ Writes to --output_dir:
                             output fusion's maps (R = category, G B = the
                             instance id's high and low bytes).
 
-A file that cannot be read or decoded, or whose name is not in
---image_ids_from, is reported and skipped; the others are processed and the
-exit code is 1.
+Nothing that succeeded is lost to a file that fails. A file that cannot be
+read or decoded, whose header says it has more than --max_image_pixels
+pixels (read before decoding: a small file can decode to gigabytes), whose
+name is not in --image_ids_from, or on which the model fails (a batch that
+fails is rerun image by image) is reported by name and skipped; the others
+are processed, and the exit code is 1. results.json is written atomically,
+every FLUSH_SECONDS on long runs and at the end, also when the run stops on
+an error.
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ import collections
 import glob
 import json
 import os
-import re
 import sys
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -51,10 +56,13 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 
+from masklab_tf import files
 from masklab_tf.evaluation import evaluator
 from masklab_tf import visualize
 from masklab_tf.postprocess import output_fusion
 from masklab_tf.postprocess import masks as masks_lib
+from masklab_tf.serving import preprocess
+from masklab_tf.tools import image_files
 
 FLAGS = flags.FLAGS
 
@@ -74,11 +82,18 @@ def define_flags() -> None:
   flags.DEFINE_integer('batch_size', 1, 'Files per SavedModel call.')
   flags.DEFINE_string('image_ids_from', '', 'COCO json whose image ids '
                       'results.json uses, matched by file name.')
+  flags.DEFINE_integer('max_image_pixels', preprocess.MAX_IMAGE_PIXELS,
+                       'Images with more pixels (height x width, read from '
+                       'the header before decoding) are skipped. The '
+                       'SavedModel has its own limit (bin/export).')
   flags.mark_flags_as_required(['saved_model', 'images', 'output_dir'])
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
 SIGNATURE = 'serving_encoded'
 MASK_THRESHOLD = 0.5
+# results.json is rewritten (atomically) at most this often during a run,
+# so that a run stopped from outside keeps what it did.
+FLUSH_SECONDS = 60.0
 
 # One decoded input: its path, raw bytes, uint8 [H, W, 3] pixels, image id.
 Item = collections.namedtuple('Item', ['path', 'data', 'image', 'image_id'])
@@ -151,28 +166,6 @@ def load_saved_model(path: str):
   return loaded.signatures[SIGNATURE], categories
 
 
-def decode(path: str) -> tuple[bytes, np.ndarray]:
-  """Raw bytes and RGB pixels of a file; ValueError naming the problem.
-
-  TensorFlow's decoder, the one inside the signature, so that the picture
-  drawn is the image the model saw and a file is rejected here exactly when
-  the model would reject it (one bad file would fail its whole batch).
-  """
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-  except OSError as e:
-    raise ValueError(f'{path}: cannot read ({e.strerror})') from e
-  try:
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-  except (tf.errors.InvalidArgumentError, ValueError) as e:
-    # TensorFlow wraps the reason in '{{function_node ...}} ... [Op:...]'.
-    message = re.sub(r'\{\{.*?\}\}|\[Op:\w+\]', '',
-                     getattr(e, 'message', str(e))).strip()
-    raise ValueError(f'{path}: cannot decode as an image ({message})') from e
-  return data, image.numpy()
-
-
 def run_batch(signature, items: list[Item]) -> list[dict]:
   """Model outputs of one batch, split per image and cropped to its size."""
   outputs = signature(encoded=tf.constant([item.data for item in items]))
@@ -201,6 +194,23 @@ def run_batch(signature, items: list[Item]) -> list[dict]:
           outputs['panoptic_category_map'][i, :height, :width],
           outputs['panoptic_instance_map'][i, :height, :width])
   return results
+
+
+def predict(signature, items: list[Item]) -> list[tuple[Item, dict | str]]:
+  """(item, its outputs or why the model failed on it) for each item.
+
+  One image the model fails on (a size or format the SavedModel refuses,
+  an allocation) fails its whole batch: the batch then runs again image by
+  image, so that the others still get their results and the culprit is
+  named.
+  """
+  try:
+    return list(zip(items, run_batch(signature, items)))
+  except tf.errors.OpError as e:
+    if len(items) > 1:
+      return [pair for item in items for pair in predict(signature, [item])]
+    return [(items[0], f'{items[0].path}: the model failed on it '
+             f'({image_files.error_message(e)})')]
 
 
 def draw_predictions(image: np.ndarray, prediction: dict, names: list[str],
@@ -239,6 +249,9 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.batch_size < 1:
     raise app.UsageError(f'--batch_size={FLAGS.batch_size}: must be >= 1')
+  if FLAGS.max_image_pixels < 1:
+    raise app.UsageError(
+        f'--max_image_pixels={FLAGS.max_image_pixels}: must be >= 1')
   paths = list_images(FLAGS.images)
   ids = read_image_ids(FLAGS.image_ids_from) if FLAGS.image_ids_from else None
   signature, categories = load_saved_model(FLAGS.saved_model)
@@ -251,66 +264,85 @@ def main(argv):
   # Without the asset, class k is its own category id.
   category_ids = [c['id'] for c in categories] if categories else None
   skipped, results, drawn, done = [], [], 0, 0
+  results_path = os.path.join(FLAGS.output_dir, 'results.json')
+
+  def skip(message):
+    print(f'skipping {message}', file=sys.stderr, flush=True)
+    skipped.append(message)
+
+  def write(item, prediction):
+    """Pictures and COCO results of one image."""
+    name = stem(item.path)
+    picture = draw_predictions(item.image, prediction, names,
+                               FLAGS.score_threshold)
+    Image.fromarray(picture).save(
+        os.path.join(FLAGS.output_dir, f'{name}_predictions.png'))
+    if 'panoptic' in prediction:
+      Image.fromarray(prediction.pop('panoptic')).save(
+          os.path.join(FLAGS.output_dir, f'{name}_panoptic.png'))
+    if 'semantic_map' in prediction:
+      semantic = np.maximum(prediction.pop('semantic_map'), 0)
+      Image.fromarray(visualize.color_labels(
+          semantic, max(len(names), int(semantic.max(initial=0))))).save(
+              os.path.join(FLAGS.output_dir, f'{name}_semantic.png'))
+    # RLE now: full-image masks of a whole folder would not fit in memory.
+    return evaluator.to_coco_results([prediction], category_ids or (
+        range(1, int(prediction['classes'].max(initial=0)) + 1)))
 
   def process(items):
     nonlocal drawn, done
-    for item, prediction in zip(items, run_batch(signature, items)):
-      name = stem(item.path)
-      picture = draw_predictions(item.image, prediction, names,
-                                 FLAGS.score_threshold)
-      Image.fromarray(picture).save(
-          os.path.join(FLAGS.output_dir, f'{name}_predictions.png'))
-      if 'panoptic' in prediction:
-        Image.fromarray(prediction.pop('panoptic')).save(
-            os.path.join(FLAGS.output_dir, f'{name}_panoptic.png'))
-      if 'semantic_map' in prediction:
-        semantic = np.maximum(prediction.pop('semantic_map'), 0)
-        Image.fromarray(visualize.color_labels(
-            semantic, max(len(names), int(semantic.max(initial=0))))).save(
-                os.path.join(FLAGS.output_dir, f'{name}_semantic.png'))
+    for item, prediction in predict(signature, items):
+      if isinstance(prediction, str):
+        skip(prediction)
+        continue
+      try:
+        image_results = write(item, prediction)
+      except (OSError, ValueError, MemoryError, tf.errors.OpError) as e:
+        skip(f'{item.path}: cannot write its results '
+             f'({type(e).__name__}: {image_files.error_message(e)})')
+        continue
+      results.extend(image_results)
       above = int((prediction['scores'] >= FLAGS.score_threshold).sum())
       drawn += above
       done += 1
-      # RLE now: full-image masks of a whole folder would not fit in memory.
-      results.extend(evaluator.to_coco_results([prediction], category_ids or (
-          range(1, int(prediction['classes'].max(initial=0)) + 1))))
       print(f'{item.path}: {above} detections >= {FLAGS.score_threshold:g} '
             f'(of {len(prediction["scores"])})', flush=True)
 
-  batch = []
-  for index, path in enumerate(paths, start=1):
-    try:
-      data, image = decode(path)
-    except ValueError as e:
-      print(f'skipping {e}', file=sys.stderr, flush=True)
-      skipped.append((path, str(e)))
-      continue
-    image_id = index
-    if ids is not None:
-      image_id = ids.get(os.path.basename(path))
-      if image_id is None:
-        why = ('is not' if os.path.basename(path) not in ids else
-               'has several ids') + f' in {FLAGS.image_ids_from}'
-        message = f'{path}: {os.path.basename(path)} {why}'
-        print(f'skipping {message}', file=sys.stderr, flush=True)
-        skipped.append((path, message))
+  batch, flushed = [], time.monotonic()
+  try:
+    for index, path in enumerate(paths, start=1):
+      try:
+        data, image = image_files.decode(path, FLAGS.max_image_pixels)
+      except ValueError as e:
+        skip(str(e))
         continue
-    batch.append(Item(path, data, image, image_id))
-    if len(batch) == FLAGS.batch_size:
+      image_id = index
+      if ids is not None:
+        image_id = ids.get(os.path.basename(path))
+        if image_id is None:
+          why = ('is not' if os.path.basename(path) not in ids else
+                 'has several ids') + f' in {FLAGS.image_ids_from}'
+          skip(f'{path}: {os.path.basename(path)} {why}')
+          continue
+      batch.append(Item(path, data, image, image_id))
+      if len(batch) == FLAGS.batch_size:
+        process(batch)
+        batch = []
+        if time.monotonic() - flushed >= FLUSH_SECONDS:
+          files.write_json(results_path, results)
+          flushed = time.monotonic()
+    if batch:
       process(batch)
-      batch = []
-  if batch:
-    process(batch)
+  finally:
+    # Also when the run stops on an error: what succeeded is kept.
+    files.write_json(results_path, results)
 
-  results_path = os.path.join(FLAGS.output_dir, 'results.json')
-  with open(results_path, 'w') as f:
-    json.dump(results, f)
   print(f'{done} images, {len(results)} detections '
         f'({drawn} >= {FLAGS.score_threshold:g}) -> {results_path}; '
         f'{len(skipped)} skipped')
   if skipped:
     print(f'skipped {len(skipped)} file(s):', file=sys.stderr)
-    for _, message in skipped:
+    for message in skipped:
       print(f'  {message}', file=sys.stderr)
     return 1
   return 0

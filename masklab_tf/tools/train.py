@@ -8,22 +8,31 @@ Usage:
       --val_images=demo_data/val/images [--train_steps=N ...]
 
 Every config field is a flag (configs/*.flags set them; the command line
-overrides). Killed runs resume from the last checkpoint in --model_dir.
+overrides); without --num_classes, the number of the training set's
+categories. Killed runs resume from the last checkpoint in --model_dir.
+One training at a time writes a model_dir: a second bin/train on it stops
+at once with the first one's PID. An unwritable model_dir, a training set
+that is empty or has more categories than --num_classes, and a checkpoint
+that cannot be saved (a full disk: the last complete one stays intact) end
+the run with one line that says what to change.
 With a val set, COCO box and mask AP are computed every --eval_every steps
 and at the end (metrics.json); the best checkpoint by mask AP (AR@100 for
 InstanceFCN's proposals) is kept in MODEL_DIR/best.
 """
 
+import contextlib
 import json
 import os
 
 from absl import app
 from absl import flags
+from absl import logging
 import tensorflow as tf
 
 from masklab_tf import config
 from masklab_tf.evaluation import evaluator as evaluator_lib
 from masklab_tf.training import hooks
+from masklab_tf.training import model_dir as model_dir_lib
 from masklab_tf.training import strategy
 from masklab_tf.training import trainer as trainer_lib
 
@@ -51,8 +60,31 @@ def main(argv):
                          '--val_images')
   if configs.train.strategy == 'mirrored':
     strategy.split_cpu(configs.train.num_cpu_replicas)
-  os.makedirs(FLAGS.model_dir, exist_ok=True)
-  trainer = trainer_lib.Trainer(configs, FLAGS.model_dir)
+  # Only the chief writes model_dir (other workers save into scratch
+  # folders below it), so only the chief locks it.
+  run_strategy = strategy.make_strategy(configs.train)
+  try:
+    with contextlib.ExitStack() as stack:
+      if strategy.is_chief(run_strategy):
+        model_dir_lib.check_writable(FLAGS.model_dir)
+        stack.enter_context(model_dir_lib.ModelDirLock(FLAGS.model_dir))
+        for folder in (FLAGS.model_dir, os.path.join(FLAGS.model_dir, 'best')):
+          for path in model_dir_lib.remove_partial_saves(folder):
+            logging.warning('removed %s, a checkpoint whose save never '
+                            'completed', path)
+      train(configs, run_strategy)
+  except (model_dir_lib.ModelDirError, model_dir_lib.SaveFailed,
+          trainer_lib.DataError) as error:
+    raise SystemExit(f'bin/train: error: {error}') from None
+
+
+def train(configs: config.Configs, run_strategy) -> None:
+  """Trains (and evaluates) into FLAGS.model_dir under `run_strategy`."""
+  val = configs.data.val
+  trainer = trainer_lib.Trainer(
+      configs, FLAGS.model_dir, strategy=run_strategy,
+      infer_num_classes=not FLAGS['num_classes'].present)
+  configs = trainer.configs
   print(trainer.restore_or_initialise(), flush=True)
   evaluator = None
   if val.annotations:
@@ -102,7 +134,7 @@ class BestCheckpoint:
     print(f'eval at step {step}: {box}{name} {value:.1f}', flush=True)
     if value > self.best:
       self.best = value
-      self.manager.save(checkpoint_number=step)
+      model_dir_lib.save(self.manager, step, check_interval=False)
       evaluator_lib.write_metrics(self.path, metrics, step=step)
 
 

@@ -13,12 +13,14 @@ Checkpoints: tf.train.CheckpointManager every `checkpoint_every` steps and at
 exit. The manager writes the checkpoint files before it rewrites the
 `checkpoint` state file (atomically, by rename), so a kill during a save
 leaves "latest" pointing at the previous complete checkpoint; a restart
-restores it and continues at its step.
+restores it and continues at its step. A save that fails (a full disk) is
+one sentence, model_dir.SaveFailed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
@@ -27,14 +29,17 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
+from masklab_tf import files
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.data import sources
+from masklab_tf.data import tfrecord
 from masklab_tf.modeling import checkpoints
 from masklab_tf.modeling import factory
 from masklab_tf.modeling import precision as precision_lib
 from masklab_tf.modeling.systems import registry
 from masklab_tf.training import hooks as hooks_lib
+from masklab_tf.training import model_dir as model_dir_lib
 from masklab_tf.training import pictures
 from masklab_tf.training import schedules
 from masklab_tf.training import strategy as strategy_lib
@@ -44,11 +49,39 @@ class TrainingStopped(RuntimeError):
   """Too many non-finite steps in a row."""
 
 
+# The run's class names beside configs.json (read by tools/export.py).
+CATEGORIES_FILE = 'categories.json'
+
+
+class DataError(ValueError):
+  """The training set cannot be trained on as configured."""
+
+
+def _check_classes(categories: list[dict], num_classes: int,
+                   description: str) -> None:
+  if len(categories) > num_classes:
+    names = ', '.join(str(c['name']) for c in categories)
+    raise DataError(
+        f'{description} has {len(categories)} categories ({names}) but '
+        f'--num_classes={num_classes}: set --num_classes={len(categories)} '
+        '(or leave it out to take it from the data)')
+
+
 class Trainer:
   """Builds data, model and optimizer under a strategy; runs and resumes."""
 
   def __init__(self, configs: config_lib.Configs, model_dir: str,
-               strategy: tf.distribute.Strategy | None = None):
+               strategy: tf.distribute.Strategy | None = None,
+               infer_num_classes: bool = False):
+    """Args: configs, model_dir: the run; strategy: default: the one
+    configs.train names; infer_num_classes: set configs.model.num_classes
+    to the training set's number of categories (bin/train without
+    --num_classes).
+
+    Raises:
+      DataError: the training set is missing, empty, or has more
+        categories than --num_classes.
+    """
     self.configs = configs
     self.model_dir = model_dir
     train_cfg = configs.train
@@ -64,14 +97,34 @@ class Trainer:
     self.train_set = None
     if not split.tfrecords:
       if not split.annotations:
-        raise ValueError('no training data: set --train_annotations and '
-                         '--train_images, or --train_tfrecords')
+        raise DataError('no training data: set --train_annotations and '
+                        '--train_images, or --train_tfrecords')
       self.train_set = coco.read_coco(
           split.annotations, split.images,
           verify_images=data_cfg.verify_images,
           allow_outside_images=data_cfg.allow_outside_images)
       if self.train_set.problems:
         logging.warning('%s', self.data_report())
+    # Checked before anything is built: a class index past num_classes
+    # fails only at the first step, an empty set never.
+    self.categories, num_instances, description = self._training_set_facts()
+    if not system.class_agnostic:
+      if infer_num_classes:
+        configs = configs._replace(model=dataclasses.replace(
+            configs.model, num_classes=len(self.categories)))
+        self.configs = configs
+        logging.info('--num_classes=%d, from %s', len(self.categories),
+                     description)
+      _check_classes(self.categories, configs.model.num_classes,
+                     description)
+    if not num_instances:
+      kept = ''
+      if self.train_set is not None:
+        kept = (f' ({len(self.train_set.records)} images kept, '
+                f'{len(self.train_set.problems)} problems skipped or '
+                'repaired, listed above)')
+      raise DataError(f'{description}: no instance to train on{kept}: '
+                      'check the set with bin/check_dataset')
     self.dataset = self.strategy.distribute_datasets_from_function(
         lambda context: pipeline.build_dataset(
             data_cfg, configs.geometry, train_cfg.batch_size, True, context,
@@ -131,6 +184,29 @@ class Trainer:
     self.summary_writer = (tf.summary.create_file_writer(
         os.path.join(model_dir, 'train')) if self.is_chief else
                            tf.summary.create_noop_writer())
+
+  def _training_set_facts(self) -> tuple[list[dict], int, str]:
+    """(categories [{'id', 'name'}] by id, regular instances, a name for
+    messages) of the training set: the COCO json read, or the TFRecords'
+    categories file (its max_instances_per_image stands for the count)."""
+    split = self.configs.data.train
+    if self.train_set is not None:
+      categories = [{'id': c.id, 'name': c.name}
+                    for c in self.train_set.categories]
+      regular = sum(not i.is_crowd for record in self.train_set.records
+                    for i in record.instances)
+      return categories, regular, split.annotations
+    path = split.categories or tfrecord.categories_path_for(split.tfrecords)
+    try:
+      with open(path, encoding='utf-8') as f:
+        saved = json.load(f)
+    except (OSError, ValueError) as error:
+      raise DataError(f'{path}: cannot read the categories of '
+                      f'--train_tfrecords={split.tfrecords}: {error}'
+                      ) from None
+    categories = tfrecord.read_categories(path)
+    return (categories, saved.get('max_instances_per_image', 1),
+            split.tfrecords)
 
   @property
   def current_step(self) -> int:
@@ -246,7 +322,7 @@ class Trainer:
       last = {k: float(v) for k, v in losses.items()}
       if not bool(applied):
         self._skipped_step(step)
-      self.manager.save(checkpoint_number=self.step)
+      model_dir_lib.save(self.manager, self.step)
       if step % train_cfg.log_every == 0 or step == end:
         self._log(step, last, (step - start_step) / max(
             time.time() - start_time, 1e-9))
@@ -255,7 +331,7 @@ class Trainer:
               for hook in hooks]
       if any(stop):
         break
-    self.manager.save(checkpoint_number=self.step, check_interval=False)
+    model_dir_lib.save(self.manager, self.step, check_interval=False)
     for hook in hooks:
       hook.end(self)
     if len(self.skipped) or (self.train_set and self.train_set.problems):
@@ -268,7 +344,7 @@ class Trainer:
     logging.warning('step %d: non-finite loss or gradients, skipped '
                     '(%d in a row)', step, bad)
     if bad >= self.configs.train.max_bad_steps:
-      self.manager.save(checkpoint_number=self.step, check_interval=False)
+      model_dir_lib.save(self.manager, self.step, check_interval=False)
       raise TrainingStopped(
           f'{bad} non-finite steps in a row at step {step}: lower the '
           'learning rate or check the data; the last good weights are in '
@@ -307,6 +383,11 @@ class Trainer:
     return '\n'.join(lines)
 
   def _write_config(self):
+    """configs.json (what load_model, bin/export and bin/evaluate rebuild
+    the model from) and categories.json (the class names, in the layout of
+    a TFRecord set's; bin/export puts them into the SavedModel)."""
     os.makedirs(self.model_dir, exist_ok=True)
     config_lib.to_json(self.configs,
                        os.path.join(self.model_dir, config_lib.CONFIGS_FILE))
+    files.write_json(os.path.join(self.model_dir, CATEGORIES_FILE),
+                     {'categories': self.categories}, indent=1)

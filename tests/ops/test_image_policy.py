@@ -112,3 +112,26 @@ def test_padded_size():
       image_policy.padded_size(tf.constant([[48, 64]]), 8), [48, 64])
   np.testing.assert_array_equal(
       image_policy.padded_size(sizes, 8, pad_to=(64, 96)), [64, 96])
+
+
+@pytest.mark.parametrize('height, width, min_size, max_size, expected', [
+    # The short side would round to 0 (2 * 192 / 1000 = 0.38): it keeps 1.
+    (2, 1000, 160, 192, (1, 192)),
+    (1000, 2, 160, 192, (192, 1)),
+    (1, 4000, 160, 192, (1, 192)),
+    (1, 4000, 800, 1333, (1, 1333)),
+    # A 1x1 image grows as usual.
+    (1, 1, 160, 192, (160, 160)),
+])
+def test_resized_size_keeps_every_side_at_least_one_pixel(
+    height, width, min_size, max_size, expected):
+  """Extreme aspect ratios: no side reaches 0 (tf.image.resize refuses
+  'output dimensions must be positive'), the long side still obeys
+  max_size, and the image resizes and pads to the stride."""
+  size = image_policy.resized_size(tf.constant(height), tf.constant(width),
+                                   tf.constant(min_size), max_size)
+  np.testing.assert_array_equal(size.numpy(), expected)
+  image = tf.zeros([height, width, 3], tf.uint8)
+  assert image_policy.resize_image(image, size).shape == (*expected, 3)
+  padded = image_policy.padded_size(size[tf.newaxis], 8).numpy()
+  assert (padded >= 8).all() and (padded % 8 == 0).all()

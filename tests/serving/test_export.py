@@ -218,13 +218,15 @@ def test_bad_requests_get_clear_errors_and_empty_ones_empty_outputs(
     assert outputs['detection_boxes'].shape[0] == 0
     assert outputs['detection_masks'].shape[0] == 0
   with pytest.raises(tf.errors.InvalidArgumentError,
-                     match=r'\[1,8,8,4\] is not compatible'):
+                     match=r'images must be uint8 \[batch, height, width, '
+                     r'3\] \(RGB\), got shape \[1 8 8 4\]'):
     images(images=tf.zeros([1, 8, 8, 4], tf.uint8))
   with pytest.raises(tf.errors.InvalidArgumentError,
                      match='must be uint8|expected to be a uint8'):
     images(images=tf.zeros([1, 8, 8, 3], tf.float32))
   with pytest.raises(tf.errors.InvalidArgumentError,
-                     match='Unknown image file format'):
+                     match='element 0 of the batch is not a JPEG, PNG, '
+                     'GIF, BMP or WebP image'):
     encoded(encoded=tf.constant([b'not an image']))
   # A 1x1 image is an image; and the model still serves after the errors.
   outputs = images(images=tf.zeros([1, 1, 1, 3], tf.uint8))

@@ -68,3 +68,21 @@ def test_golden_checkpoint_gives_the_recorded_outputs(golden_export):
                                    err_msg=f'image {i} {key}')
       else:
         np.testing.assert_array_equal(got, want, err_msg=f'image {i} {key}')
+
+
+def test_an_encoded_image_gets_its_lone_results_beside_larger_ones(
+    golden_export):
+  """serving_encoded runs each image at its own size: the shapes image
+  beside the larger VOC image gets exactly its lone detections and maps."""
+  serve = golden_export.signatures['serving_encoded']
+  small, voc = [tf.io.encode_png(image).numpy()
+                for image in golden_images()[::3]]
+  alone = serve(encoded=tf.constant([small]))
+  batched = serve(encoded=tf.constant([small, voc]))
+  count = int(alone['num_detections'][0])
+  assert count > 0 and int(batched['num_detections'][0]) == count
+  for key, value in alone.items():
+    got = batched[key].numpy()[0]
+    want = value.numpy()[0]
+    got = got[tuple(slice(0, n) for n in want.shape)]  # the batch's padding
+    np.testing.assert_allclose(got, want, atol=1e-5, err_msg=key)

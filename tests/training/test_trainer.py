@@ -165,3 +165,15 @@ def test_kill_during_save_leaves_a_restorable_latest(shapes_train, tmp_path):
     for process in processes:
       process.kill()
       process.wait()
+
+
+def test_the_run_records_its_class_names(two_steps):
+  """Beside configs.json, for bin/export's SavedModel (tools/export.py)."""
+  import json
+  _, model_dir, _, _ = two_steps
+  with open(model_dir / 'categories.json') as f:
+    categories = json.load(f)['categories']
+  assert categories == [{'id': 1, 'name': 'circle'},
+                        {'id': 2, 'name': 'square'},
+                        {'id': 3, 'name': 'triangle'},
+                        {'id': 4, 'name': 'cross'}]

@@ -1,0 +1,68 @@
+"""Hostile and unusual image files for the serving and bin/predict tests:
+real encodings, decompression bombs, headers that lie about the size."""
+
+import io
+import re
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+
+def encode(height, width, fmt='PNG', **kwargs):
+  pixels = np.random.default_rng(height * width).integers(
+      0, 256, (height, width, 3)).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, fmt, **kwargs)
+  return buffer.getvalue()
+
+
+def png_bomb(height, width):
+  """A valid grayscale PNG of height x width black pixels: a few hundred
+  KB that decode to height * width * 3 bytes of RGB."""
+  def chunk(kind, data):
+    return (struct.pack('>I', len(data)) + kind + data +
+            struct.pack('>I', zlib.crc32(kind + data)))
+  compress = zlib.compressobj(9)
+  row = bytes(width + 1)  # Filter byte 0, then the row's pixels.
+  idat = b''.join(compress.compress(row) for _ in range(height))
+  idat += compress.flush()
+  return (b'\x89PNG\r\n\x1a\n' +
+          chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0,
+                                     0)) +
+          chunk(b'IDAT', idat) + chunk(b'IEND', b''))
+
+
+def with_header_size(data, fmt, height, width):
+  """`data` of format `fmt` with the size in its header replaced: what a
+  decompression bomb's header says, at the cost of a small file."""
+  data = bytearray(data)
+  if fmt == 'JPEG':
+    # The frame header: FFC0 length(2) precision(1) height(2) width(2).
+    at = data.index(b'\xff\xc0') + 5
+    data[at:at + 4] = struct.pack('>HH', height, width)
+  elif fmt == 'PNG':
+    data[16:24] = struct.pack('>II', width, height)
+  elif fmt == 'GIF':
+    data[6:10] = struct.pack('<HH', width, height)
+  elif fmt == 'BMP':
+    data[18:26] = struct.pack('<ii', width, height)
+  elif fmt == 'WEBP':  # Lossy VP8: 14-bit sizes after the start code.
+    data[26:30] = struct.pack('<HH', width, height)
+  return bytes(data)
+
+
+def peak_memory_reset():
+  """Resets this process's peak RSS (Linux); False where it cannot."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False
+
+
+def peak_memory_mb():
+  with open('/proc/self/status') as f:
+    return int(re.search(r'VmHWM:\s+(\d+) kB', f.read()).group(1)) / 1024

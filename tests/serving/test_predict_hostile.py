@@ -1,0 +1,113 @@
+"""bin/predict on hostile and unusual files: extreme aspect ratios are
+predicted, decompression bombs refused from their headers, and a file the
+model fails on is named and skipped without losing anyone's results."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+import hostile_images as hostile
+from masklab_tf.tools import image_files
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+PREDICT = os.path.join(REPO, 'bin', 'predict')
+
+
+def _predict(exported_model, folder, output_dir, *flags):
+  return subprocess.run(
+      [sys.executable, PREDICT, f'--saved_model={exported_model["export_dir"]}',
+       f'--images={folder}', f'--output_dir={output_dir}',
+       '--score_threshold=0.0', *flags],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_predict_on_extreme_aspect_ratios(exported_model, tmp_path):
+  """2x1000 and 1x4000 PNGs among ordinary ones, default flags, batches of
+  2: all predicted, pictures in their own size, exit code 0."""
+  folder = tmp_path / 'images'
+  folder.mkdir()
+  sizes = {'a_small': (40, 50), 'b_wide': (2, 1000), 'c_long': (1, 4000),
+           'd_small': (30, 20)}
+  for name, (height, width) in sizes.items():
+    (folder / f'{name}.png').write_bytes(hostile.encode(height, width))
+  output_dir = tmp_path / 'out'
+  result = _predict(exported_model, folder, output_dir, '--batch_size=2')
+  assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+  with open(output_dir / 'results.json') as f:
+    results = json.load(f)
+  assert {r['image_id'] for r in results} == {1, 2, 3, 4}
+  for name, (height, width) in sizes.items():
+    with Image.open(output_dir / f'{name}_semantic.png') as picture:
+      assert picture.size == (width, height)
+
+
+def test_predict_keeps_every_result_and_names_every_skipped_file(
+    exported_model, tmp_path):
+  """One run, batches of 3, over ordinary images, 2x1000 and 1x4000 PNGs,
+  a 100-megapixel PNG bomb (over --max_image_pixels: refused from its
+  header) and a 49-megapixel one (within this run's limit, over the
+  SavedModel's 40: the model fails its batch, which reruns image by
+  image). Every other image is predicted and in results.json; the two
+  bombs are named with their reasons; the exit code is 1."""
+  folder = tmp_path / 'images'
+  folder.mkdir()
+  files = {'a_small.png': hostile.encode(40, 50),
+           'b_wide.png': hostile.encode(2, 1000),
+           'c_bomb.png': hostile.png_bomb(10000, 10000),
+           'd_long.png': hostile.encode(1, 4000),
+           'e_large.png': hostile.png_bomb(7000, 7000),
+           'f_tall.jpg': hostile.encode(1000, 3, 'JPEG'),
+           'g_small.png': hostile.encode(30, 20)}
+  for name, data in files.items():
+    (folder / name).write_bytes(data)
+  output_dir = tmp_path / 'out'
+  result = _predict(exported_model, folder, output_dir, '--batch_size=3',
+                    '--max_image_pixels=60000000')
+  log = result.stdout + result.stderr
+  assert result.returncode == 1, log[-3000:]
+  assert re.search(r'c_bomb\.png: 10000 x 10000 = 100000000 pixels, over the '
+                   r'limit of 60000000 \(--max_image_pixels; not decoded\)',
+                   result.stderr), log[-3000:]
+  assert re.search(r'e_large\.png: the model failed on it \(serving_encoded: '
+                   r'element 0 of the batch: 7000 x 7000 = 49000000 pixels, '
+                   r'over the limit of 40000000', result.stderr), log[-3000:]
+  assert 'skipped 2 file(s)' in result.stderr
+  assert 'Traceback' not in log
+  predicted = {os.path.basename(path) for path in re.findall(
+      r'^(\S+): \d+ detections >= 0 ', result.stdout, re.M)}
+  expected = set(files) - {'c_bomb.png', 'e_large.png'}
+  assert predicted == expected
+  with open(output_dir / 'results.json') as f:
+    results = json.load(f)
+  # Image ids are positions among the matched files, from 1.
+  ids = {sorted(files).index(name) + 1 for name in expected}
+  assert {r['image_id'] for r in results} == ids
+  for name in expected:
+    assert (output_dir / f'{os.path.splitext(name)[0]}_predictions.png'
+            ).exists()
+  assert not list(output_dir.glob('.results.json.*'))
+
+
+def test_bomb_header_is_read_without_decoding(tmp_path):
+  """The issue's file: 20000 x 20000 pixels in a few hundred KB. Sized from
+  its header and refused, naming the file, with no decode (peak memory
+  stays far below its 1.2 GB of RGB); PIL's own bomb check does not get
+  in the way."""
+  path = tmp_path / 'bomb.png'
+  path.write_bytes(hostile.png_bomb(20000, 20000))
+  assert os.path.getsize(path) < 1_000_000
+  assert image_files.header_size(str(path)) == (20000, 20000)
+  measured = hostile.peak_memory_reset()
+  before = hostile.peak_memory_mb()
+  with pytest.raises(ValueError, match=re.escape(
+      f'{path}: 20000 x 20000 = 400000000 pixels, over the limit of '
+      '40000000 (--max_image_pixels; not decoded)')):
+    image_files.decode(str(path), 40_000_000)
+  if measured:
+    assert hostile.peak_memory_mb() - before < 100

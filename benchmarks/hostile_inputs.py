@@ -184,26 +184,48 @@ def tool(name: str, *args: str, timeout: float = 600,
   return run_command(command, timeout, preexec_fn)
 
 
+# Runs argv[2:] as its child and writes "<exit code> <peak RSS KB>" to
+# argv[1]. Linux counts into a process's peak RSS the peak of the process it
+# was forked from (the copied memory map's high-water mark survives exec):
+# a tool started straight from this script, which holds TensorFlow and a
+# SavedModel, would report this script's RSS. Started from this small
+# process instead, it reports its own.
+SPAWN = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], 'w') as f:
+  f.write(f'{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}')
+"""
+
+
 def run_command(command: list[str], timeout: float = 600,
                 preexec_fn=None) -> Run:
+  """Runs `command` (through SPAWN, for its own peak RSS) to the end,
+  killed with its process group after `timeout` s."""
   start = time.monotonic()
-  with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-    process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err,
-                               stdin=subprocess.DEVNULL,
-                               preexec_fn=preexec_fn)
-    timer = threading.Timer(timeout, process.kill)
+  with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+      tempfile.NamedTemporaryFile('r') as result:
+    process = subprocess.Popen(
+        [sys.executable, '-c', SPAWN, result.name, *command], cwd=REPO,
+        stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+        preexec_fn=preexec_fn, start_new_session=True)
+    timer = threading.Timer(
+        timeout, lambda: os.killpg(process.pid, signal.SIGKILL))
     timer.start()
     try:
-      _, status, usage = os.wait4(process.pid, 0)
+      process.wait()
     finally:
       timer.cancel()
-    process.returncode = os.waitstatus_to_exitcode(status)
+    fields = result.read().split()
+    returncode, peak_kb = ((int(fields[0]), int(fields[1])) if fields else
+                           (process.returncode, 0))
     texts = []
     for handle in (out, err):
       handle.seek(0)
       texts.append(handle.read().decode('utf-8', 'replace'))
-  return Run(command, process.returncode, texts[0], texts[1],
-             usage.ru_maxrss / 1024, time.monotonic() - start)
+  return Run(command, returncode, texts[0], texts[1], peak_kb / 1024,
+             time.monotonic() - start)
 
 
 # Folders left out of messages (this run's, the repository's): the table
@@ -1168,9 +1190,15 @@ def case_annotation_memory(ctx: Context) -> list[Row]:
   """Item 6: annotation_memory.measure(): peak RSS of a 3-step training on
   one 160x160 image with 10,000 annotations and with 5."""
   del ctx  # measure() works in a temporary folder of its own.
-  # pylint: disable-next=g-import-not-at-top
-  from benchmarks import annotation_memory
-  rows = annotation_memory.measure(10_000, 5)
+  # In a small process of its own: its bin/train processes would report
+  # this script's RSS as their peak (SPAWN says why).
+  run = run_command([sys.executable, '-c', (
+      'import json\n'
+      'from benchmarks import annotation_memory\n'
+      'print(json.dumps(annotation_memory.measure(10_000, 5)))\n')])
+  if run.returncode:
+    raise RuntimeError(run.message('rror'))
+  rows = json.loads(run.stdout.splitlines()[-1])
   control = rows[0]
   return [Row(6, 'bin/train 3 steps, one 160x160 image, '
               f'{row["annotations"]:,} annotations' +

@@ -27,7 +27,7 @@ Without --work_dir everything happens in a fresh temporary folder, removed
 at the end; with one, in a new folder inside it, removed at the end too
 (nothing that was in DIR is touched). --write_results writes the table to
 benchmarks/results/hostile_inputs/table.md with the date, the machine and
-the command. Runs in about 10-15 minutes on 2 cores.
+the command. Runs in about 8 minutes on 2 cores.
 
 Item 9's read-only model_dir and full disk need a read-only folder and a
 full filesystem: as root (whom chmod does not stop) the script mounts a
@@ -101,11 +101,12 @@ RESUMED = re.compile(r'resumed from (\S+) at step (\d+)')
 
 @dataclasses.dataclass
 class Row:
-  item: int
-  input: str
-  outcome: str
-  message: str
-  lost: str
+  """One hostile-input class as it went."""
+  item: int  # of issue 20
+  input: str  # what was tried, through which tool
+  outcome: str  # exit code, or what the signature did
+  message: str  # the first line naming the problem, clipped
+  lost: str  # results, checkpoints or files lost ('no: ...' if none)
 
 
 @dataclasses.dataclass
@@ -1273,7 +1274,9 @@ def case_benchmark_work_dir(ctx: Context) -> list[Row]:
 # --- the table ------------------------------------------------------------
 
 # (items, case): in the order they run. Cases after train_model need the
-# model; each one that fails becomes a row saying so.
+# model (rows saying so where there is none), so train_model and
+# export_model are listed under every item whose cases need them (--items).
+# A case that raises becomes a row saying so.
 CASES = (
     ((1,), case_extreme_aspect_check),
     ((2,), case_bomb_check),

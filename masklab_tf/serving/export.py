@@ -14,10 +14,9 @@ its own size, so its results are those it gets alone, whatever shares
 its batch (image_results.EachImageAlone). Bad requests fail with errors
 that say what is wrong and, for encoded images, which element of the batch
 (rank, channels, size, format, an undecodable image): TF Serving's clients
-see
-only the message. An empty batch gets empty outputs. The SavedModel is
-plain TensorFlow: loading it needs neither masklab_tf nor Model Garden.
-The class names travel as an asset (assets/categories.json).
+see only the message. An empty batch gets empty outputs. The SavedModel
+is plain TensorFlow: loading it needs neither masklab_tf nor Model
+Garden. The class names travel as an asset (assets/categories.json).
 """
 
 from __future__ import annotations

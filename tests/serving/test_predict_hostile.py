@@ -112,3 +112,32 @@ def test_bomb_header_is_read_without_decoding(tmp_path):
     image_files.decode(str(path), 40_000_000)
   if measured:
     assert hostile.peak_memory_mb() - before < 100
+
+
+def test_a_killed_run_keeps_the_results_it_flushed(exported_model, tmp_path):
+  """--flush_seconds=0 rewrites results.json after every batch: SIGKILLed
+  after its third image, the run has left the images it reported (all but
+  perhaps the last, killed between its line and the write) in a whole
+  results.json."""
+  import signal
+  folder = tmp_path / 'images'
+  folder.mkdir()
+  for index in range(12):
+    (folder / f'{index:02d}.png').write_bytes(hostile.encode(40, 50))
+  output_dir = tmp_path / 'out'
+  process = subprocess.Popen(
+      [sys.executable, PREDICT, f'--saved_model={exported_model["export_dir"]}',
+       f'--images={folder}', f'--output_dir={output_dir}',
+       '--flush_seconds=0', '--batch_size=1'],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  reported = 0
+  for line in process.stdout:
+    reported += bool(re.match(r'^\S+\.png: \d+ detections', line))
+    if reported == 3:
+      process.send_signal(signal.SIGKILL)
+      break
+  process.wait(timeout=60)
+  assert reported == 3
+  with open(output_dir / 'results.json') as f:
+    kept = {r['image_id'] for r in json.load(f)}
+  assert kept >= {1, 2}

@@ -176,7 +176,7 @@ def _train_and_evaluate(configs, output_dir, val_set):
       trainer.models.inference_model, configs, export_dir,
       categories=[{'id': c.id, 'name': c.name} for c in val_set.categories])
   print('  signatures serving_default (uint8 images) and serving_encoded '
-        '(JPEG/PNG bytes); try: saved_model_cli show --all --dir '
+        '(JPEG, PNG, GIF, BMP or WebP bytes); try: saved_model_cli show --all --dir '
         f'{export_dir}')
 
 

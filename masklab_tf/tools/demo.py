@@ -176,8 +176,8 @@ def _train_and_evaluate(configs, output_dir, val_set):
       trainer.models.inference_model, configs, export_dir,
       categories=[{'id': c.id, 'name': c.name} for c in val_set.categories])
   print('  signatures serving_default (uint8 images) and serving_encoded '
-        '(JPEG, PNG, GIF, BMP or WebP bytes); try: saved_model_cli show --all --dir '
-        f'{export_dir}')
+        '(JPEG, PNG, GIF, BMP or WebP bytes); try: saved_model_cli show '
+        f'--all --dir {export_dir}')
 
 
 def _save_predictions(inference_model, evaluator, val_set, path):

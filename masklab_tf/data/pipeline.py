@@ -166,7 +166,7 @@ class Preprocessor:
     if cfg.pad_to:
       padded = tf.constant(cfg.pad_to, tf.int32)
     else:
-      padded = image_policy.round_up(size, self.output_stride)
+      padded = image_policy.own_padded_size(size, self.output_stride)
     pad_h, pad_w = padded[0] - size[0], padded[1] - size[1]
     image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
     for key in dense:

@@ -68,6 +68,13 @@ def round_up(value: tf.Tensor, multiple: int) -> tf.Tensor:
   return (value + multiple - 1) // multiple * multiple
 
 
+def own_padded_size(image_size: tf.Tensor, multiple: int) -> tf.Tensor:
+  """int32 [..., 2]: what an image of resized size `image_size` is padded
+  to when it is alone: each side rounded up to `multiple` (a batch pads
+  further, to its largest image)."""
+  return round_up(tf.cast(image_size, tf.int32), multiple)
+
+
 def padded_size(sizes: tf.Tensor, stride: int, pad_to=()) -> tf.Tensor:
   """int32 [2]: the batch's padded size for resized sizes [B, 2]: the
   largest rounded up to a multiple of `stride`, or `pad_to` when set."""

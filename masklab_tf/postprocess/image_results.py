@@ -154,12 +154,6 @@ class ToOriginal(tf_keras.layers.Layer):
             'mask_voting': self.mask_voting, 'panoptic': self.panoptic}
 
 
-def own_padded_size(image_size: tf.Tensor, multiple: int) -> tf.Tensor:
-  """int32 [..., 2]: what an image of resized size `image_size` is padded
-  to when it is alone: each side rounded up to `multiple`."""
-  return image_policy.round_up(tf.cast(image_size, tf.int32), multiple)
-
-
 @tf_keras.utils.register_keras_serializable(package='masklab')
 class EachImageAlone(tf_keras.layers.Wrapper):
   """Runs an inference graph on each image of a batch alone.
@@ -169,7 +163,7 @@ class EachImageAlone(tf_keras.layers.Wrapper):
   anchors over it, the normalisation of padded pixels), and an image's
   detections would change with its batch companions. Run here, each image
   goes through the network cropped to its own padded area, the size it
-  has when it is the only image (own_padded_size), so its
+  has when it is the only image (image_policy.own_padded_size), so its
   results are those it gets alone, whatever shares its batch. The outputs
   are stacked again; maps over the image (the semantic map and logits) are
   zero-padded back to the batch's padded size, which `to_original` crops.
@@ -197,7 +191,7 @@ class EachImageAlone(tf_keras.layers.Wrapper):
     images, image_size = inputs['image'], inputs['image_size']
     padded = tf.shape(images)[1:3]
     own = tf.minimum(
-        own_padded_size(image_size, self.padding_multiple),
+        image_policy.own_padded_size(image_size, self.padding_multiple),
         padded)
     specs = {name: tf.TensorSpec(output.shape[1:], output.dtype)
              for name, output in self.layer.output.items()}

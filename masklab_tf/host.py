@@ -4,7 +4,7 @@ The one place that describes the machine. Choices that depend on which
 kernels will run ask it (modeling/precision.py's 'auto' compute precision,
 the convolution layers' kernel rewrites in
 modeling/layers/kernel_rewrites.py), and so do the benchmarks, which print
-the machine under their tables (benchmarks/machine.py). So /proc/cpuinfo
+the machine under their tables (benchmarks/harness/machine.py). So /proc/cpuinfo
 has one parser, TensorFlow's private oneDNN query has one caller, and a
 test can describe a host that is not this one (a `Host`) instead of
 patching TensorFlow.

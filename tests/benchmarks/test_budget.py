@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks import budget as budget_lib
+from benchmarks.harness import budget as budget_lib
 from masklab_tf.training import hooks
 from masklab_tf.training import trainer as trainer_lib
 

@@ -34,7 +34,7 @@ def test_tfrecord_writers_never_touch_anothers_temporary_files(
 
 
 def test_a_work_dir_of_the_users_keeps_what_was_there(tmp_path):
-  from benchmarks import scratch
+  from benchmarks.harness import scratch
   given = tmp_path / 'mine'
   given.mkdir()
   (given / 'model').mkdir()
@@ -53,7 +53,7 @@ def test_a_work_dir_of_the_users_keeps_what_was_there(tmp_path):
 
 
 def test_a_default_work_dir_is_fresh_and_removed(tmp_path):
-  from benchmarks import scratch
+  from benchmarks.harness import scratch
   seen = []
   with pytest.raises(RuntimeError):
     with scratch.work_dir(None, 'masklab_bench_') as work:
@@ -71,10 +71,15 @@ def test_benchmarks_delete_no_folder_they_did_not_make():
   """No benchmark rmtree's a path it did not create itself, nor defaults
   to a fixed scratch name under /tmp that two runs would share."""
   import re
-  for name in sorted(os.listdir(os.path.join(REPO, 'benchmarks'))):
-    if not name.endswith('.py') or name == 'scratch.py':
+  root = os.path.join(REPO, 'benchmarks')
+  paths = sorted(os.path.join(folder, name)
+                 for folder, _, names in os.walk(root) for name in names)
+  assert len(paths) > 10, paths
+  for path in paths:
+    name = os.path.relpath(path, root)
+    if not name.endswith('.py') or name == 'harness/scratch.py':
       continue
-    text = open(os.path.join(REPO, 'benchmarks', name)).read()
+    text = open(path).read()
     assert not re.search(r"DEFINE_string\('(work_dir|model_dir|output_dir)',"
                          r"\s*'/tmp", text), name
     for match in re.finditer(

@@ -55,7 +55,7 @@ def test_host_reads_cpuinfo(tmp_path):
   assert host_lib.cpuinfo(str(tmp_path / 'absent')) == {}
   assert host_lib.from_cpuinfo({}) == host_lib.Host()
   # The benchmarks word the same facts, in their own format.
-  from benchmarks import machine as machine_lib
+  from benchmarks.harness import machine as machine_lib
   assert machine_lib.cpu_details(info) == (
       'family 25 model 17; avx512f, avx512_bf16')
 
@@ -72,7 +72,7 @@ def test_this_host_is_described():
 def test_describing_the_cpu_does_not_import_tensorflow():
   # The benchmark reports describe the machine without TensorFlow.
   code = ('import sys; from masklab_tf import host; host.cpuinfo(); '
-          'from benchmarks import machine; machine.describe(); '
+          'from benchmarks.harness import machine; machine.describe(); '
           'assert "tensorflow" not in sys.modules')
   subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO)
 

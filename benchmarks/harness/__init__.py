@@ -1,0 +1,1 @@
+"""The benchmark harness: see benchmarks/__init__.py."""

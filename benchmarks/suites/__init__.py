@@ -1,0 +1,1 @@
+"""One module per suite: `python -m benchmarks <suite>` (see harness/suite.py)."""

@@ -148,6 +148,9 @@ def index_page(all_results: dict[str, dict]) -> str:
 
 def headline_lines(all_results: dict[str, dict]) -> list[str]:
   """The README's table, with where it comes from."""
+  if HEADLINE['result'] not in all_results:
+    raise ValueError(f"the README's headline result {HEADLINE['result']}"
+                     '.json is not among the stored results')
   result = all_results[HEADLINE['result']]
   table = results_lib.find_table(result, HEADLINE['table'])
   return table_lines(table, HEADLINE['columns']) + [

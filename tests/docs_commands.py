@@ -1,0 +1,116 @@
+"""Every command and Python block the docs show, and what checks it.
+
+tests/test_docs.py extracts the commands of README.md and docs/*.md (fenced
+sh, bash, shell and console blocks) and their ```python blocks. Each must
+have an entry here, and each entry must still be shown by some doc, so a
+command cannot be added, changed or dropped without this file saying how it
+is checked. An entry is either
+
+  Executed('tests/path.py::test_name'): that test runs it, with its own
+    data in place of the doc's example paths (tests/test_docs.py checks
+    that the test function exists); entries naming CHEAP are run by
+    tests/test_docs.py itself, exactly as shown;
+  NotExecuted('reason'): what running it needs that a fast test cannot
+    have, and what covers it instead.
+
+Keys are the commands as shown: continuation lines joined, `$ ` prompts and
+trailing `# comments` removed, blanks collapsed. A Python block's key is
+'python: ' and its first line that is neither blank, a comment nor an
+import.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Executed:
+  """Run by `test` ('tests/x.py::test_name')."""
+  test: str
+
+
+@dataclasses.dataclass(frozen=True)
+class NotExecuted:
+  """Not run by any test, for `reason`."""
+  reason: str
+
+
+# tests/test_docs.py runs these itself (each well under a second).
+CHEAP = 'tests/test_docs.py::test_cheap_commands_run_as_shown'
+
+_EXPORT_AND_EVALUATE = ('tests/tools/test_run_configs.py::'
+                        'test_export_and_evaluate_as_the_readme_runs_them')
+
+COMMANDS = {
+    # README.md
+    'make demo': NotExecuted(
+        'trains for about 5 minutes; tests/tools/test_demo.py runs bin/demo '
+        'end to end on a tiny budget (slow marker)'),
+    'make test': NotExecuted(
+        'the whole suite, this test among it; CI runs exactly it '
+        '(.ci/run)'),
+    '.venv/bin/saved_model_cli show --dir demo_data/export/1 --all':
+        Executed('tests/serving/test_export.py::'
+                 'test_saved_model_cli_shows_and_runs_it'),
+    '.venv/bin/python bin/check_dataset --help': Executed(CHEAP),
+    "python: model = masklab_tf.load_model('demo_data/model')  "
+    '# configs.json + latest checkpoint':
+        Executed('tests/serving/test_export.py::'
+                 'test_readme_load_model_snippet_runs'),
+    # docs/data.md
+    '.venv/bin/python bin/check_dataset --annotations=instances.json '
+    '--images=images/ [--strict]': NotExecuted(
+        "the user's dataset (placeholder paths); tests/tools/"
+        'test_check_dataset.py runs the tool on broken datasets'),
+    '.venv/bin/python bin/make_tfrecords --annotations=instances.json '
+    '--images=images/ --output_prefix=records/train': NotExecuted(
+        "the user's dataset (placeholder paths); tests/data/test_tfrecord.py "
+        'writes and reads shards'),
+    '.venv/bin/python bin/make_shapes --output_dir=demo_data': NotExecuted(
+        'writes 360 images (about 7 s on 2 cores); bin/demo makes the same '
+        'set (tests/tools/test_demo.py) and tests/data/test_synthetic.py '
+        'checks it'),
+    # docs/training.md
+    '.venv/bin/python bin/train --flagfile=configs/shapes_cpu.flags '
+    '--model_dir=runs/shapes '
+    '--train_annotations=demo_data/train/annotations.json '
+    '--train_images=demo_data/train/images '
+    '--val_annotations=demo_data/val/annotations.json '
+    '--val_images=demo_data/val/images --train_steps=300 --eval_every=100':
+        NotExecuted(
+            'trains 300 steps (minutes); tests/tools/test_train_start.py '
+            'runs bin/train on a tiny model'),
+    '.venv/bin/python bin/evaluate --flagfile=configs/shapes_cpu.flags '
+    '--model_dir=runs/shapes --annotations=demo_data/val/annotations.json '
+    '--images=demo_data/val/images': Executed(_EXPORT_AND_EVALUATE),
+    # docs/serving.md
+    '.venv/bin/python bin/export --flagfile=configs/shapes_cpu.flags '
+    '--model_dir=demo_data/model --export_dir=demo_data/export/1':
+        Executed(_EXPORT_AND_EVALUATE),
+    '.venv/bin/python bin/predict --saved_model=demo_data/export/1 '
+    '--images=demo_data/val/images --output_dir=demo_data/predict '
+    '[--image_ids_from=demo_data/val/annotations.json]':
+        Executed('tests/serving/test_predict.py::'
+                 'test_predict_writes_coco_results_and_pictures_and_skips_'
+                 'bad_files'),
+    '.venv/bin/python bin/evaluate --flagfile=configs/shapes_cpu.flags '
+    '--saved_model=demo_data/export/1 '
+    '--annotations=demo_data/val/annotations.json '
+    '--images=demo_data/val/images --output_dir=out': NotExecuted(
+        "needs the demo's export; tests/serving/test_export.py::"
+        'test_evaluating_the_saved_model_equals_the_checkpoint_path runs '
+        "bin/evaluate's --saved_model path in process"),
+    # docs/systems.md
+    "python: data_cfg, geometry, model_cfg, _ = config.from_flagfile("
+    "'configs/shapes_cpu.flags')": NotExecuted(
+        'a sketch over a batch it does not define (images, sizes, batch); '
+        'tests/modeling/systems/test_masklab.py builds the models and pins '
+        'the losses'),
+    # docs/design.md
+    '''python: """Mask R-CNN's mask head (He et al., ICCV 2017): convs on '''
+    '''res4 crops."""''':
+        Executed('tests/modeling/heads/test_design_doc_example.py::'
+                 'test_the_worked_example_head_trains_and_infers'),
+    "python: 'mask_rcnn': mask_rcnn_head.MaskRcnnHead,":
+        Executed('tests/modeling/heads/test_design_doc_example.py::'
+                 'test_the_worked_example_head_trains_and_infers'),
+}

@@ -110,8 +110,10 @@ def convert(image_label_pairs, output_dir: str, category: str = 'object',
             tile_size: int = 0, tiles=(), min_area: int = 1) -> dict:
   """Writes output_dir/images/*.png and output_dir/annotations.json;
   returns the COCO dict."""
-  os.makedirs(os.path.join(output_dir, 'images'), exist_ok=True)
   keep = {int(number) for number in tiles}
+  if keep and tile_size <= 0:
+    raise app.UsageError('--tiles numbers the tiles of --tile_size')
+  os.makedirs(os.path.join(output_dir, 'images'), exist_ok=True)
   data = {'images': [], 'annotations': [],
           'categories': [{'id': 1, 'name': category}]}
   for image_path, labels_path in image_label_pairs:

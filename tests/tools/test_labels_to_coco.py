@@ -66,6 +66,8 @@ def test_tiles_split_instances_and_keep_the_chosen_numbers(label_pair,
                                    (2, 4, [0.0, 0.0, 2.0, 2.0])]
   with Image.open(f'{out}/images/cells_3.png') as tile:
     assert tile.size == (4, 4) and tile.mode == 'L'
+  with pytest.raises(Exception, match='--tiles numbers the tiles'):
+    labels_to_coco.convert([label_pair], out, tiles=['3'])
 
 
 def test_min_area_drops_specks(label_pair, tmp_path):

@@ -9,8 +9,8 @@ import sys
 from absl import flags
 import pytest
 
-TOOLS = ('check_dataset', 'demo', 'evaluate', 'export', 'make_shapes',
-         'make_tfrecords', 'predict', 'train')
+TOOLS = ('check_dataset', 'demo', 'evaluate', 'export', 'labels_to_coco',
+         'make_shapes', 'make_tfrecords', 'predict', 'train')
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 

@@ -15,11 +15,15 @@ peak: the best GFLOP/s of a big matmul and two 3x3 convolutions (one map; a
 batch of small maps wide in channels, the per-box conv5's shape), float32
 and bfloat16, measured again before each size: a shared machine's speed
 drifts by 2x between hours, so each row is read against its size's peak.
+
+Why one file of ~490 lines: the jobs write the keys the report reads; apart,
+a key renamed on one side would empty a table without an error.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 
 from absl import app
@@ -134,14 +138,18 @@ def run_job(job, settings, work_dir) -> dict:
   elif job.kind == 'infer':
     result = _inference(job.system, job.size, settings)
   else:
-    folder = scratch.fresh_folder(work_dir, 'model_')
-    setup = systems.adapter(job.system).training(
-        job.system, job.size, settings,
-        os.path.join(_data(work_dir, job.size, settings), 'records',
-                     'train-*'), folder)
-    result = timing.measure_training(
-        setup['dataset'], setup['step'], settings['runs'],
-        settings['data_batches'], setup['image_shape'], systems.TRAIN_BATCH)
+    folder = scratch.fresh_folder(work_dir, 'model_')  # the trainer's
+    try:
+      setup = systems.adapter(job.system).training(
+          job.system, job.size, settings,
+          os.path.join(_data(work_dir, job.size, settings), 'records',
+                       'train-*'), folder)
+      result = timing.measure_training(
+          setup['dataset'], setup['step'], settings['runs'],
+          settings['data_batches'], setup['image_shape'],
+          systems.TRAIN_BATCH)
+    finally:
+      shutil.rmtree(folder, ignore_errors=True)
     result['info'] = setup['info']
   result['rss_mib'] = timing.peak_rss_mib()
   return result
@@ -285,195 +293,177 @@ def peak_gflops(peak, suffix):
   return max((rate for rate in rates if rate), default=None)
 
 
-def _columns(*specs):
-  return [results.column(*spec) for spec in specs]
+def _table(table_id, title, rows, *specs):
+  """A table of columns 'key|header|format|suffix' (model and px first
+  unless `specs` starts with '-')."""
+  if specs[0] != '-':
+    specs = ('model|model', 'px|px|d', *specs)
+  columns = [results.column(key, header, fmt or None, None, suffix)
+             for key, header, fmt, suffix in (
+                 (spec.split('|') + ['', ''])[:4] for spec in specs
+                 if spec != '-')]
+  return results.table(table_id, columns, rows, title)
 
 
-def _ratio(a, b, scale=1.0):
-  return None if a is None or not b else scale * a / b
+def _pct(rate, peak):
+  return None if rate is None or not peak else 100 * rate / peak
 
 
 def report(store, settings) -> dict:
-  """The result: one table per view, rows as numbers."""
+  """The result: one table per view, rows as numbers (None: not measured)."""
   got = lambda name: store.result(name, settings)
   entry = lambda name: store.entry(name, settings) or {}
   sizes = sorted({jobs_lib.Job.parse(name).size for name in store.data['jobs']
                   if name.startswith(('infer-', 'train-')) and got(name)})
-  pairs = [(system, size) for size in sizes for system in systems.NAMES
-           if got(f'infer-{system}-{size}') or got(f'train-{system}-{size}')]
-  model = lambda system, size: {'model': systems.NAMES[system], 'px': size}
-  infer = lambda system, size: got(f'infer-{system}-{size}') or {}
-  train = lambda system, size: got(f'train-{system}-{size}') or {}
-  head = [('model', 'model'), ('px', 'px', 'd')]
-  speed = [dict(model(*p), b1=infer(*p).get('ms_per_image_b1'),
-                b4=infer(*p).get('ms_per_image_b4'),
-                train=train(*p).get('s_per_step'),
-                rss1=infer(*p).get('rss_mib_b1'),
-                rss4=infer(*p).get('rss_mib_b4'),
-                rss_train=train(*p).get('rss_mib')) for p in pairs]
-  peaks = []
+  measured = [(system, size) for size in sizes for system in systems.NAMES
+              if got(f'infer-{system}-{size}') or got(f'train-{system}-{size}')]
+  speed, peaks, limit, backbone, pipeline, details, pairs = (
+      [] for _ in range(7))
   for size in sizes:
     peak = got(f'peak-{size}')
     if peak:
-      peaks.append(dict(px=size, at=entry(f'peak-{size}').get('time'), **{
-          f'{k}{s}': peak.get(f'{k}{s}_gflops_per_s')
-          for s in ('', '_bf16') for k in KERNELS},
-                        f32=peak_gflops(peak, ''),
-                        bf16=peak_gflops(peak, '_bf16')))
-  limit, backbone, pipeline, details = [], [], [], []
-  for system, size in pairs:
-    i, t = infer(system, size), train(system, size)
-    if i:
-      peak = peak_gflops(got(f'peak-{size}'), _suffix(
-          i['info'].get('precision', '')))
-      gflops, bb = i['flops']['gflops'], i['backbone_flops']['gflops']
-      rates = [gflops / i[f'ms_per_image_b{b}'] * 1e3 for b in (1, 4)]
-      bb_rate = bb / i['backbone_ms_b1'] * 1e3
-      limit.append(dict(
-          model(system, size), gflops=gflops, peak=peak, b1=rates[0],
-          b1_pct=_ratio(rates[0], peak, 100), b4=rates[1],
-          b4_pct=_ratio(rates[1], peak, 100), bb=bb,
-          bb_ms=i['backbone_ms_b1'], bb_rate=bb_rate,
-          bb_pct=_ratio(bb_rate, peak, 100),
-          bb_share=100 * i['backbone_ms_b1'] / i['ms_per_image_b1']))
-      against = i.get('backbone_vs_peak')
-      if against:
-        pct = against['percent_of_peak']
-        backbone.append(dict(
-            model(system, size), rounds=len(pct), low=min(pct),
-            high=max(pct), percent=statistics.median(pct), rate=(
-                statistics.median(against['backbone_gflops_per_s'])),
-            peak=statistics.median(against['peak_gflops_per_s'])))
-    if t:
-      images_per_s = systems.TRAIN_BATCH / t['s_per_step']
-      pipeline.append(dict(
-          model(system, size), shape=str(tuple(t['image_shape'])),
-          data=t['data_images_per_s'], steps=1 / t['s_per_step'],
-          images=images_per_s, ratio=t['data_images_per_s'] / images_per_s))
+      peaks.append(dict(
+          px=size, at=entry(f'peak-{size}').get('time'), f32=peak_gflops(
+              peak, ''), bf16=peak_gflops(peak, '_bf16'), **{
+                  f'{k}{s}': peak.get(f'{k}{s}_gflops_per_s')
+                  for s in ('', '_bf16') for k in KERNELS}))
+  for system, size in measured:
+    i = got(f'infer-{system}-{size}') or {}
+    t = got(f'train-{system}-{size}') or {}
+    at = [entry(f'{kind}-{system}-{size}') for kind in ('infer', 'train')]
+    row = lambda **values: dict(model=systems.NAMES[system], px=size, **values)
     load = lambda r: '..'.join(f'{v:.1f}' for v in r['load']) if r else None
-    details.append(dict(
-        model(system, size), first1=i.get('first_call_s_b1'),
-        first4=i.get('first_call_s_b4'), first_step=t.get('first_step_s'),
-        detections=i.get('detections_b1'), load_i=load(i), load_t=load(t),
-        job_i=entry(f'infer-{system}-{size}').get('seconds'),
-        job_t=entry(f'train-{system}-{size}').get('seconds'),
-        at_i=entry(f'infer-{system}-{size}').get('time'),
-        at_t=entry(f'train-{system}-{size}').get('time')))
-  pair_rows = []
-  for first, second in PAIRS:
+    speed.append(row(b1=i.get('ms_per_image_b1'), b4=i.get('ms_per_image_b4'),
+                     train=t.get('s_per_step'), rss1=i.get('rss_mib_b1'),
+                     rss4=i.get('rss_mib_b4'), rss_train=t.get('rss_mib')))
+    details.append(row(
+        first1=i.get('first_call_s_b1'), first4=i.get('first_call_s_b4'),
+        first_step=t.get('first_step_s'), detections=i.get('detections_b1'),
+        load_i=load(i), load_t=load(t), job_i=at[0].get('seconds'),
+        job_t=at[1].get('seconds'), at_i=at[0].get('time'),
+        at_t=at[1].get('time')))
+    if t:
+      images = systems.TRAIN_BATCH / t['s_per_step']
+      pipeline.append(row(
+          shape=str(tuple(t['image_shape'])), data=t['data_images_per_s'],
+          steps=1 / t['s_per_step'], images=images,
+          ratio=t['data_images_per_s'] / images))
+    if not i:
+      continue
+    peak = peak_gflops(got(f'peak-{size}'), _suffix(i['info']['precision']))
+    gflops, bb = i['flops']['gflops'], i['backbone_flops']['gflops']
+    b1, b4 = (gflops / i[f'ms_per_image_b{b}'] * 1e3 for b in (1, 4))
+    bb_rate = bb / i['backbone_ms_b1'] * 1e3
+    limit.append(row(
+        gflops=gflops, peak=peak, b1=b1, b1_pct=_pct(b1, peak), b4=b4,
+        b4_pct=_pct(b4, peak), bb=bb, bb_ms=i['backbone_ms_b1'],
+        bb_rate=bb_rate, bb_pct=_pct(bb_rate, peak),
+        bb_share=100 * i['backbone_ms_b1'] / i['ms_per_image_b1']))
+    against = i.get('backbone_vs_peak')
+    if against:
+      pct = against['percent_of_peak']
+      backbone.append(row(
+          rounds=len(pct), low=min(pct), high=max(pct),
+          percent=statistics.median(pct),
+          rate=statistics.median(against['backbone_gflops_per_s']),
+          peak=statistics.median(against['peak_gflops_per_s'])))
+  for pair in PAIRS:
     for size in sizes:
-      pair = got(f'pair-{first}+{second}-{size}')
-      gflops = [infer(s, size).get('flops', {}).get('gflops')
-                for s in (first, second)]
-      if not pair or None in gflops:
+      times = got(f"pair-{'+'.join(pair)}-{size}")
+      gflops = [(got(f'infer-{s}-{size}') or {}).get('flops', {}).get(
+          'gflops') for s in pair]
+      if not times or None in gflops:
         continue
-      rates = [[g * 1e3 / ms for ms in pair['samples_ms'][s]]
-               for g, s in zip(gflops, (first, second))]
+      rates = [[g * 1e3 / ms for ms in times['samples_ms'][s]]
+               for g, s in zip(gflops, pair)]
       medians = [statistics.median(r) for r in rates]
-      pair_rows.append(dict(
-          first=systems.NAMES[first], second=systems.NAMES[second], px=size,
-          rounds=len(rates[0]), ms1=pair['ms_b1'][first],
-          ms2=pair['ms_b1'][second], rate1=medians[0], rate2=medians[1],
+      pairs.append(dict(
+          first=systems.NAMES[pair[0]], second=systems.NAMES[pair[1]],
+          px=size, rounds=len(rates[0]), ms1=times['ms_b1'][pair[0]],
+          ms2=times['ms_b1'][pair[1]], rate1=medians[0], rate2=medians[1],
           ratio=medians[0] / medians[1],
           wins=sum(a >= b for a, b in zip(*rates))))
+  pct = '% of peak|.1f| %'
   body = [
-      results.text(
-          'Random weights, 80 classes, at most 100 detections, float32 '
-          f"unless the model says bfloat16; medians of {settings['runs']} "
-          'timed calls after a warm-up' + (
-              ' (--quick: smoke-test settings, not a benchmark)'
-              if settings['quick'] else '') + '. Peak RSS: the job '
-          "process's VmHWM (model build included), after the batch-1 "
-          'calls, after batch 4, at the end of training. Inputs: MaskLab '
-          'takes uint8 images and normalises in the graph; Model Garden the '
-          'normalised float images its parser makes, padded to a multiple '
-          'of 2^max_level (800 -> 832 px), anchors made in the graph. '
-          'Training: MaskLab through `Trainer._train_step`, Model Garden '
-          'through `MaskRCNNTask.train_step` (SGD, momentum 0.9, clip norm '
-          '10), torchvision eager (SGD lr 0.01, momentum 0.9; lr 0 for the '
-          'fine-tuning recipe, whose identity frozen batch norm turns '
-          "random weights NaN). Model Garden's pre-NMS score threshold: "
-          f"{settings['model_garden_score_threshold']}."),
-      results.table('speed', _columns(
-          *head, ('b1', 'inference ms/image, batch 1', '.0f'),
-          ('b4', 'inference ms/image, batch 4', '.0f'),
-          ('train', 'training s/step, batch 2', '.2f'),
-          ('rss1', 'peak RSS MiB, inference b1', '.0f'),
-          ('rss4', 'b4', '.0f'), ('rss_train', 'peak RSS MiB, training',
-                                  '.0f')), speed, 'Speed and memory'),
-      results.table('peaks', _columns(
-          ('px', 'px', 'd'), ('at', 'measured at'),
-          *[(f'{k}{s}', f"{k} {'bf16' if s else 'f32'}", '.0f')
-            for s in ('', '_bf16') for k in KERNELS],
-          ('f32', 'peak f32', '.0f'), ('bf16', 'peak bf16', '.0f')), peaks,
-                    "The limit: FLOPs against the machine's peak"),
-      results.text(
-          'GFLOPs per image of the batch-1 inference graph (TF profiler: '
-          'multiply-add = 2, convolutions and matmuls; torchvision: '
-          "torch's flop counter); achieved = GFLOPs / time per image; % of "
-          "peak against the peak of the row's size and precision. Backbone:"
-          ' the ResNet-50 alone (MaskLab: atrous at its output stride; '
-          'Model Garden and torchvision: without the FPN), batch 1. The '
-          'batch-4 rates take the batch-1 GFLOPs per image.'),
-      results.table('limit', _columns(
-          *head, ('gflops', 'GFLOPs/image', '.1f'),
-          ('peak', 'peak GFLOP/s', '.0f'), ('b1', 'GFLOP/s b1', '.1f'),
-          ('b1_pct', '% of peak', '.1f', None, ' %'),
-          ('b4', 'GFLOP/s b4', '.1f'),
-          ('b4_pct', '% of peak', '.1f', None, ' %'),
-          ('bb', 'backbone GFLOPs', '.1f'), ('bb_ms', 'backbone ms', '.0f'),
-          ('bb_rate', 'backbone GFLOP/s', '.1f'),
-          ('bb_pct', '% of peak', '.1f', None, ' %'),
-          ('bb_share', 'backbone share of b1 time', '.0f', None, ' %')),
-                    limit),
-      results.table('backbone', _columns(
-          *head, ('rounds', 'rounds', 'd'),
-          ('rate', 'backbone GFLOP/s', '.1f'),
-          ('peak', 'peak GFLOP/s', '.0f'),
-          ('percent', '% of peak', '.1f', None, ' %'),
-          ('low', 'lowest round', '.1f', None, ' %'),
-          ('high', 'highest round', '.1f', None, ' %')), backbone,
-                    'Backbones against the peak kernels of their precision '
-                    'timed back to back in one process, round by round '
-                    '(medians)'),
-      results.table('pair', _columns(
-          ('first', 'first'), ('second', 'second'), ('px', 'px', 'd'),
-          ('rounds', 'rounds', 'd'), ('ms1', 'first ms', '.0f'),
-          ('ms2', 'second ms', '.0f'), ('rate1', 'first GFLOP/s', '.1f'),
-          ('rate2', 'second GFLOP/s', '.1f'), ('ratio', 'ratio', '.2f'),
-          ('wins', 'rounds with the first at least the second', 'd')),
-                    pair_rows, 'Interleaved in one process, batch 1 '
-                    '(medians over the rounds)'),
-      results.table('pipeline', _columns(
-          *head, ('shape', 'batch image shape'),
-          ('data', 'tf.data images/s', '.1f'),
-          ('steps', 'training steps/s', '.3f'),
-          ('images', 'training images/s', '.2f'),
-          ('ratio', 'tf.data / training', '.1f')), pipeline,
-                    "Input pipeline against training: each system's own "
-                    "pipeline (torchvision's: a Python PNG loader) timed "
-                    'alone; above 1 it outruns the step'),
-      results.table('details', _columns(
-          *head, ('first1', 'first call s, b1', '.0f'),
-          ('first4', 'first call s, b4', '.0f'),
-          ('first_step', 'first training step s', '.0f'),
-          ('detections', 'detections (image 0, b1)', 'd'),
-          ('load_i', 'load, inference'), ('load_t', 'load, training'),
-          ('job_i', 'job s, inference', '.0f'),
-          ('job_t', 'job s, training', '.0f'),
-          ('at_i', 'measured at, inference'),
-          ('at_t', 'measured at, training')), details, 'Details'),
+      results.text(NOTES.format(**settings) + (
+          ' (--quick: smoke-test settings, not a benchmark).'
+          if settings['quick'] else '.')),
+      _table('speed', 'Speed and memory', speed,
+             'b1|inference ms/image, batch 1|.0f',
+             'b4|inference ms/image, batch 4|.0f',
+             'train|training s/step, batch 2|.2f',
+             'rss1|peak RSS MiB, inference b1|.0f', 'rss4|b4|.0f',
+             'rss_train|peak RSS MiB, training|.0f'),
+      _table('peaks', "The limit: FLOPs against the machine's peak", peaks,
+             '-', 'px|px|d', 'at|measured at', *(
+                 f"{k}{s}|{k} {'bf16' if s else 'f32'}|.0f"
+                 for s in ('', '_bf16') for k in KERNELS),
+             'f32|peak f32|.0f', 'bf16|peak bf16|.0f'),
+      results.text(LIMIT_NOTE),
+      _table('limit', '', limit, 'gflops|GFLOPs/image|.1f',
+             'peak|peak GFLOP/s|.0f', 'b1|GFLOP/s b1|.1f', 'b1_pct|' + pct,
+             'b4|GFLOP/s b4|.1f', 'b4_pct|' + pct, 'bb|backbone GFLOPs|.1f',
+             'bb_ms|backbone ms|.0f', 'bb_rate|backbone GFLOP/s|.1f',
+             'bb_pct|' + pct, 'bb_share|backbone share of b1 time|.0f| %'),
+      _table('backbone', 'Backbones against the peak kernels of their '
+             'precision, timed back to back in one process, round by round '
+             '(medians)', backbone, 'rounds|rounds|d',
+             'rate|backbone GFLOP/s|.1f', 'peak|peak GFLOP/s|.0f',
+             'percent|' + pct, 'low|lowest round|.1f| %',
+             'high|highest round|.1f| %'),
+      _table('pair', 'Interleaved in one process, batch 1 (medians over the '
+             'rounds)', pairs, '-', 'first|first', 'second|second', 'px|px|d',
+             'rounds|rounds|d', 'ms1|first ms|.0f', 'ms2|second ms|.0f',
+             'rate1|first GFLOP/s|.1f', 'rate2|second GFLOP/s|.1f',
+             'ratio|ratio|.2f',
+             'wins|rounds with the first at least the second|d'),
+      _table('pipeline', "Input pipeline against training: each system's "
+             "own pipeline (torchvision's: a Python PNG loader) timed alone; "
+             'above 1 it outruns the step', pipeline,
+             'shape|batch image shape', 'data|tf.data images/s|.1f',
+             'steps|training steps/s|.3f', 'images|training images/s|.2f',
+             'ratio|tf.data / training|.1f'),
+      _table('details', 'Details', details, 'first1|first call s, b1|.0f',
+             'first4|first call s, b4|.0f',
+             'first_step|first training step s|.0f',
+             'detections|detections (image 0, b1)|d',
+             'load_i|load, inference', 'load_t|load, training',
+             'job_i|job s, inference|.0f', 'job_t|job s, training|.0f',
+             'at_i|measured at, inference', 'at_t|measured at, training'),
       results.text(_models_text(got, sizes))]
-  failed = store.failed(settings)
-  if failed:
-    body.append(results.text(f'Failed jobs (no numbers): '
-                             f'{", ".join(failed)}.'))
-  torch = next((infer(s, z)['info']['torch'] for s, z in pairs
-                if 'torch' in infer(s, z).get('info', {})), None)
+  if store.failed(settings):
+    body.append(results.text('Failed jobs (no numbers): '
+                             f"{', '.join(store.failed(settings))}."))
+  torch = [got(f'infer-{s}-{z}')['info']['torch'] for s, z in measured
+           if 'torch' in (got(f'infer-{s}-{z}') or {}).get('info', {})]
   return results.new(
       'speed', 'MaskLab against Model Garden and torchvision, size by size'
       + (' (--quick smoke test)' if settings['quick'] else ''), body,
-      settings, extra_versions={'torch': torch} if torch else None)
+      settings, extra_versions={'torch': torch[0]} if torch else None)
+
+
+NOTES = (
+    'Random weights, 80 classes, at most 100 detections, float32 unless the '
+    'model says bfloat16; medians of {runs} timed calls after a warm-up. '
+    "Peak RSS: the job process's VmHWM (model build included), after the "
+    'batch-1 calls, after batch 4, at the end of training. Inputs: MaskLab '
+    'takes uint8 images and normalises in the graph; Model Garden the '
+    'normalised float images its parser makes, padded to a multiple of '
+    '2^max_level (800 -> 832 px), anchors made in the graph. Training: '
+    'MaskLab through `Trainer._train_step`, Model Garden through '
+    '`MaskRCNNTask.train_step` (SGD, momentum 0.9, clip norm 10), '
+    'torchvision eager (SGD lr 0.01, momentum 0.9; lr 0 for the fine-tuning '
+    'recipe, whose identity frozen batch norm turns random weights NaN). '
+    "Model Garden's pre-NMS score threshold: "
+    '{model_garden_score_threshold}')
+LIMIT_NOTE = (
+    'GFLOPs per image of the batch-1 inference graph (TF profiler: '
+    "multiply-add = 2, convolutions and matmuls; torchvision: torch's flop "
+    'counter); achieved = GFLOPs / time per image; % of peak against the '
+    "peak of the row's size and precision. Backbone: the ResNet-50 alone "
+    '(MaskLab: atrous at its output stride; Model Garden and torchvision: '
+    'without the FPN), batch 1. The batch-4 rates take the batch-1 GFLOPs '
+    'per image.')
 
 
 def _models_text(got, sizes) -> str:

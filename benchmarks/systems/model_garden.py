@@ -1,19 +1,13 @@
-"""Model Garden's Mask R-CNN (tf-models-official's `official.vision`): the
-baseline of the speed and accuracy suites, with nothing reimplemented.
+"""Model Garden's Mask R-CNN (`official.vision`, nothing reimplemented): the
+baseline of the speed and accuracy suites.
 
-Its own input pipeline, model, losses and step (`MaskRCNNTask.train_step`);
-not its trainer (orbit), whose schedules need the step count up front while
-here the cosine ends where the time budget is estimated to run out. Scored
-with the project's COCO evaluation: one metric code path for every system.
-
-Quirks met: num_classes counts the background; its decoder does not
-binarise masks (threshold 0 reads 0/1 and 0/255 PNGs alike); the parser pads
-images to a multiple of 2**max_level (shapes: levels 2..5 keep 160 px at
-160); image_info is [[orig h, w], [scaled h, w], [y, x scale], [y, x
-offset]] and boxes are y1, x1, y2, x2 in the scaled image;
-`paste_instance_masks` wants [x, y, w, h] boxes and returns masks binarised
-at 0.5 (the ground truth fed as a perfect 28x28 head gives it scores the
-mask-AP ceiling: `check_evaluation`).
+Its input pipeline, model, losses and step; not its trainer (orbit), whose
+schedules need the step count up front while here the cosine ends where the
+time budget runs out. Scored by masklab_tf's COCO evaluation. Its quirks:
+num_classes counts the background; masks are binarised at 0 (0/1 and 0/255
+PNGs alike); images are padded to a multiple of 2**max_level; image_info is
+[[orig h, w], [scaled h, w], [y, x scale], [y, x offset]], boxes y1, x1, y2,
+x2 in the scaled image; `paste_instance_masks` takes [x, y, w, h] boxes.
 """
 
 from __future__ import annotations
@@ -166,14 +160,10 @@ def train_for_budget(model_dir: str, budget_s: float,
                      log_every: int = 50, seed: int = 0,
                      model_overrides: dict | None = None) -> dict:
   """Trains from scratch until the budget (MaskLab's clock: tracing counts)
-  is spent; checkpoints the model, saves model_overrides for evaluate().
-
-  Returns:
-    {'steps', 'wall_s', 'cpu_s' (training only), 'final_loss' (last step),
-     'final_loss_mean' and 'losses' (means since the last log line),
-     'steps_per_s', 'steps_per_cpu_s' (after RATE_SKIP_STEPS; None if it
-     stopped before), 'first_step_s', 'estimated_total_steps', ...}.
-  """
+  is spent; checkpoints the model and its model_overrides. Returns {steps,
+  wall_s, cpu_s, final_loss, final_loss_mean and losses (since the last log
+  line), steps_per_s and steps_per_cpu_s (after RATE_SKIP_STEPS, else None),
+  first_step_s, estimated_total_steps, ...}."""
   os.makedirs(model_dir, exist_ok=True)
   budget = budget_lib.TimeBudget(budget_s, budget_mode, RATE_SKIP_STEPS)
   tf_keras.utils.set_random_seed(seed)
@@ -183,8 +173,7 @@ def train_for_budget(model_dir: str, budget_s: float,
   files.write_json(os.path.join(model_dir, OVERRIDES_FILE),
                    model_overrides or {})
   model = task.build_model()
-  # The rate is assigned before every step: re-estimating the schedule's
-  # end never retraces.
+  # The rate is assigned before every step: no retracing.
   optimizer = tf_keras.optimizers.SGD(learning_rate=0.0, momentum=MOMENTUM,
                                       global_clipnorm=CLIP_NORM)
   metrics = task.build_metrics(training=True)
@@ -301,10 +290,8 @@ def evaluate(model_dir_or_model, val_annotations: str = VAL_ANNOTATIONS,
              val_images: str = VAL_IMAGES, val_pattern: str = VAL_PATTERN,
              results_path: str | None = None,
              model_overrides: dict | None = None) -> dict:
-  """Box and mask COCO metrics (masklab_tf's coco_metrics) of a model or of
-  a model_dir's checkpoint on the val records. `val_images` is unused (the
-  records hold the images): kept for one API across systems.
-  `model_overrides` are read from model_dir when not given."""
+  """masklab_tf's COCO metrics of a model, or of a model_dir's checkpoint
+  (and its model_overrides), on the val records (`val_images`: unused)."""
   del val_images
   from_dir = isinstance(model_dir_or_model, str)
   if model_overrides is None and from_dir:
@@ -322,11 +309,9 @@ def evaluate(model_dir_or_model, val_annotations: str = VAL_ANNOTATIONS,
 def check_evaluation(val_annotations: str = VAL_ANNOTATIONS,
                      val_pattern: str = VAL_PATTERN,
                      mask_size: int = 28) -> dict:
-  """Scores the ground truth through `image_results`: boxes as a perfect
-  model gives them, masks as the targets a perfect head learns (the
-  parser's 112 px crops shrunk to 28x28). Box AP must be 100; mask AP is
-  the ceiling the 28x28 masks and the paste leave (about 92 on shapes, as
-  MaskLab's paste_masks)."""
+  """The ground truth scored through `image_results`, masks as a perfect
+  28x28 head learns them: box AP must be 100, mask AP is the ceiling that
+  28x28 masks and the paste leave (about 92-95 on shapes)."""
   task, config = build_task(val_pattern, val_pattern)
   results = []
   for _, labels in task.build_inputs(config.task.validation_data):
@@ -343,11 +328,8 @@ def check_evaluation(val_annotations: str = VAL_ANNOTATIONS,
 
 
 def _speed_model(system: str, size: int, settings: dict, pattern: str):
-  """(task, config, model, padded side) of a speed system. The parser pads
-  images to a multiple of 2**max_level (800 -> 832) but build_model fixes
-  the backbone's input at input_size, which the parser also takes as its
-  output size: the model is built at the padded side, input_size put
-  back."""
+  """(task, config, model, padded side) of a speed system: the model built
+  for the padded images (800 -> 832) the parser makes of input_size."""
   task, config = build_task(
       pattern, pattern, 2, size=size, precision=PRECISIONS[system],
       score_threshold=settings['model_garden_score_threshold'])

@@ -1,21 +1,15 @@
 """torchvision's Mask R-CNN R50-FPN, timed as the speed suite times the rest.
 
-Runs under another interpreter (--torchvision_python: one with torch,
-torchvision and pycocotools, none a dependency of this project), one job
-per process, as the harness's runner calls it:
-
-  PYTHON -m benchmarks.systems.torchvision --job=infer --size=512 --runs=3 \
-      [--fine_tune] --job_output=OUT.json
-  PYTHON -m benchmarks.systems.torchvision --job=train --size=512 \
-      --data_dir=WORK_DIR/data/512px_16images --job_output=OUT.json
-
-`maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)`, 81 classes, its
-transform resizing to the image's own size (square images: scale 1), 100
-detections at score threshold 0 (100 untrained detections reach the mask
-head, as in the TF rows); every layer trained with ordinary batch norm.
---fine_tune builds what its builder makes when given ImageNet weights (not
-loaded: speed does not depend on values): FrozenBatchNorm2d, stem and layer1
-frozen, the usual COCO recipe. FLOPs: torch.utils.flop_counter
+Runs under the interpreter --torchvision_python names (torch, torchvision
+and pycocotools; none is this project's dependency), one job a process:
+  PYTHON -m benchmarks.systems.torchvision --job=infer|train --size=512
+      [--runs=3] [--data_dir=WORK_DIR/data/512px_16images] [--fine_tune]
+      --job_output=OUT.json
+`maskrcnn_resnet50_fpn` without weights, 81 classes, resized to the image's
+own size, 100 detections at score threshold 0 (as in the TF rows), every
+layer trained with ordinary batch norm; --fine_tune builds what its builder
+makes for ImageNet weights (not loaded: speed does not depend on values):
+FrozenBatchNorm2d, stem and layer1 frozen. FLOPs: torch's flop counter
 (convolutions and matmuls; neither RoIAlign nor NMS, as the TF profiler).
 """
 

@@ -385,9 +385,8 @@ def report(store, settings) -> dict:
           wins=sum(a >= b for a, b in zip(*rates))))
   pct = '% of peak|.1f| %'
   body = [
-      results.text(NOTES.format(**settings) + (
-          ' (--quick: smoke-test settings, not a benchmark).'
-          if settings['quick'] else '.')),
+      results.text(('--quick: smoke-test settings, not a benchmark. '
+                    if settings['quick'] else '') + NOTES.format(**settings)),
       _table('speed', 'Speed and memory', speed,
              'b1|inference ms/image, batch 1|.0f',
              'b4|inference ms/image, batch 4|.0f',
@@ -431,6 +430,8 @@ def report(store, settings) -> dict:
              'job_i|job s, inference|.0f', 'job_t|job s, training|.0f',
              'at_i|measured at, inference', 'at_t|measured at, training'),
       results.text(_models_text(got, sizes))]
+  body = [block for block in body  # tables with rows only
+          if 'table' not in block or block['table']['rows']]
   if store.failed(settings):
     body.append(results.text('Failed jobs (no numbers): '
                              f"{', '.join(store.failed(settings))}."))
@@ -455,7 +456,7 @@ NOTES = (
     'torchvision eager (SGD lr 0.01, momentum 0.9; lr 0 for the fine-tuning '
     'recipe, whose identity frozen batch norm turns random weights NaN). '
     "Model Garden's pre-NMS score threshold: "
-    '{model_garden_score_threshold}')
+    '{model_garden_score_threshold}.')
 LIMIT_NOTE = (
     'GFLOPs per image of the batch-1 inference graph (TF profiler: '
     "multiply-add = 2, convolutions and matmuls; torchvision: torch's flop "

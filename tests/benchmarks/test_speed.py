@@ -153,3 +153,11 @@ def test_backbones_are_read_against_the_peak_of_their_own_rounds(tmp_path):
   assert rows[('MaskLab R50, OS 16', 512)] == {
       'model': 'MaskLab R50, OS 16', 'px': 512, 'rounds': 3, 'low': 40.0,
       'high': 60.0, 'percent': 60.0, 'rate': 40.0, 'peak': 100.0}
+
+
+def test_tables_without_rows_are_left_out(tmp_path):
+  store = _store(tmp_path, {'infer-model_garden-512': (
+      _inference(100.0, 1000.0, 'float32'), '15:05')})
+  ids = [block['table']['id'] for block in speed.report(
+      store, SETTINGS)['body'] if 'table' in block]
+  assert ids == ['speed', 'limit', 'details']

@@ -6,7 +6,8 @@ from benchmarks.suites import model_cost
 
 
 def test_random_boxes_are_valid_and_of_detection_sizes():
-  boxes = model_cost._random_boxes(np.random.default_rng(0), 500, 128)  # pylint: disable=protected-access
+  random_boxes = model_cost._random_boxes  # pylint: disable=protected-access
+  boxes = random_boxes(np.random.default_rng(0), 500, 128)
   assert boxes.shape == (1, 500, 4)
   ymin, xmin, ymax, xmax = np.moveaxis(boxes[0], -1, 0)
   assert (ymin >= 0).all() and (xmin >= 0).all()

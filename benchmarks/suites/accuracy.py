@@ -47,7 +47,8 @@ ALL = [*SYSTEMS, 'model_garden', 'connected_components']
 DENSE_SEMANTIC = ('--semantic_loss_weight=1', '--max_detections=100')
 SCORES = ('ms_per_image', 'semantic_miou', 'instances_miou',
           'semantic_miou_fused')
-QUICK = {'num_train': 8, 'num_val': 4, 'budget_s': 5.0}
+QUICK = {'num_train': 8, 'num_val': 8, 'budget_s': 5.0}
+DETECTIONS = ('masks', 'boxes', 'classes', 'scores')
 HEADLINE = ('system', 'steps', 'mask_ap', 'mask_ap50', 'mask_ap75', 'box_ap')
 COLUMNS = [results.column('system', 'system')] + [
     results.column(key, header, fmt, suffix='k' * (key == 'mask_head_params'))
@@ -86,11 +87,11 @@ def train(system: str, settings: dict, data: str, model_dir: str) -> dict:
   from masklab_tf.training import trainer as trainer_lib
   configs = config.from_flagfile(
       os.path.join(results.REPO, settings['config']),
-      DENSE_SEMANTIC * settings['dense_semantic_loss'] + tuple(
-          f'--mask_head={SYSTEMS[system]} --lr_schedule=cosine '
-          f'--train_annotations={data}/train/annotations.json '
-          f'--train_images={data}/train/images --checkpoint_every=1000000 '
-          '--image_summary_every=0'.split()))
+      DENSE_SEMANTIC * settings['dense_semantic_loss']
+      + tuple(f'--mask_head={SYSTEMS[system]}'.split()) + (
+          f'--train_annotations={data}/train/annotations.json',
+          f'--train_images={data}/train/images', '--lr_schedule=cosine',
+          '--checkpoint_every=1000000', '--image_summary_every=0'))
   trainer = trainer_lib.Trainer(configs, model_dir)
   trainer.restore_or_initialise()
   wall, cpu = time.time(), time.process_time()
@@ -194,14 +195,12 @@ def semantic_scores(inference_model, batches, num_classes,
       images += len(out['num_detections'])
     for i, num in enumerate(out['num_detections']
                             if 'semantic_map' in out else []):
-      semantic = out['semantic_map'][i]
-      keep = out['detection_scores'][i, :num] >= threshold
-      masks = masks_lib.paste_masks(
-          out['detection_masks'][i, :num][keep],
-          out['detection_boxes'][i, :num][keep],
-          *semantic.shape).numpy() >= 0.5
-      classes = out['detection_classes'][i, :num][keep]
-      scores = out['detection_scores'][i, :num][keep]
+      semantic, keep = out['semantic_map'][i], (
+          out['detection_scores'][i, :num] >= threshold)
+      masks, boxes, classes, scores = (out[f'detection_{k}'][i, :num][keep]
+                                       for k in DETECTIONS)
+      pasted = masks_lib.paste_masks(masks, boxes, *semantic.shape)
+      masks = pasted.numpy() >= 0.5
       painted = np.zeros(semantic.shape, np.int64)
       for j in np.argsort(scores, kind='stable'):
         painted[masks[j]] = classes[j]

@@ -79,6 +79,7 @@ def define_flags() -> None:
                     'semantic loss, 100 detections.')
   flags.DEFINE_list('rescore', [], 'Score these systems of --work_dir again '
                     'from their checkpoints.')
+  flags.DEFINE_bool('rerun', False, 'Train --systems of --work_dir again.')
 
 
 def train(system: str, settings: dict, data: str, model_dir: str) -> dict:
@@ -277,12 +278,11 @@ def main(argv) -> None:
   systems = list(dict.fromkeys(FLAGS.systems + FLAGS.rescore))
   if set(systems) - set(ALL) or set(FLAGS.rescore) - set(SYSTEMS):
     raise app.UsageError(f'systems: {ALL} (rescore: MaskLab\'s)')
-  if FLAGS.rescore:  # again, whenever asked
-    if not FLAGS.work_dir:
-      raise app.UsageError('--rescore needs the systems\' --work_dir')
-    store = jobs.Store(os.path.join(FLAGS.work_dir, 'results.json'))
-    for system in FLAGS.rescore:
-      store.data['jobs'].pop(f'rescore-{system}', None)
+  if FLAGS.work_dir and os.path.exists(f'{FLAGS.work_dir}/results.json'):
+    store = jobs.Store(f'{FLAGS.work_dir}/results.json')
+    for name in ([f'rescore-{s}' for s in FLAGS.rescore]  # whenever asked
+                 + [f'accuracy-{s}' for s in systems if FLAGS.rerun]):
+      store.data['jobs'].pop(name, None)
     store.save()
   settings = {name: suite.chosen(name, QUICK) for name in (
       'budget_s', 'budget_mode', 'num_train', 'num_val', 'data_seed',

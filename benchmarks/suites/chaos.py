@@ -7,6 +7,7 @@ the run trains to its end. Exits 1 on any loss."""
 from __future__ import annotations
 
 import os
+import pathlib
 import random
 import re
 import signal
@@ -22,14 +23,13 @@ from benchmarks.harness import suite
 from masklab_tf.data import synthetic
 
 FLAGS = flags.FLAGS
-TINY = ('--backbone_depth=10', '--rpn_head_channels=32',
-        '--num_proposals=30', '--test_num_proposals=30',
-        '--rpn_pre_nms_top_k=300', '--num_sampled_rois=8',
-        '--hypercolumn_channels=8', '--refine_filters=16',
-        '--max_detections=5', '--min_sizes=96', '--eval_min_size=96',
-        '--max_size=96', '--batch_size=2', '--log_every=1',
-        '--checkpoint_every=2', '--keep_checkpoints=2', '--warmup_steps=5')
-STEP_LINE = re.compile(r'^step (\d+)/\d+  loss ([0-9.]+)')
+TINY = ('--backbone_depth=10 --rpn_head_channels=32 --num_proposals=30 '
+        '--test_num_proposals=30 --rpn_pre_nms_top_k=300 --num_sampled_rois=8 '
+        '--hypercolumn_channels=8 --refine_filters=16 --max_detections=5 '
+        '--min_sizes=96 --eval_min_size=96 --max_size=96 --batch_size=2 '
+        '--log_every=1 --checkpoint_every=2 --keep_checkpoints=2 '
+        '--warmup_steps=5').split()
+STEP_LINE = re.compile(r'^step (\d+)/\d+  loss ([0-9.]+)', re.MULTILINE)
 RESUMED = re.compile(r'resumed from (\S+) at step (\d+)')
 LATEST = """import sys, tensorflow as tf
 path = tf.train.latest_checkpoint(sys.argv[1])
@@ -71,8 +71,8 @@ def run_until_killed(command, log_path, model_dir, rng, during_save):
   with open(log_path, 'w') as log:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
   started, how = time.time(), 'finished before the kill'
-  while process.poll() is None and not any(map(STEP_LINE.match,
-                                                open(log_path))):
+  while process.poll() is None and not STEP_LINE.search(
+      pathlib.Path(log_path).read_text()):
     time.sleep(0.2)  # import and tracing first
   deadline = time.time() + rng.uniform(0.5, 8.0) + 30 * during_save
   while process.poll() is None:

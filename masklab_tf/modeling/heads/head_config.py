@@ -1,7 +1,7 @@
 """How a head reads the model config: exactly what it uses, and a clear
 error for a setting it cannot honour.
 
-A flags file serves several heads (benchmarks/heads.py trains every head on
+A flags file serves several heads (the accuracy benchmark trains each on
 configs/shapes_cpu.flags), so settings that only size a part another head
 has (--hypercolumn_channels for FCIS) are left to that head. A setting that
 asks a head for behaviour it does not have (--refine=false or

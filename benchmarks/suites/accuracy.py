@@ -1,0 +1,293 @@
+"""Accuracy at equal training time on the hard shapes set: MaskLab, its
+ablations, the seed papers' heads (sharing --config's backbone, RPN and box
+classifier; InstanceFCN, without boxes or classes, by AR only), Model
+Garden's Mask R-CNN, and the connected components of the true class map (no
+training; fails exactly where instances of one class touch, the case
+direction features exist for), each trained from scratch to one budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+from pycocotools import mask as mask_api
+import skimage.measure
+
+from benchmarks.harness import budget
+from benchmarks.harness import jobs
+from benchmarks.harness import results
+from benchmarks.harness import scratch
+from benchmarks.harness import suite
+from masklab_tf.data import coco
+from masklab_tf.data import synthetic
+
+# TensorFlow is imported by the jobs only, not by the planner.
+# pylint: disable=g-import-not-at-top
+FLAGS = flags.FLAGS
+# --mask_head and overrides of --config: the position-sensitive heads reduce
+# res5 to 256 channels (paper: 1024 of 2048), InstanceFCN's windows fit the
+# 18-60 px shapes, masklab_fast has the fast config's changes.
+SYSTEMS = {
+    'masklab': 'masklab', 'semantic_only': 'masklab_semantic_only',
+    'direction_only': 'masklab_direction_only',
+    'masklab_fast': 'masklab --output_stride=16 '
+                    '--mixed_precision=mixed_bfloat16',
+    'fcis': 'fcis --ps_feature_channels=256',
+    'biseg': 'biseg --ps_feature_channels=256',
+    'instancefcn': 'instancefcn --ifcn_channels=256 '
+                   '--ifcn_window_sizes=32,45,64,90'}
+ALL = [*SYSTEMS, 'model_garden', 'connected_components']
+# Trained through ground-truth boxes only (the paper), semantic logits stay
+# high outside objects (its Fig. 7): the semantic map, output fusion and
+# BiSeg's prior need the dense loss. 100 detections: AR@100 as COCO counts.
+DENSE_SEMANTIC = ('--semantic_loss_weight=1', '--max_detections=100')
+SCORES = ('ms_per_image', 'semantic_miou', 'instances_miou',
+          'semantic_miou_fused')
+QUICK = {'num_train': 8, 'num_val': 8, 'budget_s': 5.0}
+DETECTIONS = ('masks', 'boxes', 'classes', 'scores')
+HEADLINE = ('system', 'steps', 'mask_ap', 'mask_ap50', 'mask_ap75', 'box_ap')
+COLUMNS = [results.column('system', 'system')] + [
+    results.column(key, header, fmt, suffix='k' * (key == 'mask_head_params'))
+    for key, header, fmt in (
+        ('steps', 'steps', 'd'), ('wall_min', 'train min (wall)', '.1f'),
+        ('cpu_min', 'train min (cpu)', '.1f'), *(
+            (f'{kind}_ap{at}', f'{kind} AP{at}', '.1f')
+            for kind in ('box', 'mask') for at in ('', '50', '75')),
+        ('ar10', 'AR@10', '.1f'), ('ar100', 'AR@100', '.1f'),
+        ('mask_head_params', 'mask-head params', '.0f'), *zip(
+            SCORES, ('ms/image', 'semantic mIoU', 'instances mIoU',
+                     '+ output fusion'), ('.0f', '.1f', '.1f', '.1f')))]
+
+
+def define_flags() -> None:
+  flags.DEFINE_list('systems', [s for s in ALL if s != 'masklab_fast'],
+                    f'In order, of: {", ".join(ALL)}.')
+  flags.DEFINE_float('budget_s', 1500.0, 'Training budget per system.')
+  flags.DEFINE_enum('budget_mode', 'wall', ['wall', 'cpu'],
+                    'Wall-clock or process CPU seconds (2x on 2 cores).')
+  flags.DEFINE_string('data_dir', '', 'Hard shapes set; generated if missing.')
+  flags.DEFINE_integer('num_train', 2000, 'Training images to generate.')
+  flags.DEFINE_integer('num_val', 200, 'Val images to generate.')
+  flags.DEFINE_integer('data_seed', 1, 'Seed of the generated set.')
+  flags.DEFINE_string('config', 'configs/shapes_cpu.flags',
+                      "MaskLab's systems' flags file (repository-relative).")
+  flags.DEFINE_bool('dense_semantic_loss', True, 'MaskLab systems: + dense '
+                    'semantic loss, 100 detections.')
+  flags.DEFINE_list('rescore', [], 'Score these systems of --work_dir again '
+                    'from their checkpoints.')
+  flags.DEFINE_bool('rerun', False, 'Train --systems of --work_dir again.')
+
+
+def train(system: str, settings: dict, data: str, model_dir: str) -> dict:
+  """Trains a MaskLab system to the budget in `model_dir`; scores it."""
+  from masklab_tf import config
+  from masklab_tf.training import trainer as trainer_lib
+  configs = config.from_flagfile(
+      os.path.join(results.REPO, settings['config']),
+      DENSE_SEMANTIC * settings['dense_semantic_loss']
+      + tuple(f'--mask_head={SYSTEMS[system]}'.split()) + (
+          f'--train_annotations={data}/train/annotations.json',
+          f'--train_images={data}/train/images', '--lr_schedule=cosine',
+          '--checkpoint_every=1000000', '--image_summary_every=0'))
+  trainer = trainer_lib.Trainer(configs, model_dir)
+  trainer.restore_or_initialise()
+  wall, cpu = time.time(), time.process_time()
+  losses = trainer.train(hooks=[budget.TimeBudget(settings['budget_s'],
+                                                  settings['budget_mode'])])
+  head = trainer.models.train_model.get_layer(
+      'instancefcn_head' if system == 'instancefcn' else 'mask_head')
+  return {'steps': trainer.current_step, 'wall_s': time.time() - wall,
+          'cpu_s': time.process_time() - cpu, 'final_loss': losses.get(
+              'total'), 'mask_head_params': int(head.count_params()),
+          **score(configs, trainer.models.inference_model, data, model_dir),
+          'model': dataclasses.asdict(configs.model)}
+
+
+def score(configs, inference_model, data: str, model_dir: str) -> dict:
+  """pycocotools' metrics and the SCORES on the val split."""
+  from masklab_tf.evaluation import evaluator as evaluator_lib
+  evaluator = evaluator_lib.Evaluator(
+      configs, f'{data}/val/annotations.json', f'{data}/val/images')
+  metrics = evaluator.run(inference_model, f'{model_dir}/results.json')
+  return {'metrics': metrics, **semantic_scores(
+      inference_model, evaluator.batches, configs.model.num_classes)}
+
+
+def model_garden(settings: dict, data: str, model_dir: str) -> dict:
+  """Model Garden's Mask R-CNN (ResNet-18 + FPN) on the same images."""
+  from benchmarks.systems import model_garden as mg
+  from masklab_tf.data import tfrecord
+  for split in ('train', 'val'):
+    if not os.path.exists(f'{data}/tfrecords/{split}.categories.json'):
+      tfrecord.write_tfrecords(coco.read_coco(
+          f'{data}/{split}/annotations.json', f'{data}/{split}/images'),
+                               f'{data}/tfrecords/{split}')
+  pattern = data + '/tfrecords/{}-*.tfrecord'
+  result = mg.train_for_budget(
+      model_dir, settings['budget_s'], settings['budget_mode'],
+      train_pattern=pattern.format('train'), val_pattern=pattern.format('val'))
+  result['metrics'] = mg.evaluate(model_dir, f'{data}/val/annotations.json',
+                                  f'{data}/val/images', pattern.format('val'))
+  return result
+
+
+def connected_components(data: str) -> dict:
+  """Scores the 8-connected components of each class of the true class map
+  (smallest instances on top, the pipeline's rule) as detections."""
+  from masklab_tf.evaluation import evaluator as evaluator_lib
+  dataset = coco.read_coco(f'{data}/val/annotations.json',
+                           f'{data}/val/images')
+  found = []
+  for record in dataset.records:
+    masks = dataset.load_masks(record)
+    class_map = np.zeros((record.height, record.width), np.int32)
+    for index in np.argsort([-int(m.sum(dtype=np.int64)) for m in masks]):
+      class_map[masks[index] > 0] = record.instances[index].category_id
+    for category in np.unique(class_map[class_map > 0]):
+      components = skimage.measure.label(class_map == category,
+                                         connectivity=2)
+      for label in range(1, components.max() + 1):
+        rle = mask_api.encode(np.asfortranarray(components == label,
+                                                np.uint8))
+        rle['counts'] = rle['counts'].decode('ascii')
+        found.append({'image_id': record.image_id, 'score': 1.0,
+                      'category_id': int(category), 'segmentation': rle,
+                      'bbox': [float(v) for v in mask_api.toBbox(rle)]})
+  return {'steps': 0, 'detections': len(found), 'metrics': evaluator_lib.
+          coco_metrics(dataset.to_coco_dict(), found,
+                       dataset.max_instances_per_image)}
+
+
+def confusion(predicted, labels, k: int):
+  """[k+1, k+1] pixel counts by (truth, prediction); label 255 ignored."""
+  valid = labels != 255
+  return np.bincount(labels[valid].astype(np.int64) * (k + 1) + np.clip(
+      predicted[valid], 0, k), minlength=(k + 1) ** 2).reshape(k + 1, k + 1)
+
+
+def mean_iou(counts) -> float:
+  hits = np.diag(counts).astype(np.float64)
+  union = counts.sum(0) + counts.sum(1) - hits
+  return float(np.mean(hits[union > 0] / union[union > 0]) * 100)
+
+
+def semantic_scores(inference_model, batches, num_classes,
+                    threshold=0.5) -> dict:
+  """mIoU of the semantic head's map, of the detections >= threshold alone
+  (higher scores on top) and of the output fusion's (one category per
+  class: the semantic head's; its gain is over the instances alone), at the
+  model's input resolution (None without classes); inference ms/image."""
+  import tensorflow as tf
+  from masklab_tf.postprocess import masks as masks_lib
+  from masklab_tf.postprocess import output_fusion
+  call = tf.function(lambda x: inference_model(x, training=False))
+  counts = np.zeros([3, num_classes + 1, num_classes + 1], np.int64)
+  seconds, images = 0.0, 0
+  for step, batch in enumerate(batches):
+    start = time.perf_counter()
+    out = {k: v.numpy() for k, v in call(
+        {'image': batch['image'], 'image_size': batch['image_size']}).items()}
+    if step:  # The first batch pays for tracing.
+      seconds += time.perf_counter() - start
+      images += len(out['num_detections'])
+    for i, num in enumerate(out['num_detections']
+                            if 'semantic_map' in out else []):
+      semantic, keep = out['semantic_map'][i], (
+          out['detection_scores'][i, :num] >= threshold)
+      masks, boxes, classes, scores = (out[f'detection_{k}'][i, :num][keep]
+                                       for k in DETECTIONS)
+      pasted = masks_lib.paste_masks(masks, boxes, *semantic.shape)
+      masks = pasted.numpy() >= 0.5
+      painted = np.zeros(semantic.shape, np.int64)
+      for j in np.argsort(scores, kind='stable'):
+        painted[masks[j]] = classes[j]
+      fused = output_fusion.fuse_np(semantic, masks, classes, scores)[0]
+      for k, class_map in enumerate((semantic, painted, fused)):
+        counts[k] += confusion(class_map, batch['semantic_labels'][i].numpy(),
+                               num_classes)
+  mious = [mean_iou(c) for c in counts] if counts.any() else [None] * 3
+  return dict(zip(SCORES, [1000 * seconds / images if images else None,
+                          *mious]))
+
+
+def run_job(job: jobs.Job, settings: dict, work_dir: str) -> dict:
+  data = settings['data_dir'] or os.path.join(work_dir, 'data')
+  if not os.path.exists(f'{data}/train/annotations.json'):
+    synthetic.make_shapes(data, settings['num_train'], settings['num_val'],
+                          seed=settings['data_seed'])
+  model_dir = os.path.join(work_dir, 'models', job.system)
+  if job.kind == 'rescore':
+    import tensorflow as tf
+    from masklab_tf import config
+    from masklab_tf.modeling import factory
+    configs = config.from_json(os.path.join(model_dir, config.CONFIGS_FILE))
+    models = factory.restore_models(configs,
+                                    tf.train.latest_checkpoint(model_dir))
+    return score(configs, models.inference_model, data, model_dir)
+  if job.system == 'connected_components':
+    return connected_components(data)
+  print(f'earlier run set aside: {scratch.set_aside(model_dir)}', flush=True)
+  os.makedirs(model_dir)
+  if job.system == 'model_garden':
+    return model_garden(settings, data, model_dir)
+  return train(job.system, settings, data, model_dir)
+
+
+def row(system: str, result: dict) -> dict:
+  """A table row of a system's result, without the keys it lacks."""
+  metrics, trained = result.get('metrics', {}), bool(result.get('steps'))
+  recall, params = metrics.get('proposals', {}), result.get('mask_head_params')
+  values = {
+      'system': system, 'steps': result['steps'] if trained else None,
+      'wall_min': result['wall_s'] / 60 if trained else None,
+      'cpu_min': result['cpu_s'] / 60 if trained else None,
+      'ar10': recall.get('AR@10'), 'ar100': recall.get('AR@100'),
+      'mask_head_params': params / 1e3 if params else None,
+      **{key: result.get(key) for key in SCORES},
+      **{f'{kind}_ap{at}': metrics.get(kind, {}).get(f'AP{at}')
+         for kind in ('box', 'mask') for at in ('', '50', '75')}}
+  return {key: value for key, value in values.items() if value is not None}
+
+
+def systems_table(rows: list[dict]) -> dict:
+  """The 'systems' table: the HEADLINE columns and those a row has."""
+  return results.table('systems', [
+      spec for spec in COLUMNS if spec['key'] in HEADLINE
+      or any(spec['key'] in r for r in rows)], rows)
+
+
+def report(store: jobs.Store, settings: dict, systems: list[str]) -> dict:
+  """The systems' table; a system's rescored metrics replace its own."""
+  rows = [row(system, dict(result, **(
+      store.result(jobs.Job('rescore', system), settings) or {})))
+          for system in systems
+          if (result := store.result(jobs.Job('accuracy', system), settings))]
+  return results.new('accuracy', 'Systems at equal training time', [
+      results.text('{budget_s:g} {budget_mode} s of training each; {num_val} '
+                   'val images of the hard shapes set (seed {data_seed}).'
+                   .format(**settings)), systems_table(rows)],
+      dict(settings, data_dir=results.relative_paths(settings['data_dir'])))
+
+
+def main(argv) -> None:
+  del argv
+  systems = list(dict.fromkeys(FLAGS.systems + FLAGS.rescore))
+  if set(systems) - set(ALL) or set(FLAGS.rescore) - set(SYSTEMS):
+    raise app.UsageError(f'systems: {ALL} (rescore: MaskLab\'s)')
+  if FLAGS.work_dir and os.path.exists(f'{FLAGS.work_dir}/results.json'):
+    store = jobs.Store(f'{FLAGS.work_dir}/results.json')
+    for name in ([f'rescore-{s}' for s in FLAGS.rescore]  # whenever asked
+                 + [f'accuracy-{s}' for s in systems if FLAGS.rerun]):
+      store.data['jobs'].pop(name, None)
+    store.save()
+  settings = {name: suite.chosen(name, QUICK) for name in (
+      'budget_s', 'budget_mode', 'num_train', 'num_val', 'data_seed',
+      'config', 'dense_semantic_loss')}
+  settings['data_dir'] = FLAGS.data_dir and os.path.abspath(FLAGS.data_dir)
+  suite.run('accuracy', [jobs.Job('accuracy', s) for s in systems]
+            + [jobs.Job('rescore', s) for s in FLAGS.rescore], settings,
+            lambda store, settings, _: report(store, settings, systems))

@@ -1,44 +1,55 @@
 """Speed of position-sensitive assembling: gathers vs crop-all-then-select.
 
-Usage:
-  python benchmarks/assemble.py [--sizes=64,128] [--num_boxes=100]
-      [--channels=32] [--crop_size=41] [--num_runs=50] [--in_graph=5]
-      [--skip_model_cost]
-
 For B=1 feature maps of each size with C channels at stride 8, N random
-boxes and MaskLab's direction-pooling channel map, prints a markdown table
-of median milliseconds (forward per eager call; forward per op when a graph
-runs --in_graph of them, as in a model, where no Python dispatch cost is
-paid per op; forward + backward to the features per eager call) of:
+boxes and MaskLab's direction-pooling channel map, median milliseconds of:
   (a) ops/assemble.py's gather path compiled with XLA;
   (b) the same gather path as a plain tf.function graph;
   (c) tf.image.crop_and_resize of all C channels, then a per-pixel select;
   (d) Model Garden's multilevel_crop_and_resize on a one-level feature dict
-      (all channels), then the same select; (d, XLA) is that path compiled
-      with XLA. Model Garden samples bin centres (RoIAlign), not both box
-      edges, so (d) differs in values; it is here for speed only.
-Runs are interleaved round-robin, so load from other processes on the
-machine hits every path alike; the load average is printed with the table.
-Then, unless --skip_model_cost, benchmarks/model_cost.py's table: time and
-FLOPs of each part of the r50 model at 512 px with 100 detections.
+      (all channels), then the same select; (d, XLA) compiled with XLA.
+      Model Garden samples bin centres (RoIAlign), not both box edges, so
+      (d) differs in values: it is here for speed only.
+Forward per eager call; forward per op when a graph runs --in_graph of them
+(as in a model: no Python dispatch per op); forward + backward to the
+features per eager call. Runs are interleaved round-robin, so load from
+other processes hits every path alike. Then, unless --skip_model_cost, the
+model_cost suite (time and FLOPs of each part of the r50 model) runs.
 """
 
 import os
+import subprocess
+import sys
 import time
 
+from absl import flags
 import numpy as np
 import tensorflow as tf
-from absl import app
-from absl import flags
 
-from official.vision.ops import spatial_transform_ops
-
+from benchmarks.harness import results
+from benchmarks.harness import suite
 from masklab_tf.ops import assemble
 from masklab_tf.ops import crop
 from masklab_tf.ops import direction
+from official.vision.ops import spatial_transform_ops
 
+FLAGS = flags.FLAGS
+QUICK = {'sizes': ['16'], 'num_boxes': 10, 'num_runs': 3, 'num_warmup': 1,
+         'in_graph': 2, 'skip_model_cost': True}
 STRIDE = 8
 LEVEL = '3'  # 2^3 = STRIDE, so Model Garden assigns every box this level.
+
+
+def define_flags():
+  flags.DEFINE_list('sizes', ['64', '128'], 'Feature map sides.')
+  flags.DEFINE_integer('num_boxes', 100, 'Boxes per image.')
+  flags.DEFINE_integer('channels', 32, 'Feature channels (D x R = 32).')
+  flags.DEFINE_integer('crop_size', 41, 'S.')
+  flags.DEFINE_integer('num_runs', 50, 'Timed calls per path.')
+  flags.DEFINE_integer('num_warmup', 5, 'Untimed calls per path first.')
+  flags.DEFINE_integer('in_graph', 5, 'Ops per graph for the in-graph times.')
+  flags.DEFINE_bool('skip_model_cost', False,
+                    'Do not run the model_cost suite after the table (a few '
+                    'minutes on a CPU).')
 
 
 def _random_boxes(rng, num_boxes, image_size):
@@ -56,12 +67,11 @@ def _select(crops, channel_map, offsets):
 
 def _crop_and_resize_select(features, boxes, channel_map, offsets):
   shape = tf.shape(features)
-  num = tf.shape(boxes)[1]
   crop_size = channel_map.shape[0]
   crops = tf.image.crop_and_resize(
       features,
       crop.to_crop_and_resize_boxes(boxes / STRIDE, shape[1], shape[2])[0],
-      tf.zeros([num], tf.int32), (crop_size, crop_size))
+      tf.zeros([tf.shape(boxes)[1]], tf.int32), (crop_size, crop_size))
   return _select(crops[tf.newaxis], channel_map, offsets)
 
 
@@ -124,16 +134,9 @@ def _median_ms(functions, args, num_runs, num_warmup):
 def run_assemble_table(sizes=(64, 128), num_boxes=100, channels=32,
                        crop_size=41, num_runs=50, num_warmup=5, in_graph=5,
                        seed=0):
-  """Times every path on every map size.
-
-  Returns:
-    A list of dicts, one per (size, path), with keys size, path,
-    forward_ms (per eager call), in_graph_ms (per op, `in_graph` ops per
-    graph), forward_backward_ms (per eager call), speedup_vs_c and
-    in_graph_speedup_vs_c (time of (c) / time of the path) and
-    max_abs_diff_vs_c (forward values; None for Model Garden's other
-    sampling convention).
-  """
+  """Times every path on every map size: one row per (size, path), with
+  the speed-ups as time of (c) / time of the path and the forward values'
+  max abs difference from (c) (None for Model Garden's sampling)."""
   rng = np.random.default_rng(seed)
   channel_map = direction.pooling_index_map(crop_size)
   offsets = tf.zeros([1, num_boxes], tf.int32)
@@ -158,78 +161,44 @@ def run_assemble_table(sizes=(64, 128), num_boxes=100, channels=32,
       diff = None
       if path is not _model_garden_select:
         diff = float(tf.reduce_max(tf.abs(forward[k](*args) - reference)))
-      rows.append({'size': size, 'path': name, 'forward_ms': forward_ms[k],
-                   'in_graph_ms': in_graph_ms[k],
-                   'forward_backward_ms': both_ms[k],
+      rows.append({'map': f'{size}x{size}', 'path': name,
+                   'forward_ms': forward_ms[k],
                    'speedup_vs_c': forward_ms[2] / forward_ms[k],
+                   'in_graph_ms': in_graph_ms[k],
                    'in_graph_speedup_vs_c': in_graph_ms[2] / in_graph_ms[k],
+                   'forward_backward_ms': both_ms[k],
                    'max_abs_diff_vs_c': diff})
   return rows
 
 
-def format_table(rows, num_boxes, channels, crop_size, in_graph):
-  """Markdown table of `run_assemble_table` rows."""
-  lines = [
-      f'B=1, C={channels}, N={num_boxes} boxes, crop {crop_size}x{crop_size}'
-      f', stride {STRIDE}; medians; load average '
-      f'{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs',
-      '',
-      '| map | path | forward ms/call | speed-up vs (c) '
-      f'| forward ms/op, {in_graph} per graph | speed-up vs (c) '
-      '| fwd+bwd ms/call | max abs diff vs (c) |',
-      '|---|---|---:|---:|---:|---:|---:|---:|',
-  ]
-  for row in rows:
-    diff = row['max_abs_diff_vs_c']
-    lines.append(
-        f"| {row['size']}x{row['size']} | {row['path']} "
-        f"| {row['forward_ms']:.2f} | {row['speedup_vs_c']:.1f}x "
-        f"| {row['in_graph_ms']:.2f} | {row['in_graph_speedup_vs_c']:.1f}x "
-        f"| {row['forward_backward_ms']:.2f} "
-        f"| {'-' if diff is None else f'{diff:.1e}'} |")
-  return '\n'.join(lines)
-
-
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-  """Flags of the script; not at import, so other scripts can import it."""
-  flags.DEFINE_list('sizes', ['64', '128'], 'Feature map sides.')
-  flags.DEFINE_integer('num_boxes', 100, 'Boxes per image.')
-  flags.DEFINE_integer('channels', 32, 'Feature channels (D x R = 32).')
-  flags.DEFINE_integer('crop_size', 41, 'S.')
-  flags.DEFINE_integer('num_runs', 50, 'Timed calls per path.')
-  flags.DEFINE_integer('num_warmup', 5, 'Untimed calls per path first.')
-  flags.DEFINE_integer('in_graph', 5, 'Ops per graph for the in-graph times.')
-  flags.DEFINE_bool('skip_model_cost', False,
-                    'Skip the per-part time and FLOPs table of the r50 model '
-                    '(benchmarks/model_cost.py; a few minutes on a CPU).')
+def table(rows, in_graph):
+  column = results.column
+  return results.table('paths', [
+      column('map', 'map'), column('path', 'path'),
+      column('forward_ms', 'forward ms/call', '.2f'),
+      column('speedup_vs_c', 'speed-up vs (c)', '.1f', suffix='x'),
+      column('in_graph_ms', f'forward ms/op, {in_graph} per graph', '.2f'),
+      column('in_graph_speedup_vs_c', 'speed-up vs (c)', '.1f', suffix='x'),
+      column('forward_backward_ms', 'fwd+bwd ms/call', '.2f'),
+      column('max_abs_diff_vs_c', 'max abs diff vs (c)', '.1e')], rows)
 
 
 def main(argv):
   del argv
   # Every path is its own tf.function; TF would warn about "retracing".
   tf.get_logger().setLevel('ERROR')
-  rows = run_assemble_table(
-      sizes=[int(s) for s in FLAGS.sizes], num_boxes=FLAGS.num_boxes,
-      channels=FLAGS.channels, crop_size=FLAGS.crop_size,
-      num_runs=FLAGS.num_runs, num_warmup=FLAGS.num_warmup,
-      in_graph=FLAGS.in_graph)
-  print(format_table(rows, FLAGS.num_boxes, FLAGS.channels,
-                     FLAGS.crop_size, FLAGS.in_graph))
-  if not FLAGS.skip_model_cost:
-    # The assembling layer's speed only matters against the per-box parts
-    # of the model around it. Imported here: the sibling script is on the
-    # path when this file runs as a script, from the repo root otherwise.
-    try:
-      from benchmarks import model_cost  # pylint: disable=g-import-not-at-top
-    except ImportError:
-      import model_cost  # pylint: disable=g-import-not-at-top
-    print()
-    print(model_cost.format_table(model_cost.run_model_cost_table()))
-
-
-if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  s = {name: suite.chosen(name, QUICK) for name in (
+      'sizes', 'num_boxes', 'channels', 'crop_size', 'num_runs', 'num_warmup',
+      'in_graph')}
+  s['sizes'] = [int(size) for size in s['sizes']]
+  rows = run_assemble_table(**s)
+  suite.publish(results.new('assembling', 'The assembling layer', [
+      results.text(
+          f"B=1, C={s['channels']}, N={s['num_boxes']} boxes, crop "
+          f"{s['crop_size']}x{s['crop_size']}, stride {STRIDE}; medians of "
+          f"{s['num_runs']} calls; load average {os.getloadavg()[0]:.2f}."),
+      table(rows, s['in_graph'])], s))
+  if not suite.chosen('skip_model_cost', QUICK):
+    # The layer's speed matters only against the per-box parts around it.
+    subprocess.run([sys.executable, '-m', 'benchmarks', 'model_cost'],
+                   cwd=results.REPO, check=True)

@@ -1,19 +1,13 @@
 """Speed of position-sensitive assembling: gathers vs crop-all-then-select.
 
-For B=1 feature maps of each size with C channels at stride 8, N random
-boxes and MaskLab's direction-pooling channel map, median milliseconds of:
-  (a) ops/assemble.py's gather path compiled with XLA;
-  (b) the same gather path as a plain tf.function graph;
-  (c) tf.image.crop_and_resize of all C channels, then a per-pixel select;
-  (d) Model Garden's multilevel_crop_and_resize on a one-level feature dict
-      (all channels), then the same select; (d, XLA) compiled with XLA.
-      Model Garden samples bin centres (RoIAlign), not both box edges, so
-      (d) differs in values: it is here for speed only.
-Forward per eager call; forward per op when a graph runs --in_graph of them
-(as in a model: no Python dispatch per op); forward + backward to the
-features per eager call. Runs are interleaved round-robin, so load from
-other processes hits every path alike. Then, unless --skip_model_cost, the
-model_cost suite (time and FLOPs of each part of the r50 model) runs.
+B=1 feature maps of each size with C channels at stride 8, N random boxes,
+MaskLab's direction-pooling channel map; median ms of the PATHS: forward
+per eager call, forward per op when a graph runs --in_graph of them (as in
+a model: no Python dispatch per op), forward + backward per eager call.
+Runs are interleaved, so load from other processes hits every path alike.
+Model Garden samples bin centres (RoIAlign), not both box edges: its values
+differ, it is here for speed only. Then, unless --skip_model_cost, the
+model_cost suite: the layer matters only against the model's parts.
 """
 
 import os
@@ -32,11 +26,10 @@ from masklab_tf.ops import crop
 from masklab_tf.ops import direction
 from official.vision.ops import spatial_transform_ops
 
-FLAGS = flags.FLAGS
 QUICK = {'sizes': ['16'], 'num_boxes': 10, 'num_runs': 3, 'num_warmup': 1,
          'in_graph': 2, 'skip_model_cost': True}
 STRIDE = 8
-LEVEL = '3'  # 2^3 = STRIDE, so Model Garden assigns every box this level.
+LEVEL = '3'  # 2^3 = STRIDE: Model Garden assigns every box this level
 
 
 def define_flags():
@@ -47,16 +40,8 @@ def define_flags():
   flags.DEFINE_integer('num_runs', 50, 'Timed calls per path.')
   flags.DEFINE_integer('num_warmup', 5, 'Untimed calls per path first.')
   flags.DEFINE_integer('in_graph', 5, 'Ops per graph for the in-graph times.')
-  flags.DEFINE_bool('skip_model_cost', False,
-                    'Do not run the model_cost suite after the table (a few '
-                    'minutes on a CPU).')
-
-
-def _random_boxes(rng, num_boxes, image_size):
-  """Boxes of 2..40 % of the image side, inside it."""
-  size = rng.uniform(0.02, 0.4, [1, num_boxes, 2]) * image_size
-  corner = rng.uniform(0.0, 1.0, [1, num_boxes, 2]) * (image_size - size)
-  return np.concatenate([corner, corner + size], -1).astype(np.float32)
+  flags.DEFINE_bool('skip_model_cost', False, 'Do not run the model_cost '
+                    'suite after the table (minutes on a CPU).')
 
 
 def _select(crops, channel_map, offsets):
@@ -66,65 +51,58 @@ def _select(crops, channel_map, offsets):
 
 
 def _crop_and_resize_select(features, boxes, channel_map, offsets):
-  shape = tf.shape(features)
-  crop_size = channel_map.shape[0]
+  shape, size = tf.shape(features), channel_map.shape[0]
   crops = tf.image.crop_and_resize(
       features,
       crop.to_crop_and_resize_boxes(boxes / STRIDE, shape[1], shape[2])[0],
-      tf.zeros([tf.shape(boxes)[1]], tf.int32), (crop_size, crop_size))
+      tf.zeros([tf.shape(boxes)[1]], tf.int32), (size, size))
   return _select(crops[tf.newaxis], channel_map, offsets)
 
 
 def _model_garden_select(features, boxes, channel_map, offsets):
-  crops = spatial_transform_ops.multilevel_crop_and_resize(
-      {LEVEL: features}, boxes, output_size=channel_map.shape[0])
-  return _select(crops, channel_map, offsets)
+  return _select(spatial_transform_ops.multilevel_crop_and_resize(
+      {LEVEL: features}, boxes, output_size=channel_map.shape[0]),
+                 channel_map, offsets)
 
 
-def _gather_path(features, boxes, channel_map, offsets):
+def _gather(features, boxes, channel_map, offsets):
   return assemble.assemble(features, boxes, channel_map, offsets, STRIDE)
 
 
-PATHS = (
-    ('(a) gather, XLA', _gather_path, True),
-    ('(b) gather, plain TF', _gather_path, False),
-    ('(c) crop_and_resize all C + select', _crop_and_resize_select, False),
-    ('(d) Model Garden multilevel all C + select', _model_garden_select,
-     False),
-    ('(d, XLA) Model Garden multilevel all C + select', _model_garden_select,
-     True),
-)
+PATHS = (('(a) gather, XLA', _gather, True),
+         ('(b) gather, plain TF', _gather, False),
+         ('(c) crop_and_resize all C + select', _crop_and_resize_select,
+          False),
+         ('(d) Model Garden multilevel all C + select', _model_garden_select,
+          False),
+         ('(d, XLA) Model Garden multilevel all C + select',
+          _model_garden_select, True))
 
 
-def _forward_backward(path, loss_weights):
-  def step(features, boxes, channel_map, offsets):
+def _variants(path, xla, loss_weights, repeats):
+  """(forward, forward + backward, `repeats` ops on shifted boxes in one
+  graph, XLA ones as clusters) as tf.functions."""
+  def both(features, *args):
     with tf.GradientTape() as tape:
       tape.watch(features)
-      loss = tf.reduce_sum(
-          path(features, boxes, channel_map, offsets) * loss_weights)
+      loss = tf.reduce_sum(path(features, *args) * loss_weights)
     return tape.gradient(loss, features)
-  return step
-
-
-def _in_graph(path, xla, repeats):
-  """`repeats` ops on shifted boxes in one graph; XLA ones as clusters."""
   op = tf.function(path, jit_compile=True) if xla else path
-
-  def ops(features, boxes, channel_map, offsets):
-    return [op(features, boxes + 0.25 * k, channel_map, offsets)
-            for k in range(repeats)]
-  return tf.function(ops)
+  return (tf.function(path, jit_compile=xla),
+          tf.function(both, jit_compile=xla),
+          tf.function(lambda features, boxes, *args: [
+              op(features, boxes + 0.25 * k, *args) for k in range(repeats)]))
 
 
 def _median_ms(functions, args, num_runs, num_warmup):
-  """Median wall milliseconds per call of each function, interleaved."""
+  """Median wall ms per call of each function, interleaved round-robin
+  (eager calls on CPU return when done)."""
   for function in functions:
     for _ in range(num_warmup):
       function(*args)
   times = [[] for _ in functions]
   for _ in range(num_runs):
     for function, samples in zip(functions, times):
-      # Eager execution is synchronous on CPU: the call returns when done.
       start = time.perf_counter()
       function(*args)
       samples.append(time.perf_counter() - start)
@@ -134,9 +112,9 @@ def _median_ms(functions, args, num_runs, num_warmup):
 def run_assemble_table(sizes=(64, 128), num_boxes=100, channels=32,
                        crop_size=41, num_runs=50, num_warmup=5, in_graph=5,
                        seed=0):
-  """Times every path on every map size: one row per (size, path), with
-  the speed-ups as time of (c) / time of the path and the forward values'
-  max abs difference from (c) (None for Model Garden's sampling)."""
+  """One row per (size, path): speed-ups are time of (c) / time of the
+  path; the forward values' max abs difference from (c) (None for Model
+  Garden's sampling)."""
   rng = np.random.default_rng(seed)
   channel_map = direction.pooling_index_map(crop_size)
   offsets = tf.zeros([1, num_boxes], tf.int32)
@@ -144,30 +122,30 @@ def run_assemble_table(sizes=(64, 128), num_boxes=100, channels=32,
       rng.normal(size=[1, num_boxes, crop_size, crop_size]), tf.float32)
   rows = []
   for size in sizes:
-    features = tf.constant(rng.normal(size=[1, size, size, channels]),
-                           tf.float32)
-    boxes = tf.constant(_random_boxes(rng, num_boxes, size * STRIDE))
-    args = (features, boxes, channel_map, offsets)
-    forward = [tf.function(path, jit_compile=xla) for _, path, xla in PATHS]
-    both = [tf.function(_forward_backward(path, loss_weights),
-                        jit_compile=xla) for _, path, xla in PATHS]
-    graphs = [_in_graph(path, xla, in_graph) for _, path, xla in PATHS]
+    # Boxes of 2..40 % of the image side, inside it.
+    sides = rng.uniform(0.02, 0.4, [1, num_boxes, 2]) * size * STRIDE
+    corners = rng.uniform(0, 1, [1, num_boxes, 2]) * (size * STRIDE - sides)
+    args = (tf.constant(rng.normal(size=[1, size, size, channels]),
+                        tf.float32),
+            tf.constant(np.concatenate([corners, corners + sides], -1),
+                        tf.float32), channel_map, offsets)
+    forward, both, graphs = zip(*(_variants(path, xla, loss_weights, in_graph)
+                                  for _, path, xla in PATHS))
     forward_ms = _median_ms(forward, args, num_runs, num_warmup)
-    in_graph_ms = [ms / in_graph for ms in
-                   _median_ms(graphs, args, num_runs, num_warmup)]
+    graph_ms = [ms / in_graph for ms in
+                _median_ms(graphs, args, num_runs, num_warmup)]
     both_ms = _median_ms(both, args, num_runs, num_warmup)
     reference = forward[2](*args)
     for k, (name, path, _) in enumerate(PATHS):
-      diff = None
-      if path is not _model_garden_select:
-        diff = float(tf.reduce_max(tf.abs(forward[k](*args) - reference)))
-      rows.append({'map': f'{size}x{size}', 'path': name,
-                   'forward_ms': forward_ms[k],
-                   'speedup_vs_c': forward_ms[2] / forward_ms[k],
-                   'in_graph_ms': in_graph_ms[k],
-                   'in_graph_speedup_vs_c': in_graph_ms[2] / in_graph_ms[k],
-                   'forward_backward_ms': both_ms[k],
-                   'max_abs_diff_vs_c': diff})
+      rows.append({
+          'map': f'{size}x{size}', 'path': name, 'forward_ms': forward_ms[k],
+          'speedup_vs_c': forward_ms[2] / forward_ms[k],
+          'in_graph_ms': graph_ms[k],
+          'in_graph_speedup_vs_c': graph_ms[2] / graph_ms[k],
+          'forward_backward_ms': both_ms[k],
+          'max_abs_diff_vs_c': None if path is _model_garden_select else
+                               float(tf.reduce_max(tf.abs(
+                                   forward[k](*args) - reference)))})
   return rows
 
 
@@ -185,8 +163,7 @@ def table(rows, in_graph):
 
 def main(argv):
   del argv
-  # Every path is its own tf.function; TF would warn about "retracing".
-  tf.get_logger().setLevel('ERROR')
+  tf.get_logger().setLevel('ERROR')  # every path retraces: TF would warn
   s = {name: suite.chosen(name, QUICK) for name in (
       'sizes', 'num_boxes', 'channels', 'crop_size', 'num_runs', 'num_warmup',
       'in_graph')}
@@ -199,6 +176,5 @@ def main(argv):
           f"{s['num_runs']} calls; load average {os.getloadavg()[0]:.2f}."),
       table(rows, s['in_graph'])], s))
   if not suite.chosen('skip_model_cost', QUICK):
-    # The layer's speed matters only against the per-box parts around it.
     subprocess.run([sys.executable, '-m', 'benchmarks', 'model_cost'],
                    cwd=results.REPO, check=True)

@@ -4,19 +4,13 @@ Why one file of this length: each class of issue 20 is a short case that
 makes its input, runs what a user would run on it and reads what happened
 into a row; the table is only worth reading with all of them.
 
-Tools run as subprocesses (bin/check_dataset, make_tfrecords, train,
-export, evaluate, predict, a benchmark); the exported SavedModel is loaded
-with tf.saved_model.load, as TF Serving would. Inputs are made here (a
-small shapes set, extreme aspect ratios, decompression bombs, paths leaving
-the images folder, a tiny model trained for a few steps). A row is read
-from what happened, never written in: item (of the issue), input, outcome,
-the first line naming the problem (clipped), anything lost. Item 9 needs a
-read-only folder and a full disk: as root (whom chmod does not stop) a
-read-only bind mount and a small tmpfs; else chmod 555 and a file size
-limit (RLIMIT_FSIZE: the same failed write as ENOSPC).
+Tools run as subprocesses; the exported SavedModel is loaded as TF Serving
+would. A row is read from what happened, never written in: item (of the
+issue), input, outcome, the first line naming the problem, anything lost.
+Item 9 needs a read-only folder and a full disk: as root (whom chmod does
+not stop) a read-only bind mount and a small tmpfs; else chmod 555 and a
+file size limit (RLIMIT_FSIZE: the same failed write as ENOSPC).
 """
-
-from __future__ import annotations
 
 import contextlib
 import functools
@@ -109,10 +103,7 @@ class Run:
 
   def __init__(self, code, stdout, stderr, peak_mib):
     self.code, self.stdout, self.stderr = code, stdout, stderr
-    self.peak_mib = peak_mib
-    self.outcome = ('killed at the timeout' if code is None else
-                    f'killed by {signal.Signals(-code).name}' if code < 0
-                    else f'exit {code}')
+    self.peak_mib, self.outcome = peak_mib, exit_text(code)
 
   def line(self, *needles: str) -> str:
     return first_line(self.stderr + '\n' + self.stdout, *needles)
@@ -123,6 +114,12 @@ class Run:
     return problem_line(self.stderr + '\n' + self.stdout, *needles,
                         fallback=(self.stderr or self.stdout) if self.code
                         else '(none)')
+
+
+def exit_text(code: int | None) -> str:
+  return ('killed at the timeout' if code is None else
+          f'killed by {signal.Signals(-code).name}' if code < 0 else
+          f'exit {code}')
 
 
 def run_command(command: list[str], timeout: float = 600, cwd: str = REPO,
@@ -589,7 +586,7 @@ def train_model(ctx: Context) -> list[dict]:
     rows = [row(8, 'a second bin/train on the --model_dir of a running one',
                 second.outcome, second.message('in use', 'rror'),
                 ('no: the first trains on' if first.poll() is None else
-                 f'first ended meanwhile ({Run(first.poll(), "", "", 0).outcome})')
+                 f'first ended meanwhile ({exit_text(first.poll())})')
                 + ('; the second wrote checkpoints' if second.code == 0
                    else ''))]
     wait_for(lambda: last_step(read(log_path)) >= 2 and os.path.exists(
@@ -603,7 +600,7 @@ def train_model(ctx: Context) -> list[dict]:
     text = read(log_path)
     return rows + train_plain(ctx) + [row(
         1, 'bin/train on shapes + 2x1000, 1x4000, 4000x1 images',
-        Run(first.returncode, '', '', 0).outcome,
+        exit_text(first.returncode),
         problem_line(text, 'rror', fallback=text),
         f'trained {last_step(text)} of {TRAIN_STEPS} steps')]
   last = checkpoint_named(model_dir)
@@ -928,12 +925,13 @@ def case_full_disk(ctx: Context) -> list[dict]:
   checkpoint_kib = max(os.path.getsize(os.path.join(ctx.model_dir, name))
                        for name in os.listdir(ctx.model_dir)
                        if '.data-' in name) // 1024
-  used = sum(os.path.getsize(os.path.join(ctx.model_dir, name))
-             for name in os.listdir(ctx.model_dir)) // 1024
+  used = sum(os.path.getsize(os.path.join(root, name)) for root, _, names
+             in os.walk(ctx.model_dir) for name in names) // 1024
   mount = ctx.folder('full_disk')
+  room = used + checkpoint_kib // 2 + 256
   mounted = os.geteuid() == 0 and subprocess.run(
-      ['mount', '-t', 'tmpfs', '-o', f'size={used + checkpoint_kib // 2 + 256}k',
-       'tmpfs', mount], capture_output=True).returncode == 0
+      ['mount', '-t', 'tmpfs', '-o', f'size={room}k', 'tmpfs', mount],
+      capture_output=True).returncode == 0
   try:
     model_dir = os.path.join(mount, 'model')
     shutil.copytree(ctx.model_dir, model_dir)
@@ -978,11 +976,11 @@ def measure(num_annotations: int = 10_000, control_annotations: int = 5,
   Returns rows {'case', 'annotations', 'peak_rss_mb', 'ratio'} (ratio to
   the control), control first.
   """
-  rng, rows = np.random.default_rng(0), []
+  rows = []
   with tempfile.TemporaryDirectory(prefix='annotation_memory_') as work:
     for case, count in (('few annotations (control)', control_annotations),
                         ('many annotations', num_annotations)):
-      folder = os.path.join(work, f'set_{count}')
+      folder, rng = os.path.join(work, f'set_{count}'), np.random.default_rng(0)
       sides = rng.integers(4, 40, (count, 2))
       corners = rng.integers(0, 160 - sides)
       annotations = one_image_set(folder, (160, 160), [box(

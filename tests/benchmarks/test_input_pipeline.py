@@ -1,26 +1,21 @@
-"""The input_pipeline suite's 800 px set: masks and boxes scaled with it."""
+"""The input_pipeline suite's measurement: batches as training gets them."""
 
-import json
-
-import pytest
+import os
 
 from benchmarks.suites import input_pipeline
+from masklab_tf.data import coco
+from masklab_tf.data import sources
 from masklab_tf.data import synthetic
 
 
-def test_upscaled_split_scales_images_masks_and_boxes(tmp_path):
-  synthetic.make_shapes(str(tmp_path / 'shapes'), num_train=2, num_val=1)
-  source = tmp_path / 'shapes' / 'train'
-  input_pipeline.upscale_split(str(source), str(tmp_path / 'big'), 480)
-  small = json.loads((source / 'annotations.json').read_text())
-  big = json.loads((tmp_path / 'big' / 'annotations.json').read_text())
-  scale = {}
-  for before, after in zip(small['images'], big['images']):
-    assert min(after['height'], after['width']) == 480
-    scale[after['id']] = after['height'] / before['height']
-  for before, after in zip(small['annotations'], big['annotations']):
-    factor = scale[after['image_id']]
-    assert after['area'] == pytest.approx(before['area'] * factor**2,
-                                          rel=0.2)
-    for old, new in zip(before['bbox'], after['bbox']):
-      assert new == pytest.approx(old * factor, abs=factor + 1)
+def test_rate_times_padded_batches_of_the_shapes_set(tmp_path):
+  synthetic.make_shapes(str(tmp_path), num_train=4, num_val=1)
+  train = os.path.join(tmp_path, 'train')
+  dataset = coco.read_coco(os.path.join(train, 'annotations.json'),
+                           os.path.join(train, 'images'))
+  rate, shape = input_pipeline.rate(input_pipeline.SMALL,
+                                    sources.coco_source(dataset), 2, 2)
+  assert rate > 0
+  batch, height, width, channels = map(int, shape.split('x'))
+  assert (batch, channels) == (2, 3)
+  assert height % 8 == width % 8 == 0 and 128 <= max(height, width) <= 192

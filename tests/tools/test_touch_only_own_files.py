@@ -95,12 +95,12 @@ def test_benchmarks_delete_no_folder_they_did_not_make():
 
 @pytest.mark.slow
 def test_serving_benchmark_leaves_the_users_work_dir_alone(tmp_path):
-  """benchmarks/serving.py once replaced WORK_DIR/1 wholesale."""
+  """The serving benchmark once replaced WORK_DIR/1 wholesale."""
   work = tmp_path / 'work'
   (work / '1').mkdir(parents=True)
   (work / '1' / 'mine.txt').write_text('keep')
   result = subprocess.run(
-      [sys.executable, 'benchmarks/serving.py',
+      [sys.executable, '-m', 'benchmarks', 'serving',
        '--config=configs/shapes_cpu.flags', '--size=160', '--num_runs=1',
        '--num_runs_batch=1', '--batch_size=2', f'--work_dir={work}'],
       capture_output=True, text=True, cwd=REPO, timeout=600, check=False)

@@ -2,9 +2,9 @@
 
 The parent launches `python -m benchmarks <suite> --job=<name>` (or any
 command, e.g. another interpreter for torchvision), waits with a timeout,
-reads the child's peak resident set from the kernel (wait4's ru_maxrss:
-the whole life of the process, model building included, whatever the child
-does) and keeps the log's tail when it fails. The child runs its suite's
+reads the child's peak resident set from the kernel (wait4's ru_maxrss,
+through a small relay process: the whole life of the job, model building
+included, whatever it does) and keeps the log's tail when it fails. The child runs its suite's
 `run_job` and writes the result as JSON.
 """
 
@@ -25,36 +25,68 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 SETTINGS_ENV = 'BENCHMARK_SETTINGS'
 LOG_TAIL_CHARS = 1500
-POLL_S = 0.2
+
+
+# Starts the job and reports its exit status and peak RSS. Why a relay: a
+# child's peak counts from its fork, and a forked (or vforked, then exec'd)
+# child starts with its parent's high-water mark: from an 800 MiB parent,
+# `python -c pass` peaked at 817 MiB. The relay is small, so the job's peak
+# is its own whoever launches it. argv: status file, file size limit
+# (bytes, 0: none), the command.
+RELAY = """
+import os, resource, signal, subprocess, sys
+status_path, limit, command = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+if limit:
+  signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+_, status, usage = os.wait4(subprocess.Popen(command).pid, 0)
+with open(status_path, 'w') as f:
+  f.write(f'{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}')
+"""
 
 
 def run_process(command: list[str], log_path: str, timeout_s: float,
-                env: dict | None = None
+                env: dict | None = None, cwd: str = REPO,
+                stderr_path: str | None = None, file_size_limit: int = 0
                 ) -> tuple[int | None, float, float]:
-  """Runs `command` with stdout and stderr into `log_path`.
+  """Runs `command` (stdin empty) with its output into `log_path`.
+
+  Args:
+    command: the program and its arguments.
+    log_path: receives stdout, and stderr unless `stderr_path` is given.
+    timeout_s: the process and its children are killed after this long.
+    env: its environment (default: this one's).
+    cwd: its working folder.
+    stderr_path: where stderr goes, if apart from stdout.
+    file_size_limit: the largest file it may write (bytes; 0: no limit):
+      a full disk without a small filesystem.
 
   Returns:
-    (exit status, or None when killed at the timeout; wall seconds; the
-    process's peak resident set in MiB).
+    (exit status, None when killed at the timeout; wall seconds; the
+    command's own peak resident set in MiB, 0.0 when killed).
   """
   start = time.time()
-  with open(log_path, 'w') as log:
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               cwd=REPO, env=env, start_new_session=True)
-  status, usage, killed = 0, None, False
-  while True:
-    pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-    if pid:
-      break
-    if time.time() - start > timeout_s and not killed:
-      # Its own session: the job's children (data workers) go too.
-      os.killpg(process.pid, signal.SIGKILL)
-      killed = True
-    time.sleep(POLL_S)
-  process.returncode = os.waitstatus_to_exitcode(status)
-  peak_mib = usage.ru_maxrss / 1024  # KiB on Linux
-  return (None if killed else process.returncode), time.time() - start, \
-      peak_mib
+  status_path = log_path + '.status'
+  with open(log_path, 'w') as log, open(stderr_path or os.devnull, 'w') as e:
+    process = subprocess.Popen(
+        [sys.executable, '-c', RELAY, status_path, str(file_size_limit),
+         *command], stdin=subprocess.DEVNULL, stdout=log,
+        stderr=e if stderr_path else subprocess.STDOUT, cwd=cwd, env=env,
+        start_new_session=True)
+  try:
+    process.wait(timeout_s)
+  except subprocess.TimeoutExpired:
+    # Its own session: the job's children (data workers) go too.
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return None, time.time() - start, 0.0
+  try:
+    with open(status_path) as f:
+      status, peak_kib = (int(field) for field in f.read().split())
+    os.remove(status_path)
+  except (OSError, ValueError):  # the relay itself failed
+    status, peak_kib = process.returncode or 1, 0
+  return status, time.time() - start, peak_kib / 1024
 
 
 def log_tail(log_path: str) -> str:

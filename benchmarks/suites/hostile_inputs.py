@@ -72,21 +72,6 @@ SHORTEN = [REPO + os.sep]  # folders left out of messages
 # (exec keeps the high-water mark of the memory it replaces): a tool
 # started from this process, which may hold a SavedModel, would report this
 # process's peak; started from this small one, it reports its own.
-SPAWN = """
-import os, resource, signal, subprocess, sys
-limit = int(os.environ.pop('FSIZE_LIMIT', 0))
-if limit:
-  signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-  resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-with open(sys.argv[2], 'w') as err:
-  child = subprocess.Popen(sys.argv[4:], cwd=sys.argv[3], stderr=err,
-                           stdin=subprocess.DEVNULL)
-  _, status, usage = os.wait4(child.pid, 0)
-with open(sys.argv[1], 'w') as f:
-  f.write(f'{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}')
-"""
-
-
 def define_flags():
   flags.DEFINE_list('items', [], "Only these items' cases (default: all).")
   flags.DEFINE_integer('annotations', 10_000, 'Item 6: annotations on the '
@@ -124,16 +109,14 @@ def exit_text(code: int | None) -> str:
 
 def run_command(command: list[str], timeout: float = 600, cwd: str = REPO,
                 fsize_limit: int = 0) -> Run:
-  """`command` to the end through SPAWN and harness.runner.run_process
-  (killed with its process group after `timeout` s)."""
+  """`command` to the end through harness.runner.run_process (its own peak
+  RSS; killed with its process group after `timeout` s)."""
   with tempfile.TemporaryDirectory(prefix='hostile_run_') as folder:
-    out, err, status = (os.path.join(folder, n) for n in ('o', 'e', 's'))
-    code, _, _ = runner.run_process(
-        [sys.executable, '-c', SPAWN, status, err, cwd, *command], out,
-        timeout, dict(os.environ, FSIZE_LIMIT=str(fsize_limit)))
-    fields = read(status).split() if code is not None else []
-    return Run(int(fields[0]) if fields else code, read(out), read(err),
-               int(fields[1]) / 1024 if fields else 0.0)
+    out, err = os.path.join(folder, 'o'), os.path.join(folder, 'e')
+    code, _, peak = runner.run_process(command, out, timeout, cwd=cwd,
+                                       stderr_path=err,
+                                       file_size_limit=fsize_limit)
+    return Run(code, read(out), read(err), peak)
 
 
 def tool(name: str, *args: str, **kwargs) -> Run:

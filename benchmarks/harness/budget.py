@@ -3,7 +3,7 @@
 `TimeBudget` is a training hook (masklab_tf/training/hooks.py): it ends
 training when the budget is spent and moves the end of the cosine schedule
 to the step count the budget is estimated to allow. Model Garden's loop
-(model_garden_maskrcnn.py) uses its clock directly.
+(benchmarks/systems/model_garden.py) uses its clock directly.
 """
 
 from __future__ import annotations

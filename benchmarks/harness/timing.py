@@ -1,6 +1,6 @@
-"""Timing protocol shared by side_by_side.py and torchvision_maskrcnn.py.
+"""The one timing protocol of the suites (and of the torchvision adapter).
 
-Standard library only: torchvision_maskrcnn.py runs under another
+Standard library only: benchmarks/systems/torchvision.py runs under another
 interpreter, which need not have absl or TensorFlow.
 """
 

@@ -31,11 +31,6 @@ from benchmarks.harness import budget as budget_lib
 from masklab_tf import files
 from masklab_tf.evaluation import evaluator as masklab_evaluate
 
-SHAPES_DIR = '/work/bench/shapes'
-TRAIN_PATTERN = os.path.join(SHAPES_DIR, 'tfrecords', 'train-*.tfrecord')
-VAL_PATTERN = os.path.join(SHAPES_DIR, 'tfrecords', 'val-*.tfrecord')
-VAL_ANNOTATIONS = os.path.join(SHAPES_DIR, 'val', 'annotations.json')
-VAL_IMAGES = os.path.join(SHAPES_DIR, 'val', 'images')
 IMAGE_SIZE = 160
 NUM_CLASSES = 5  # 4 shapes + the background
 # Shapes images hold at most 8 objects; the parser pads ground truth (with
@@ -129,7 +124,8 @@ def saved_model_overrides(model_dir: str) -> dict | None:
 def restore_model(model_dir: str, task=None):
   """The model of the latest checkpoint in `model_dir`."""
   if task is None:
-    task, _ = build_task(TRAIN_PATTERN, VAL_PATTERN,
+    # Restoring reads no records: the patterns are never opened.
+    task, _ = build_task('unused-*', 'unused-*',
                          model_overrides=saved_model_overrides(model_dir))
   model = task.build_model()
   path = tf.train.latest_checkpoint(model_dir)
@@ -152,10 +148,8 @@ def learning_rate_at(step: int, base: float, warmup_steps: int,
   return base * warmup * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def train_for_budget(model_dir: str, budget_s: float,
-                     budget_mode: str = 'wall',
-                     train_pattern: str = TRAIN_PATTERN,
-                     val_pattern: str = VAL_PATTERN,
+def train_for_budget(model_dir: str, budget_s: float, budget_mode: str,
+                     train_pattern: str, val_pattern: str,
                      warmup_steps: int = 50, learning_rate: float = 0.02,
                      log_every: int = 50, seed: int = 0,
                      model_overrides: dict | None = None) -> dict:
@@ -286,8 +280,8 @@ def predict(model, task, config) -> list[dict]:
   return results
 
 
-def evaluate(model_dir_or_model, val_annotations: str = VAL_ANNOTATIONS,
-             val_images: str = VAL_IMAGES, val_pattern: str = VAL_PATTERN,
+def evaluate(model_dir_or_model, val_annotations: str, val_images: str,
+             val_pattern: str,
              results_path: str | None = None,
              model_overrides: dict | None = None) -> dict:
   """masklab_tf's COCO metrics of a model, or of a model_dir's checkpoint
@@ -306,8 +300,7 @@ def evaluate(model_dir_or_model, val_annotations: str = VAL_ANNOTATIONS,
   return _metrics(val_annotations, results)
 
 
-def check_evaluation(val_annotations: str = VAL_ANNOTATIONS,
-                     val_pattern: str = VAL_PATTERN,
+def check_evaluation(val_annotations: str, val_pattern: str,
                      mask_size: int = 28) -> dict:
   """The ground truth scored through `image_results`, masks as a perfect
   28x28 head learns them: box AP must be 100, mask AP is the ceiling that

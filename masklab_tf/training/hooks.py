@@ -1,5 +1,5 @@
 """What plugs into the training loop from outside: evaluation on a
-cadence, TensorBoard pictures, time budgets (benchmarks/budget.py).
+cadence, TensorBoard pictures, time budgets (benchmarks/harness/budget.py).
 
 `Trainer.train(hooks=...)` calls each hook's `begin` before the first step,
 `after_step` after every step (in order; any hook returning True ends

@@ -98,3 +98,22 @@ def test_quick_run_to_the_end(tmp_path):
   assert [row['system'] for row in rows] == ['masklab',
                                              'connected_components']
   assert rows[0]['steps'] >= 1 and 'semantic_miou' in rows[0]
+
+
+@pytest.mark.slow
+def test_model_garden_scores_the_ground_truth_at_its_ceiling(tmp_path):
+  """Model Garden's row is only as fair as its evaluation: the ground
+  truth through its parser, `image_results` and pycocotools must give box
+  AP 100, and 28x28 masks the ceiling their paste allows."""
+  from benchmarks.systems import model_garden
+  from masklab_tf.data import coco
+  from masklab_tf.data import tfrecord
+  synthetic.make_shapes(str(tmp_path), num_train=0, num_val=6, seed=1)
+  val = str(tmp_path / 'val')
+  tfrecord.write_tfrecords(
+      coco.read_coco(f'{val}/annotations.json', f'{val}/images'),
+      str(tmp_path / 'tfrecords' / 'val'))
+  metrics = model_garden.check_evaluation(
+      f'{val}/annotations.json', str(tmp_path / 'tfrecords' / 'val-*'))
+  assert metrics['box']['AP'] == pytest.approx(100.0)
+  assert 85.0 < metrics['mask']['AP'] < 100.0

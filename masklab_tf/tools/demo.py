@@ -205,7 +205,8 @@ def _print_per_class(evaluator, results_path):
 
 
 def _save_predictions(inference_model, evaluator, val_set, path):
-  predictions = evaluator_lib.predict(inference_model, evaluator.batches.take(2))
+  predictions = evaluator_lib.predict(inference_model,
+                                      evaluator.batches.take(2))
   records = {r.image_id: r for r in val_set.records}
   names = [c.name for c in val_set.categories]
   panels = []

@@ -9,7 +9,7 @@ setup:
 
 # Main job on the built-in demo data (synthetic shapes set).
 demo: setup
-	$(PY) bin/demo --flagfile=configs/shapes_cpu.flags --output_dir=demo_data
+	$(PY) bin/demo --flagfile=configs/shapes_demo.flags --output_dir=demo_data
 
 # Fast suite (CI). Slow end-to-end tests: `make test-all`.
 # Two pytest-xdist workers, a test file each at a time: alone, the suite keeps

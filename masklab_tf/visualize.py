@@ -1,7 +1,9 @@
 """Pictures a person can look at: label maps, direction maps, instance masks.
 
 numpy + Pillow only, so the same code draws training targets, predictions
-and TensorBoard images.
+and TensorBoard images. Box lines and label text scale with the image: a
+fixed 11 px label covered a third of a 160 px shapes image, and a 1 px box
+vanishes when a 4000 px photo is shown on a screen.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import colorsys
 
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
 
 from masklab_tf.ops import label_values
 
@@ -55,9 +59,26 @@ def color_directions(labels: np.ndarray, num_directions: int = 8,
   return out
 
 
+def line_width(height: int, width: int) -> int:
+  """Box outline width (px): about 1/300 of the shorter side, at least 1
+  (1 px below 450 px), so that boxes stay visible on a shrunk photo."""
+  return max(1, round(min(height, width) / 300))
+
+
+def label_font_size(height: int, width: int) -> int:
+  """Label text size (px): about 1/24 of the shorter side, at least 7 (the
+  smallest still readable), so that a label covers a similar share of a
+  small and of a large image."""
+  return max(7, round(min(height, width) / 24))
+
+
 def overlay_masks(image: np.ndarray, masks: np.ndarray, boxes=None,
-                  alpha: float = 0.5) -> np.ndarray:
-  """Instance masks [N, H, W] and boxes [N, 4] (ymin, xmin, ymax, xmax)."""
+                  alpha: float = 0.5, width: int | None = None
+                  ) -> np.ndarray:
+  """Instance masks [N, H, W] and boxes [N, 4] (ymin, xmin, ymax, xmax);
+  box lines `width` px wide (default: `line_width` of the image)."""
+  if width is None:
+    width = line_width(*image.shape[:2])
   out = image.astype(np.float32).copy()
   count = max(len(masks), 0 if boxes is None else len(boxes))
   colors = palette(count + 1)[1:].astype(np.float32)
@@ -67,19 +88,63 @@ def overlay_masks(image: np.ndarray, masks: np.ndarray, boxes=None,
   out = out.astype(np.uint8)
   if boxes is not None:
     for box, color in zip(boxes, colors.astype(np.uint8)):
-      _draw_box(out, box, color)
+      _draw_box(out, box, color, width)
   return out
 
 
-def _draw_box(image, box, color):
-  height, width = image.shape[:2]
+def _draw_box(image, box, color, width=1):
+  """The box's outline, `width` px drawn inwards from its edges."""
+  height, image_width = image.shape[:2]
   ymin, xmin, ymax, xmax = np.round(box).astype(int)
   ymin, ymax = np.clip([ymin, ymax - 1], 0, height - 1)
-  xmin, xmax = np.clip([xmin, xmax - 1], 0, width - 1)
-  image[ymin, xmin:xmax + 1] = color
-  image[ymax, xmin:xmax + 1] = color
-  image[ymin:ymax + 1, xmin] = color
-  image[ymin:ymax + 1, xmax] = color
+  xmin, xmax = np.clip([xmin, xmax - 1], 0, image_width - 1)
+  w = max(1, min(width, (ymax - ymin + 2) // 2, (xmax - xmin + 2) // 2))
+  image[ymin:ymin + w, xmin:xmax + 1] = color
+  image[ymax - w + 1:ymax + 1, xmin:xmax + 1] = color
+  image[ymin:ymax + 1, xmin:xmin + w] = color
+  image[ymin:ymax + 1, xmax - w + 1:xmax + 1] = color
+
+
+def label_font(size: int) -> ImageFont.ImageFont:
+  """Pillow's built-in font at `size` px (its fixed-size bitmap font
+  where Pillow was built without FreeType)."""
+  try:
+    return ImageFont.load_default(size=size)
+  except (ImportError, OSError, TypeError, ValueError):
+    return ImageFont.load_default()
+
+
+def draw_labels(image: np.ndarray, boxes: np.ndarray, labels: list[str],
+                colors: np.ndarray | None = None) -> np.ndarray:
+  """Each box's label on a tag of its colour, above the box (inside its top
+  edge when the box touches the image's top), text sized to the image
+  (`label_font_size`).
+
+  Args:
+    image: uint8 [H, W, 3].
+    boxes: [N, 4] (ymin, xmin, ymax, xmax) in the image's pixels.
+    labels: N strings.
+    colors: uint8 [N, 3]; default: overlay_masks' colours, so that a label
+      matches its box and mask.
+
+  Returns:
+    uint8 [H, W, 3]: a copy with the labels drawn.
+  """
+  picture = Image.fromarray(image)
+  draw = ImageDraw.Draw(picture)
+  font = label_font(label_font_size(*image.shape[:2]))
+  if colors is None:
+    colors = palette(len(boxes) + 1)[1:]
+  for box, label, color in zip(boxes, labels, colors):
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    text_w, text_h = right - left + 2, bottom - top + 2
+    ymin, xmin = float(box[0]), float(box[1])
+    y = ymin - text_h if ymin - text_h >= 0 else ymin
+    x = min(max(xmin, 0), max(picture.width - text_w, 0))
+    draw.rectangle([x, y, x + text_w - 1, y + text_h - 1],
+                   fill=tuple(int(c) for c in color))
+    draw.text((x + 1 - left, y + 1 - top), label, fill=(0, 0, 0), font=font)
+  return np.asarray(picture)
 
 
 def save_row(path: str, panels: list[np.ndarray], scale: int = 1) -> None:

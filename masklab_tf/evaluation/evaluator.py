@@ -162,20 +162,68 @@ def coco_metrics(ground_truth: dict, results: list[dict],
     logging.warning('no detections at all: AP is 0')
     zeros = {name: 0.0 for name in METRIC_NAMES}
     return {'box': dict(zeros), 'mask': dict(zeros)}
+  return {name: _summarize(evaluator) for name, evaluator in
+          _cocoevals(ground_truth, results, max_detections).items()}
+
+
+def _cocoevals(ground_truth: dict, results: list[dict],
+               max_detections: int) -> dict[str, cocoeval.COCOeval]:
+  """{'box': ..., 'mask': ...}: accumulated COCOeval objects (their
+  printing swallowed)."""
   with contextlib.redirect_stdout(io.StringIO()):
     gt = coco_api.COCO()
     gt.dataset = ground_truth
     gt.createIndex()
     detections = gt.loadRes(results)
-  metrics = {}
+  evaluators = {}
   for name, iou_type in (('box', 'bbox'), ('mask', 'segm')):
     evaluator = cocoeval.COCOeval(gt, detections, iou_type)
     evaluator.params.maxDets = [1, 10, max(100, max_detections)]
     with contextlib.redirect_stdout(io.StringIO()):
       evaluator.evaluate()
       evaluator.accumulate()
-    metrics[name] = _summarize(evaluator)
-  return metrics
+    evaluators[name] = evaluator
+  return evaluators
+
+
+def per_class_ap(ground_truth: dict, results: list[dict],
+                 max_detections: int = 100) -> dict[str, dict[str, float]]:
+  """Box and mask AP (%, IoU 0.5:0.95, all sizes) of each category.
+
+  The headline AP averages the classes, so one class the model never
+  finds hides behind the others; this shows it.
+
+  Args:
+    ground_truth, results, max_detections: as `coco_metrics`.
+
+  Returns:
+    {category name: {'box': AP, 'mask': AP}} in the ground truth's order;
+    -1 for a category without ground truth, 0 without any results.
+  """
+  names = {c['id']: c['name'] for c in ground_truth['categories']}
+  if not results:
+    return {name: {'box': 0.0, 'mask': 0.0} for name in names.values()}
+  per_class = {name: {} for name in names.values()}
+  for kind, evaluator in _cocoevals(ground_truth, results,
+                                    max_detections).items():
+    precision = evaluator.eval['precision']  # [T, R, K, A, M]
+    for k, category_id in enumerate(evaluator.params.catIds):
+      values = precision[:, :, k, 0, -1]
+      values = values[values > -1]
+      per_class[names[category_id]][kind] = (
+          float(values.mean()) * 100 if values.size else -1.0)
+  return per_class
+
+
+def format_per_class(per_class: dict[str, dict[str, float]]) -> str:
+  """Markdown table of `per_class_ap`: a row per class, '-' where
+  undefined."""
+  lines = ['| class | box AP | mask AP |', '|---|---|---|']
+  for name, ap in per_class.items():
+    cells = ['-' if ap.get(k, -1) < 0 else f'{ap[k]:.1f}'
+             for k in ('box', 'mask')]
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
 
 
 def _summarize(evaluator: cocoeval.COCOeval) -> dict[str, float]:
@@ -233,10 +281,10 @@ def format_table(rows: dict[str, dict]) -> str:
   """Markdown table of several runs' box and mask AP and proposal AR; '-'
   where a run has no such metric."""
   recall = [f'AR@{n}' for n in RECALL_LIMITS]
-  lines = ['| run | box AP | box AP50 | box AP75 | mask AP | mask AP50 | '
-           'mask AP75 | mask APs | mask APm | mask APl | ' +
-           ' | '.join(recall) + ' |',
-           '|---' * (11 + len(recall)) + '|']
+  headers = (['run', 'box AP', 'box AP50', 'box AP75'] +
+             [f'mask {name}' for name in METRIC_NAMES] + recall)
+  # The separator row is derived from the headers: one cell each.
+  lines = ['| ' + ' | '.join(headers) + ' |', '|---' * len(headers) + '|']
   def cell(value):
     return '-' if value is None or value < 0 else f'{value:.1f}'
 

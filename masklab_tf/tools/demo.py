@@ -2,15 +2,17 @@
 
 Generates the synthetic shapes set, checks both splits with the COCO reader,
 runs the input pipeline over it (summary + a picture of the targets), trains
-MaskLab on it (configs/shapes_cpu.flags: 300 steps, resumable), evaluates on
-the val split with pycocotools, saves a picture of the predictions and
-exports the SavedModel.
+MaskLab on it (the Makefile's demo: configs/shapes_demo.flags, resumable),
+evaluates on the val split with pycocotools (the COCO table, then each
+class's AP), saves a picture of the predictions and exports the SavedModel.
 
 Usage:
-  bin/demo --output_dir=demo_data [--flagfile=configs/shapes_cpu.flags]
+  bin/demo --output_dir=demo_data [--flagfile=configs/shapes_demo.flags]
 """
 
+import collections
 import dataclasses
+import json
 import os
 import time
 
@@ -31,6 +33,8 @@ from masklab_tf.ops import label_values
 from masklab_tf.serving import export
 
 FLAGS = flags.FLAGS
+# Detections drawn in the predictions picture and counted per class.
+PICTURE_SCORE = 0.5
 
 
 def define_flags() -> None:
@@ -145,7 +149,7 @@ def main(argv):
 
 
 def _train_and_evaluate(configs, output_dir, val_set):
-  """Trains shapes_cpu, evaluates on val, draws the predictions."""
+  """Trains, evaluates on val, draws the predictions."""
   split = lambda name, part: os.path.join(output_dir, name, part)
   configs = configs._replace(data=dataclasses.replace(
       configs.data, train=dataclasses.replace(
@@ -160,16 +164,18 @@ def _train_and_evaluate(configs, output_dir, val_set):
   print(f'[5/6] COCO evaluation on {len(val_set.records)} val images')
   evaluator = evaluator_lib.Evaluator(configs, split('val', 'annotations.json'),
                                  split('val', 'images'))
-  metrics = evaluator.run(trainer.models.inference_model,
-                          os.path.join(model_dir, 'results.json'))
+  results_path = os.path.join(model_dir, 'results.json')
+  metrics = evaluator.run(trainer.models.inference_model, results_path)
   evaluator_lib.write_metrics(os.path.join(model_dir, 'metrics.json'), metrics,
                          step=trainer.current_step)
-  print(evaluator_lib.format_table({f'shapes_cpu, step {trainer.current_step}':
+  print(evaluator_lib.format_table({f'demo, step {trainer.current_step}':
                                metrics}))
+  _print_per_class(evaluator, results_path)
   preview = os.path.join(output_dir, 'predictions_preview.png')
   _save_predictions(trainer.models.inference_model, evaluator, val_set,
                     preview)
-  print(f'  predictions (score > 0.5) under the images: {preview}')
+  print(f'  predictions (score >= {PICTURE_SCORE}) under the images: '
+        f'{preview}')
   export_dir = os.path.join(output_dir, 'export', '1')
   print(f'[6/6] exporting the SavedModel (TF Serving) to {export_dir}')
   export.export_saved_model(
@@ -180,18 +186,41 @@ def _train_and_evaluate(configs, output_dir, val_set):
         f'--all --dir {export_dir}')
 
 
+def _print_per_class(evaluator, results_path):
+  """Each class's AP, and its detections >= PICTURE_SCORE against its
+  ground truth: a class the model misses or floods shows here."""
+  with open(results_path) as f:
+    results = json.load(f)
+  ground_truth = evaluator.ground_truth
+  print(evaluator_lib.format_per_class(evaluator_lib.per_class_ap(
+      ground_truth, results, evaluator.dataset.max_instances_per_image)))
+  names = {c['id']: c['name'] for c in ground_truth['categories']}
+  truth = collections.Counter(a['category_id']
+                              for a in ground_truth['annotations'])
+  found = collections.Counter(r['category_id'] for r in results
+                              if r['score'] >= PICTURE_SCORE)
+  print(f'  detections scored >= {PICTURE_SCORE} / ground truth: ' +
+        ', '.join(f'{name} {found[i]}/{truth[i]}'
+                  for i, name in names.items()))
+
+
 def _save_predictions(inference_model, evaluator, val_set, path):
-  predictions = evaluator_lib.predict(inference_model, evaluator.batches.take(2))
+  predictions = evaluator_lib.predict(inference_model,
+                                      evaluator.batches.take(2))
   records = {r.image_id: r for r in val_set.records}
+  names = [c.name for c in val_set.categories]
   panels = []
   for prediction in predictions[:6]:
     image = val_set.load_image(records[prediction['image_id']])
     gray = (image.mean(-1, keepdims=True).repeat(3, -1) * 0.5).astype(
         np.uint8)
-    keep = prediction['scores'] > 0.5
-    panels.append(np.concatenate([image, visualize.overlay_masks(
-        gray, prediction['masks'][keep], prediction['boxes'][keep],
-        alpha=0.8)], axis=0))
+    keep = prediction['scores'] >= PICTURE_SCORE
+    boxes = prediction['boxes'][keep]
+    drawn = visualize.overlay_masks(gray, prediction['masks'][keep], boxes,
+                                    alpha=0.8)
+    drawn = visualize.draw_labels(drawn, boxes, [
+        names[int(c) - 1] for c in prediction['classes'][keep]])
+    panels.append(np.concatenate([image, drawn], axis=0))
   visualize.save_row(path, panels, scale=2)
 
 

@@ -53,8 +53,6 @@ import tensorflow as tf
 from absl import app
 from absl import flags
 from PIL import Image
-from PIL import ImageDraw
-from PIL import ImageFont
 
 from masklab_tf import files
 from masklab_tf.evaluation import evaluator
@@ -216,28 +214,15 @@ def predict(signature, items: list[Item]) -> list[tuple[Item, dict | str]]:
 
 def draw_predictions(image: np.ndarray, prediction: dict, names: list[str],
                      threshold: float) -> np.ndarray:
-  """Masks, boxes and "name score" labels of the detections >= threshold."""
+  """Masks, boxes and "name score" labels of the detections >= threshold,
+  lines and text sized to the image (visualize.draw_labels)."""
   keep = prediction['scores'] >= threshold
   boxes = prediction['boxes'][keep]
-  picture = Image.fromarray(
-      visualize.overlay_masks(image, prediction['masks'][keep], boxes))
-  draw = ImageDraw.Draw(picture)
-  font = ImageFont.load_default()
-  # overlay_masks' colours, so that a label matches its box.
-  colors = visualize.palette(len(boxes) + 1)[1:]
-  for box, score, cls, color in zip(boxes, prediction['scores'][keep],
-                                    prediction['classes'][keep], colors):
-    label = f'{name_of(names, cls)} {score:.2f}'
-    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-    text_w, text_h = right - left + 2, bottom - top + 2
-    ymin, xmin = float(box[0]), float(box[1])
-    # Above the box; inside its top edge when the box touches the top.
-    y = ymin - text_h if ymin - text_h >= 0 else ymin
-    x = min(max(xmin, 0), max(picture.width - text_w, 0))
-    draw.rectangle([x, y, x + text_w - 1, y + text_h - 1],
-                   fill=tuple(int(c) for c in color))
-    draw.text((x + 1 - left, y + 1 - top), label, fill=(0, 0, 0), font=font)
-  return np.asarray(picture)
+  labels = [f'{name_of(names, cls)} {score:.2f}' for score, cls in
+            zip(prediction['scores'][keep], prediction['classes'][keep])]
+  return visualize.draw_labels(
+      visualize.overlay_masks(image, prediction['masks'][keep], boxes),
+      boxes, labels)
 
 
 def name_of(names: list[str], cls) -> str:

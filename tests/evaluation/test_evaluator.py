@@ -1,4 +1,5 @@
-"""COCO evaluation: perfect, empty and crowded predictions; mask pasting."""
+"""COCO evaluation: perfect, empty and crowded predictions; mask pasting;
+the printed metrics and per-class tables."""
 
 import numpy as np
 import pytest
@@ -104,3 +105,40 @@ def test_summary_matches_cocoeval_at_default_max_dets():
   for key, value in zip(evaluator_lib.METRIC_NAMES, evaluator.stats[:6]):
     expected = value * 100 if value >= 0 else -1.0  # -1: undefined
     assert ours[key] == pytest.approx(expected, abs=1e-6), key
+
+
+def cells(line):
+  return line.strip().strip('|').split('|')
+
+
+def test_table_has_one_separator_cell_per_header():
+  metrics = {'box': {'AP': 50.0}, 'mask': {'AP': 40.0, 'APs': -1.0},
+             'proposals': {'AR@10': 30.0}}
+  header, separator, row = evaluator_lib.format_table(
+      {'run': metrics}).splitlines()
+  assert len(cells(separator)) == len(cells(header)) == len(cells(row)) == 12
+  assert all(c == '---' for c in cells(separator))
+  assert [c.strip() for c in cells(row)][:5] == ['run', '50.0', '-', '-',
+                                                '40.0']
+
+
+def test_per_class_ap_shows_the_class_never_found():
+  data, masks = ground_truth(4)
+  # Instances 3 and 4 are circles, all predicted (last) as squares; no
+  # crosses exist.
+  for annotation in data['annotations'][2:]:
+    annotation['category_id'] = 2
+  data['categories'] += [{'id': 2, 'name': 'circle'},
+                         {'id': 7, 'name': 'cross'}]
+  results = perfect_results(data, masks)
+  per_class = evaluator_lib.per_class_ap(data, results)
+  assert list(per_class) == ['square', 'circle', 'cross']
+  assert per_class['square']['box'] == pytest.approx(100.0)
+  assert per_class['square']['mask'] == pytest.approx(100.0)
+  assert per_class['circle'] == {'box': 0.0, 'mask': 0.0}
+  assert per_class['cross'] == {'box': -1.0, 'mask': -1.0}
+  lines = evaluator_lib.format_per_class(per_class).splitlines()
+  assert lines[2:] == ['| square | 100.0 | 100.0 |', '| circle | 0.0 | 0.0 |',
+                       '| cross | - | - |']
+  empty = evaluator_lib.per_class_ap(data, [])
+  assert empty['circle'] == {'box': 0.0, 'mask': 0.0}

@@ -22,11 +22,6 @@ import docs_commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Pages that other branches of issue 22 write (docs/benchmarks.md from the
-# benchmark JSON, docs/own-data.md): links to them are accepted while they
-# are absent, and checked like any other once they exist.
-PENDING_PAGES = frozenset({'docs/benchmarks.md', 'docs/own-data.md'})
-
 SHELL_LANGUAGES = frozenset({'sh', 'bash', 'shell', 'console'})
 
 _FENCE = re.compile(r'^ {0,3}(`{3,}|~{3,})\s*([^\s`]*)')
@@ -174,7 +169,7 @@ def link_targets(text):
         yield number, target
 
 
-def broken_links(repo=REPO, pending=PENDING_PAGES):
+def broken_links(repo=REPO):
   """'doc:line: target: why' for each relative link that does not resolve."""
   problems, pages = [], {}
   for path in doc_paths(repo):
@@ -193,8 +188,7 @@ def broken_links(repo=REPO, pending=PENDING_PAGES):
         continue
       full = os.path.join(repo, resolved)
       if not os.path.exists(full):
-        if resolved not in pending:
-          problems.append(f'{where}: no file {resolved}')
+        problems.append(f'{where}: no file {resolved}')
         continue
       if anchor and resolved.endswith('.md'):
         if resolved not in pages:
@@ -307,16 +301,12 @@ def test_the_check_fails_on_a_broken_link_or_anchor(tmp_path):
   _write(str(tmp_path), {
       'README.md': ('[ok](docs/a.md#two) ![img](docs/missing.png) '
                     '[gone](docs/a.md#three) `[code](nowhere.md)` '
-                    '[pending](docs/own-data.md) [web](https://x.org/y)\n'
+                    '[web](https://x.org/y)\n'
                     '```bash\ncat [x](nowhere.md)\n```\n'),
       'docs/a.md': '# One\n## Two\n[up](../README.md) [self](#one)\n'})
   assert broken_links(str(tmp_path)) == [
       'README.md:1: docs/missing.png: no file docs/missing.png',
       'README.md:1: docs/a.md#three: no heading #three in docs/a.md']
-  assert broken_links(str(tmp_path), pending=frozenset()) == [
-      'README.md:1: docs/missing.png: no file docs/missing.png',
-      'README.md:1: docs/a.md#three: no heading #three in docs/a.md',
-      'README.md:1: docs/own-data.md: no file docs/own-data.md']
 
 
 def test_the_check_fails_on_an_unlisted_or_stale_command():

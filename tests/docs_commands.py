@@ -45,7 +45,7 @@ _EXPORT_AND_EVALUATE = ('tests/tools/test_run_configs.py::'
 COMMANDS = {
     # README.md
     'make demo': NotExecuted(
-        'trains for about 5 minutes; tests/tools/test_demo.py runs bin/demo '
+        'trains for about 10 minutes; tests/tools/test_demo.py runs bin/demo '
         'end to end on a tiny budget (slow marker)'),
     'make test': NotExecuted(
         'the whole suite, this test among it; CI runs exactly it '

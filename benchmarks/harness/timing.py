@@ -14,16 +14,37 @@ import time
 DATA_WARMUP_BATCHES = 2
 
 
-def peak_rss_mib():
-  """Peak resident set of this process so far, in MiB."""
+def rss_mib(field: str = 'VmHWM') -> float:
+  """This process's peak (VmHWM) or current (VmRSS) resident set in MiB,
+  from /proc/self/status (nan where it cannot be read)."""
   try:
     with open('/proc/self/status') as f:
       for line in f:
-        if line.startswith('VmHWM:'):
+        if line.startswith(f'{field}:'):
           return int(line.split()[1]) / 1024
   except OSError:
     pass
+  return float('nan')
+
+
+def peak_rss_mib() -> float:
+  """Peak resident set of this process so far, in MiB (getrusage where
+  /proc is not there)."""
+  peak = rss_mib()
+  if peak == peak:  # not nan
+    return peak
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB
+
+
+def reset_peak_rss() -> bool:
+  """Resets this process's peak resident set (Linux), so that VmHWM then
+  measures what follows; False where it cannot."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False
 
 
 def seconds(function, args):

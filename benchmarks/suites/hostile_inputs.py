@@ -36,6 +36,7 @@ from benchmarks.harness import results
 from benchmarks.harness import runner
 from benchmarks.harness import scratch
 from benchmarks.harness import suite
+from benchmarks.harness import timing
 
 FLAGS = flags.FLAGS
 REPO = results.REPO
@@ -122,22 +123,6 @@ def run_command(command: list[str], timeout: float = 600, cwd: str = REPO,
 def tool(name: str, *args: str, **kwargs) -> Run:
   return run_command([sys.executable, os.path.join(REPO, 'bin', name),
                       *args], **kwargs)
-
-
-def peak_rss_reset() -> bool:
-  """Resets this process's peak RSS (Linux); False where it cannot."""
-  try:
-    with open('/proc/self/clear_refs', 'w') as f:
-      f.write('5')
-    return True
-  except OSError:
-    return False
-
-
-def rss_mib(field: str = 'VmHWM') -> float:
-  """This process's peak (VmHWM) or current (VmRSS) resident set."""
-  match = re.search(rf'{field}:\s+(\d+) kB', read('/proc/self/status'))
-  return int(match.group(1)) / 1024 if match else float('nan')
 
 
 def read(path: str) -> str:
@@ -765,10 +750,10 @@ def bomb_request(ctx: Context, what: str) -> dict:
   without the memory, and the next request served."""
   small = [encoded_image(30, 40, 1), encoded_image(40, 30, 2)]
   call(ctx, 'serving_encoded', small)  # loaded before the measurement
-  measured = peak_rss_reset()
-  before = rss_mib('VmRSS')
+  measured = timing.reset_peak_rss()
+  before = timing.rss_mib('VmRSS')
   outputs, error = call(ctx, 'serving_encoded', [small[0], bomb(), small[1]])
-  grew = rss_mib() - before
+  grew = timing.rss_mib() - before
   after, after_error = call(ctx, 'serving_encoded', small)
   return row(2, what,
              served(outputs) + (f'; peak RSS +{grew:.0f} MB' if measured

@@ -20,6 +20,8 @@ import sys
 
 import docs_commands
 
+from benchmarks.harness import render
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHELL_LANGUAGES = frozenset({'sh', 'bash', 'shell', 'console'})
@@ -131,18 +133,6 @@ def shown_commands(repo=REPO):
   return shown
 
 
-def github_slug(heading):
-  """GitHub's anchor of a heading's text: the rendered text (links and
-  images to their text, code spans and tags unwrapped, emphasis marks
-  dropped), lower-cased, everything but letters, digits, `_`, `-` and
-  spaces removed, spaces to hyphens."""
-  text = re.sub(r'!?\[([^\]]*)\]\([^)]*\)', r'\1', heading)
-  text = re.sub(r'<[^>]+>', '', text)
-  text = text.replace('`', '').replace('*', '')
-  text = re.sub(r'[^\w\- ]', '', text.lower())
-  return text.replace(' ', '-')
-
-
 def anchors(text):
   """Every anchor a page has: its headings' slugs (a repeated slug gets
   -1, -2, ...) and HTML name / id attributes."""
@@ -151,7 +141,7 @@ def anchors(text):
   for line in prose:
     match = _HEADING.match(line)
     if match:
-      slug = github_slug(match.group(2))
+      slug = render.slug(match.group(2))
       found.add(f'{slug}-{seen[slug]}' if seen[slug] else slug)
       seen[slug] += 1
     found.update(_HTML_ANCHOR.findall(line))

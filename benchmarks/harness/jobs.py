@@ -107,6 +107,13 @@ class Store:
       self.data['jobs'][job.name] = dict(stamp, result=outcome.result)
     self.save()
 
+  def forget(self, names: list[str]) -> None:
+    """Drops the stored results of `names`: the next run measures them
+    again."""
+    for name in names:
+      self.data['jobs'].pop(name, None)
+    self.save()
+
   def failed(self, settings: dict) -> list[str]:
     digest = settings_hash(settings)
     return [name for name, entry in self.data['failed'].items()

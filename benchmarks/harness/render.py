@@ -88,9 +88,15 @@ def result_lines(result: dict, level: int = 3) -> list[str]:
 
 
 def slug(heading: str) -> str:
-  """GitHub's anchor of a heading."""
-  anchor = re.sub(r'[^\w\- ]', '', heading.strip().lower())
-  return anchor.replace(' ', '-')
+  """GitHub's anchor of a heading's text: the rendered text (links and
+  images to their text, code spans and tags unwrapped, emphasis marks
+  dropped), lower-cased, everything but letters, digits, `_`, `-` and
+  spaces removed, spaces to hyphens."""
+  text = re.sub(r'!?\[([^\]]*)\]\([^)]*\)', r'\1', heading.strip())
+  text = re.sub(r'<[^>]+>', '', text)
+  text = text.replace('`', '').replace('*', '')
+  text = re.sub(r'[^\w\- ]', '', text.lower())
+  return text.replace(' ', '-')
 
 
 def _by_suite(all_results: dict[str, dict]) -> list[tuple[str, list]]:

@@ -58,7 +58,7 @@ def run(suite: str, plan: list[jobs_lib.Job], settings: dict,
         report: Callable[[jobs_lib.Store, dict, str], dict],
         summary: Callable[[jobs_lib.Job, dict], str] = lambda j, r: '',
         command: Callable[[jobs_lib.Job, str], list[str] | None] =
-        lambda job, work_dir: None) -> dict:
+        lambda job, work_dir: None, redo: list[str] = ()) -> dict:
   """Runs the missing jobs of `plan` in the work folder, then reports.
 
   Args:
@@ -69,6 +69,7 @@ def run(suite: str, plan: list[jobs_lib.Job], settings: dict,
     summary: (job, result) -> a progress line's text.
     command: (job, work_dir) -> another command for that job, or None for
       the suite's own child process.
+    redo: names of jobs measured again even if stored.
 
   Returns:
     The result; it is printed as markdown and, with --publish, stored and
@@ -78,6 +79,7 @@ def run(suite: str, plan: list[jobs_lib.Job], settings: dict,
     work_dir = os.path.abspath(work_dir)
     store = jobs_lib.Store(os.path.join(work_dir, 'results.json'))
     store.begin(results_lib.shown_command())
+    store.forget(redo)
     failed = jobs_lib.run_plan(
         plan, store, settings,
         lambda job: runner.run_job(suite, job, settings, work_dir,

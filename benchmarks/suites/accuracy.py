@@ -19,6 +19,7 @@ import skimage.measure
 
 from benchmarks.harness import budget
 from benchmarks.harness import jobs
+from benchmarks.harness import render
 from benchmarks.harness import results
 from benchmarks.harness import scratch
 from benchmarks.harness import suite
@@ -49,7 +50,6 @@ SCORES = ('ms_per_image', 'semantic_miou', 'instances_miou',
           'semantic_miou_fused')
 QUICK = {'num_train': 8, 'num_val': 8, 'budget_s': 5.0}
 DETECTIONS = ('masks', 'boxes', 'classes', 'scores')
-HEADLINE = ('system', 'steps', 'mask_ap', 'mask_ap50', 'mask_ap75', 'box_ap')
 COLUMNS = [results.column('system', 'system')] + [
     results.column(key, header, fmt, suffix='k' * (key == 'mask_head_params'))
     for key, header, fmt in (
@@ -254,9 +254,10 @@ def row(system: str, result: dict) -> dict:
 
 
 def systems_table(rows: list[dict]) -> dict:
-  """The 'systems' table: the HEADLINE columns and those a row has."""
+  """The 'systems' table: the README headline's columns (render.HEADLINE)
+  and those a row has."""
   return results.table('systems', [
-      spec for spec in COLUMNS if spec['key'] in HEADLINE
+      spec for spec in COLUMNS if spec['key'] in render.HEADLINE['columns']
       or any(spec['key'] in r for r in rows)], rows)
 
 
@@ -278,16 +279,12 @@ def main(argv) -> None:
   systems = list(dict.fromkeys(FLAGS.systems + FLAGS.rescore))
   if set(systems) - set(ALL) or set(FLAGS.rescore) - set(SYSTEMS):
     raise app.UsageError(f'systems: {ALL} (rescore: MaskLab\'s)')
-  if FLAGS.work_dir and os.path.exists(f'{FLAGS.work_dir}/results.json'):
-    store = jobs.Store(f'{FLAGS.work_dir}/results.json')
-    for name in ([f'rescore-{s}' for s in FLAGS.rescore]  # whenever asked
-                 + [f'accuracy-{s}' for s in systems if FLAGS.rerun]):
-      store.data['jobs'].pop(name, None)
-    store.save()
   settings = {name: suite.chosen(name, QUICK) for name in (
       'budget_s', 'budget_mode', 'num_train', 'num_val', 'data_seed',
       'config', 'dense_semantic_loss')}
   settings['data_dir'] = FLAGS.data_dir and os.path.abspath(FLAGS.data_dir)
   suite.run('accuracy', [jobs.Job('accuracy', s) for s in systems]
             + [jobs.Job('rescore', s) for s in FLAGS.rescore], settings,
-            lambda store, settings, _: report(store, settings, systems))
+            lambda store, settings, _: report(store, settings, systems),
+            redo=[f'rescore-{s}' for s in FLAGS.rescore]  # whenever asked
+            + [f'accuracy-{s}' for s in systems if FLAGS.rerun])

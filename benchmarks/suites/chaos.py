@@ -120,7 +120,8 @@ def chaos(run_dir: str, kills: int, train_steps: int) -> tuple[list, bool]:
     print(f'kill {kill}, expected to resume at {expected}: {rows[-1]}',
           flush=True)
     last_loss, expected = (steps[-1][1] if steps else last_loss), restores
-  final = subprocess.run(command, capture_output=True, check=False)
+  final = subprocess.run(command, capture_output=True, check=False,
+                         timeout=3600)
   return rows, (final.returncode == 0
                 and latest_step(model_dir) == train_steps)
 

@@ -68,11 +68,6 @@ RESUMED = re.compile(r'resumed from (\S+) at step (\d+)')
 EXTREME = (('wide_2x1000.png', 2, 1000), ('thin_1x4000.png', 1, 4000),
            ('tall_4000x1.png', 4000, 1))
 SHORTEN = [REPO + os.sep]  # folders left out of messages
-# Runs argv[4:] in folder argv[3], stderr into argv[2]; writes "<exit code>
-# <peak RSS KiB>" to argv[1]. A child's peak RSS starts at its parent's
-# (exec keeps the high-water mark of the memory it replaces): a tool
-# started from this process, which may hold a SavedModel, would report this
-# process's peak; started from this small one, it reports its own.
 def define_flags():
   flags.DEFINE_list('items', [], "Only these items' cases (default: all).")
   flags.DEFINE_integer('annotations', 10_000, 'Item 6: annotations on the '

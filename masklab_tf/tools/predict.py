@@ -92,8 +92,6 @@ def define_flags() -> None:
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
 SIGNATURE = 'serving_encoded'
 MASK_THRESHOLD = 0.5
-# results.json is rewritten (atomically) at most this often during a run,
-# so that a run stopped from outside keeps what it did.
 # One decoded input: its path, raw bytes, uint8 [H, W, 3] pixels, image id.
 Item = collections.namedtuple('Item', ['path', 'data', 'image', 'image_id'])
 

@@ -51,6 +51,12 @@ def test_a_rerun_redoes_only_missing_failed_and_changed_jobs(tmp_path):
   jobs_lib.run_plan(plan, jobs_lib.Store(path), dict(SETTINGS, runs=5), run,
                     log=lambda _: None)
   assert ran[3:] == ['infer-a-1', 'infer-b-1']
+  # Forgotten (--rerun): measured again though stored.
+  store = jobs_lib.Store(path)
+  store.forget(['infer-a-1'])
+  jobs_lib.run_plan(plan, jobs_lib.Store(path), dict(SETTINGS, runs=5), run,
+                    log=lambda _: None)
+  assert ran[5:] == ['infer-a-1']
   assert jobs_lib.settings_hash({'a': 1, 'b': 2}) == \
       jobs_lib.settings_hash({'b': 2, 'a': 1})
 

@@ -187,18 +187,25 @@ def write(path: str, data: bytes) -> str:
   return path
 
 
-@functools.lru_cache(maxsize=1)
-def bomb() -> bytes:
-  """The issue's decompression bomb: a valid grayscale PNG of 20000 x 20000
-  black pixels, a few hundred KiB that decode to 1.2 GB of RGB."""
+def png_bomb(height: int, width: int) -> bytes:
+  """A valid grayscale PNG of height x width black pixels: a few hundred
+  KiB that decode to height * width * 3 bytes of RGB."""
   def chunk(kind, data):
     return (struct.pack('>I', len(data)) + kind + data +
             struct.pack('>I', zlib.crc32(kind + data)))
   compress = zlib.compressobj(9)
-  idat = b''.join(compress.compress(bytes(20001)) for _ in range(20000))
+  row = bytes(width + 1)  # filter byte 0, then the row's pixels
+  idat = b''.join(compress.compress(row) for _ in range(height))
   return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack(
-      '>IIBBBBB', 20000, 20000, 8, 0, 0, 0, 0)) +
+      '>IIBBBBB', width, height, 8, 0, 0, 0, 0)) +
           chunk(b'IDAT', idat + compress.flush()) + chunk(b'IEND', b''))
+
+
+@functools.lru_cache(maxsize=1)
+def bomb() -> bytes:
+  """The issue's decompression bomb: 20000 x 20000 black pixels, 1.2 GB
+  of RGB."""
+  return png_bomb(20000, 20000)
 
 
 def bomb_text() -> str:

@@ -95,7 +95,6 @@ class DataConfig:
     keep_full_masks: also emit full-image instance masks [M, H, W] (costly at
       COCO scale; for visualisation and tests).
     shuffle_buffer: examples in the shuffle buffer.
-    deterministic: same seed, same batches, whatever the parallelism.
     verify_images: 'none', 'header' or 'full' check of images when reading
       COCO json (see data/coco.py).
     allow_outside_images: read images whose file_name leads outside the
@@ -112,7 +111,6 @@ class DataConfig:
   max_instances: int = 100
   keep_full_masks: bool = False
   shuffle_buffer: int = 256
-  deterministic: bool = False
   verify_images: str = 'header'
   allow_outside_images: bool = False
 
@@ -287,7 +285,14 @@ class TrainConfig:
     image_summary_every: TensorBoard images with predictions (0 = off).
     eval_every: COCO evaluation on the val set (0 = only at the end).
     init_checkpoint: ImageNet ResNet checkpoint for the backbone.
-    seed: global seed: weight initialisation, shuffling and augmentation.
+    seed: global seed: weight initialisation, the samplers' generators,
+      shuffling and augmentation.
+    deterministic: repeatable runs (masklab_tf/determinism.py): the same
+      seed on the same machine gives bit-identical losses and weights, on
+      one device and under `mirrored`, resumed or not; the input pipeline
+      keeps its order and resumes where the checkpoint was; TensorFlow's
+      kernels are made deterministic and the assembling layer runs without
+      XLA. bin/evaluate and bin/export read it too.
   """
   strategy: str = 'default'
   tpu: str = ''
@@ -311,6 +316,7 @@ class TrainConfig:
   eval_every: int = 0
   init_checkpoint: str = ''
   seed: int = 0
+  deterministic: bool = False
 
 
 class Configs(typing.NamedTuple):
@@ -540,7 +546,9 @@ def _upgrade_layout(saved: dict) -> dict:
   onto today's; a file of today's layout passes unchanged.
 
   That layout had data.output_stride and data.seed, copies of
-  model.output_stride and train.seed set by the same flag; the sets in
+  model.output_stride and train.seed set by the same flag;
+  data.deterministic, which governed the input pipeline alone before it
+  made the whole run repeatable (train.deterministic); the sets in
   train.train_* and train.val_*; and data.annotations, images, tfrecords
   and categories, of which the trainer read only categories (for the
   training TFRecords): it replaced the other three with train.train_*, so
@@ -554,6 +562,8 @@ def _upgrade_layout(saved: dict) -> dict:
     model.setdefault('output_stride', data.pop('output_stride'))
   if 'seed' in data:
     train.setdefault('seed', data.pop('seed'))
+  if 'deterministic' in data:
+    train.setdefault('deterministic', data.pop('deterministic'))
   for (section, key), (split, field) in _OLD_SPLIT_KEYS.items():
     if key in saved[section]:
       value = saved[section].pop(key)

@@ -238,10 +238,10 @@ def test_old_configs_json_layout_loads(tmp_path):
                                    'records/c.json'),
       val=config.DataSplitConfig('val.json', 'val/'),
       min_sizes=(128, 160), eval_min_size=160, max_size=192, flip=False,
-      max_instances=10, shuffle_buffer=300, deterministic=True,
-      verify_images='full')
+      max_instances=10, shuffle_buffer=300, verify_images='full')
   assert configs.model.output_stride == 16 and configs.model.num_classes == 4
   assert configs.train.seed == 7 and configs.train.batch_size == 2
+  assert configs.train.deterministic
   assert configs.geometry.num_directions == 4
   # Written again, it is today's layout and loads the same.
   config.to_json(configs, str(path))

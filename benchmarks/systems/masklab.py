@@ -89,6 +89,6 @@ def training(system: str, size: int, settings: dict, pattern: str,
       '--image_summary_every=0', '--shuffle_buffer=16'))
   trainer = trainer_lib.Trainer(cfg, scratch_dir)
   step = trainer._train_step  # pylint: disable=protected-access
-  return dict(dataset=trainer.dataset,
+  return dict(dataset=trainer.make_dataset(),
               step=lambda batch: step(batch)[0]['total'],
               image_shape=lambda batch: batch['image'].shape, info=info(cfg))

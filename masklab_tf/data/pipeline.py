@@ -3,8 +3,9 @@
   keys (shard per worker, shuffle, repeat) -> decode (parallel)
   -> scale jitter -> flip -> dense targets -> pad -> batch -> prefetch
 
-Everything random is drawn with stateless ops from (seed, example counter),
-so `deterministic=True` gives the same batches whatever the parallelism.
+Everything random is drawn with stateless ops from (seed, the example's
+position in the stream of keys), so `deterministic=True` gives the same
+batches whatever the parallelism, and `start` resumes the stream exactly.
 
 Each batch is a dict:
   image            uint8 [B, Hp, Wp, 3]  (the model normalises)
@@ -18,6 +19,9 @@ Each batch is a dict:
   gt_mask_targets  float32 [B, M, S, S] each mask cropped to its own box
                    (ops/crop.py convention); what the mask losses compare to
   num_instances    int32 [B]
+  position         int64 [B]  place of the example in this pipeline's stream
+                   of keys (shuffled and repeated in training): the seed of
+                   its augmentation, and where a resumed run starts
   semantic_labels  uint8 [B, Hp, Wp]  0 background, 1..K, 255 ignore
   direction_labels uint8 [B, Hp, Wp]  0..D*R-1 on instances, 255 ignore
   gt_masks         uint8 [B, M, Hp, Wp]  only with keep_full_masks
@@ -113,9 +117,9 @@ class Preprocessor:
                                         dtype=tf.int32)
     return sizes[index]
 
-  def __call__(self, counter: tf.Tensor, example: dict) -> dict:
+  def __call__(self, position: tf.Tensor, example: dict) -> dict:
     cfg, geometry = self.cfg, self.geometry
-    seed = tf.stack([tf.constant(self.seed, tf.int64), counter])
+    seed = tf.stack([tf.constant(self.seed, tf.int64), position])
     size_seed, flip_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 2))
 
@@ -186,6 +190,7 @@ class Preprocessor:
                                 max_instances, -1),
         'gt_mask_targets': _pad_rows(mask_targets, max_instances, 0.0),
         'num_instances': num,
+        'position': position,
         **dense,
     }
     if kept_masks is not None:
@@ -228,7 +233,9 @@ def build_dataset(cfg: config_lib.DataConfig,
                   *,
                   source: sources.Source,
                   output_stride: int,
-                  seed: int) -> tf.data.Dataset:
+                  seed: int,
+                  deterministic: bool = False,
+                  start: int = 0) -> tf.data.Dataset:
   """Batches for one input pipeline.
 
   Under tf.distribute, pass the InputContext that
@@ -246,33 +253,45 @@ def build_dataset(cfg: config_lib.DataConfig,
     output_stride: the model's (ModelConfig.output_stride): padded sides are
       its multiples.
     seed: the run's seed (TrainConfig.seed) of shuffling and augmentation.
+    deterministic: the same seed gives the same batches (TrainConfig.
+      deterministic): a seeded shuffle, maps and batches in order. Evaluation
+      (is_training False) is always in order.
+    start: position in the stream of keys to begin at (a resumed run's:
+      batch['position'] of the last example trained on, plus one). Only the
+      keys are skipped, nothing is decoded.
   """
   batch_size = global_batch_size
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(global_batch_size)
 
+  in_order = deterministic or not is_training
   keys = source.keys
   if is_training:
     keys = keys.shuffle(cfg.shuffle_buffer,
-                        seed=seed if cfg.deterministic else None,
+                        seed=seed if deterministic else None,
                         reshuffle_each_iteration=True).repeat()
+  # Positions count keys, not decoded examples, so that an image that fails
+  # to decode (filtered below) does not shift the positions after it.
+  keys = keys.enumerate()
+  if start:
+    keys = keys.skip(start)
   decode = source.decode
   if source.bounded_decode is not None:  # decode only masks it can keep
     decode = source.bounded_decode(cfg.max_instances)
-  dataset = keys.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
-                     deterministic=cfg.deterministic or not is_training)
-  if 'valid' in dataset.element_spec:
-    dataset = dataset.filter(lambda e: e['valid'])
-  dataset = dataset.enumerate()
+  dataset = keys.map(lambda position, key: (position, decode(key)),
+                     num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=in_order)
+  if 'valid' in dataset.element_spec[1]:
+    dataset = dataset.filter(lambda _, example: example['valid'])
   dataset = dataset.map(Preprocessor(cfg, geometry, is_training,
                                      output_stride=output_stride, seed=seed),
                         num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=cfg.deterministic or not is_training)
+                        deterministic=in_order)
   dataset = dataset.padded_batch(
       batch_size, padding_values=_padding_values(dataset.element_spec),
       drop_remainder=is_training)
   options = tf.data.Options()
-  options.deterministic = cfg.deterministic or not is_training
+  options.deterministic = in_order
   options.experimental_optimization.map_parallelization = True
   dataset = dataset.with_options(options)
   return dataset.prefetch(tf.data.AUTOTUNE)

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 
 def sample_labels(positive, negative, sample_size: int,
-                  positive_fraction: float, seed: int | None = None):
+                  positive_fraction: float, uniform=None):
   """Random subset: <= fraction * size positives, negatives fill the rest.
 
   Candidates are ranked by uniform noise and the first k of each kind are
@@ -26,15 +26,16 @@ def sample_labels(positive, negative, sample_size: int,
     positive, negative: bool [B, N] candidates of each kind (disjoint).
     sample_size: candidates chosen per image.
     positive_fraction: at most this share of them positive.
-    seed: op seed of the noise. With the global seed set
-      (tf_keras.utils.set_random_seed) it makes the draws repeatable, which
-      the pinned-loss tests need; each call still draws anew.
+    uniform: shape -> float32 draws in [0, 1) that rank the candidates
+      (default: tf.random.uniform). The samplers' layers pass their own
+      generator's, whose state is checkpointed, so that a resumed run draws
+      what an uninterrupted one would (docs/reproducibility.md).
 
   Returns:
     int32 [B, N]: 1 chosen positive, 0 chosen negative, -1 not chosen.
   """
   max_positive = int(sample_size * positive_fraction)
-  noise = tf.random.uniform(tf.shape(positive), seed=seed)
+  noise = (uniform or tf.random.uniform)(tf.shape(positive))
 
   def take(mask, k):
     k = tf.cast(k, tf.int32)

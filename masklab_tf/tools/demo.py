@@ -84,7 +84,8 @@ def _run_pipeline(dataset, configs, output_dir):
   batches = pipeline.build_dataset(
       configs.data, geometry, batch_size, is_training=True,
       source=sources.coco_source(dataset),
-      output_stride=configs.model.output_stride, seed=configs.train.seed)
+      output_stride=configs.model.output_stride, seed=configs.train.seed,
+      deterministic=configs.train.deterministic)
   first, start, num_images, instances = None, None, 0, []
   semantic_counts = np.zeros(256, np.int64)
   direction_counts = np.zeros(256, np.int64)

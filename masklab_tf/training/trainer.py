@@ -15,6 +15,11 @@ exit. The manager writes the checkpoint files before it rewrites the
 leaves "latest" pointing at the previous complete checkpoint; a restart
 restores it and continues at its step. A save that fails (a full disk) is
 one sentence, model_dir.SaveFailed.
+
+With TrainConfig.deterministic (masklab_tf/determinism.py) the checkpoint
+also carries the input stream's position, and a resumed run starts the
+pipeline there: it sees the batches the uninterrupted run would have seen.
+(The samplers' generators are in every checkpoint, being the model's.)
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
+from masklab_tf import determinism
 from masklab_tf import files
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
@@ -85,6 +91,8 @@ class Trainer:
     self.configs = configs
     self.model_dir = model_dir
     train_cfg = configs.train
+    if train_cfg.deterministic:  # Before anything is traced.
+      determinism.enable()
     self.strategy = strategy or strategy_lib.make_strategy(train_cfg)
     self.skipped = sources.SkippedImages()
     system = registry.get_system(configs.model, configs.geometry)
@@ -125,13 +133,7 @@ class Trainer:
                 'repaired, listed above)')
       raise DataError(f'{description}: no instance to train on{kept}: '
                       'check the set with bin/check_dataset')
-    self.dataset = self.strategy.distribute_datasets_from_function(
-        lambda context: pipeline.build_dataset(
-            data_cfg, configs.geometry, train_cfg.batch_size, True, context,
-            source=pipeline.make_source(
-                split, data_cfg.verify_images, context, self.skipped,
-                dataset=self.train_set),
-            output_stride=configs.model.output_stride, seed=train_cfg.seed))
+    self._data_cfg = data_cfg
     # 'auto' is decided here, where the strategy is known (TPUs: bfloat16).
     self.precision = precision_lib.resolve(train_cfg.mixed_precision,
                                            self.strategy)
@@ -142,6 +144,7 @@ class Trainer:
       tf_keras.utils.set_random_seed(train_cfg.seed)
       self.models = factory.build_models(
           configs.model, configs.geometry, configs.data.max_instances,
+          use_xla=determinism.use_xla(train_cfg.deterministic),
           precision=self.precision)
       optimizer = tf_keras.optimizers.SGD(
           learning_rate=train_cfg.learning_rate,
@@ -158,9 +161,14 @@ class Trainer:
       # never retraces the step).
       self.total_steps = tf.Variable(train_cfg.train_steps, dtype=tf.int64,
                                      trainable=False)
+    # Where this process's input pipeline is in its stream of keys: the
+    # next position to train on (batch['position'] + 1). Not a distributed
+    # variable: each worker's pipeline has its own stream.
+    self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                     name='data_position')
     self.checkpoint = tf.train.Checkpoint(
         model=self.models.train_model, optimizer=self.optimizer,
-        step=self.step)
+        step=self.step, data_position=self.data_position)
     # Under multi-worker strategies every worker takes part in a save; only
     # the chief's lands in model_dir, the others' in a scratch folder.
     self.is_chief = strategy_lib.is_chief(self.strategy)
@@ -207,6 +215,24 @@ class Trainer:
     categories = tfrecord.read_categories(path)
     return (categories, saved.get('max_instances_per_image', 1),
             split.tfrecords)
+
+  def make_dataset(self) -> tf.distribute.DistributedDataset:
+    """The training batches under the strategy; a deterministic run starts
+    at the restored data_position, so that a resumed run continues the
+    stream (an unseeded one has no position worth keeping)."""
+    configs, train_cfg = self.configs, self.configs.train
+    split = configs.data.train
+    start = (int(self.data_position.numpy()) if train_cfg.deterministic
+             else 0)
+    return self.strategy.distribute_datasets_from_function(
+        lambda context: pipeline.build_dataset(
+            self._data_cfg, configs.geometry, train_cfg.batch_size, True,
+            context,
+            source=pipeline.make_source(
+                split, self._data_cfg.verify_images, context, self.skipped,
+                dataset=self.train_set),
+            output_stride=configs.model.output_stride, seed=train_cfg.seed,
+            deterministic=train_cfg.deterministic, start=start))
 
   @property
   def current_step(self) -> int:
@@ -312,12 +338,15 @@ class Trainer:
       self._write_config()
     for hook in hooks:
       hook.begin(self)
-    iterator = iter(self.dataset)
+    iterator = iter(self.make_dataset())
     start_step, start_time = self.current_step, time.time()
     last = {}
     while self.current_step < end:
       batch = next(iterator)
       losses, applied = self._train_step(batch)
+      replicas = self.strategy.experimental_local_results(batch)
+      self.data_position.assign(1 + max(
+          int(tf.reduce_max(b['position'])) for b in replicas))
       step = self.current_step
       last = {k: float(v) for k, v in losses.items()}
       if not bool(applied):
@@ -326,8 +355,7 @@ class Trainer:
       if step % train_cfg.log_every == 0 or step == end:
         self._log(step, last, (step - start_step) / max(
             time.time() - start_time, 1e-9))
-      first_replica = self.strategy.experimental_local_results(batch)[0]
-      stop = [hook.after_step(self, step, last, first_replica)
+      stop = [hook.after_step(self, step, last, replicas[0])
               for hook in hooks]
       if any(stop):
         break

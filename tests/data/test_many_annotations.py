@@ -52,7 +52,7 @@ def _read(tmp_path, annotations):
 
 def _cfg(max_instances):
   return config.DataConfig(min_sizes=(48,), eval_min_size=48, max_size=400,
-                           max_instances=max_instances, deterministic=True,
+                           max_instances=max_instances,
                            keep_full_masks=True, shuffle_buffer=1)
 
 

@@ -56,14 +56,15 @@ def batches(cfg, is_training=True, batch_size=2, num_batches=3, examples=None,
                                     input_context.input_pipeline_id)
   dataset = pipeline.build_dataset(cfg, GEOMETRY, batch_size, is_training,
                                    input_context=input_context, source=source,
-                                   output_stride=OUTPUT_STRIDE, seed=SEED)
+                                   output_stride=OUTPUT_STRIDE, seed=SEED,
+                                   deterministic=True)
   return [tf.nest.map_structure(lambda t: t.numpy(), b)
           for b in dataset.take(num_batches)]
 
 
 def base_cfg(**overrides):
   values = dict(min_sizes=(64,), eval_min_size=64, max_size=400,
-                max_instances=8, deterministic=True, keep_full_masks=True,
+                max_instances=8, keep_full_masks=True,
                 shuffle_buffer=1)
   values.update(overrides)
   return config.DataConfig(**values)

@@ -58,7 +58,7 @@ def mirrored_vs_one(annotations, images, out_path):
                             mirrored.models.train_model.weights):
     target.assign(source)
   # The single-device pipeline's first global batch, halved by hand.
-  batch = next(iter(one.dataset))
+  batch = next(iter(one.make_dataset()))
   halves = [{k: v[i * 2:(i + 1) * 2] for k, v in batch.items()}
             for i in range(2)]
   split = mirrored.strategy.experimental_distribute_values_from_function(

@@ -12,12 +12,13 @@ import tensorflow as tf
 import tf_keras
 from official.vision.ops import box_ops
 
+from masklab_tf.modeling.layers import sampler_base
 from masklab_tf.ops import sampling
 
 
 def sample_rois(proposals, gt_boxes, gt_classes, num_samples: int = 64,
                 foreground_fraction: float = 0.25,
-                foreground_iou: float = 0.5, seed=None):
+                foreground_iou: float = 0.5, uniform=None):
   """Samples RoIs and assigns their targets.
 
   Hand-written because the batch is dynamic here (the functional training
@@ -35,7 +36,8 @@ def sample_rois(proposals, gt_boxes, gt_classes, num_samples: int = 64,
     num_samples: RoIs per image.
     foreground_fraction: at most this share of them foreground.
     foreground_iou: IoU at which a RoI is foreground (below: background).
-    seed: optional sampling seed.
+    uniform: shape -> float32 draws in [0, 1) that choose and order the
+      sample (default tf.random.uniform).
 
   Returns:
     rois: [B, num_samples, 4].
@@ -57,12 +59,12 @@ def sample_rois(proposals, gt_boxes, gt_classes, num_samples: int = 64,
   has_gt = tf.reduce_any(valid_gt, axis=1, keepdims=True)
   foreground = real & (best_iou >= foreground_iou)
   background = real & ~foreground & ((best_iou >= 0) | ~has_gt)
+  uniform = uniform or tf.random.uniform
   labels = sampling.sample_labels(foreground, background, num_samples,
-                                  foreground_fraction, seed)
+                                  foreground_fraction, uniform)
   # Chosen candidates first (random order among them), then the rest.
-  # A seed of its own: the same op seed twice would repeat the sampler's noise.
-  priority = tf.cast(labels >= 0, tf.float32) * 2.0 + tf.random.uniform(
-      tf.shape(best_iou), seed=None if seed is None else seed + 1)
+  priority = tf.cast(labels >= 0, tf.float32) * 2.0 + uniform(
+      tf.shape(best_iou))
   _, index = tf.math.top_k(priority, k=num_samples)
   chosen = tf.gather(labels, index, batch_dims=1)
   rois = tf.gather(candidates, index, batch_dims=1)
@@ -79,25 +81,25 @@ def sample_rois(proposals, gt_boxes, gt_classes, num_samples: int = 64,
 
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
-class RoiSampler(tf_keras.layers.Layer):
-  """Layer form of `sample_rois`, for the functional training graph."""
+class RoiSampler(sampler_base.SamplerLayer):
+  """Layer form of `sample_rois`, for the functional training graph,
+  sampling with the layer's own checkpointed generator."""
 
   def __init__(self, num_samples: int = 64, foreground_fraction: float = 0.25,
                foreground_iou: float = 0.5, seed: int | None = None,
                **kwargs):
-    """Args: as `sample_rois`; seed: the sampler's op seed."""
-    super().__init__(**kwargs)
+    """Args: as `sample_rois`; seed: the generator's (SamplerLayer)."""
+    super().__init__(seed=seed, **kwargs)
     self.num_samples = num_samples
     self.foreground_fraction = foreground_fraction
     self.foreground_iou = foreground_iou
-    self.seed = seed
 
   def call(self, proposals, gt_boxes, gt_classes):
     return sample_rois(proposals, gt_boxes, gt_classes, self.num_samples,
                        self.foreground_fraction, self.foreground_iou,
-                       self.seed)
+                       self.uniform)
 
   def get_config(self):
     return {**super().get_config(), 'num_samples': self.num_samples,
             'foreground_fraction': self.foreground_fraction,
-            'foreground_iou': self.foreground_iou, 'seed': self.seed}
+            'foreground_iou': self.foreground_iou}

@@ -11,6 +11,7 @@ import tensorflow as tf
 import tf_keras
 from official.vision.ops import box_ops
 
+from masklab_tf.modeling.layers import sampler_base
 from masklab_tf.ops import anchors as anchor_ops
 from masklab_tf.ops import sampling
 
@@ -102,7 +103,7 @@ class ProposalGenerator(tf_keras.layers.Layer):
 def rpn_targets(anchors: tf.Tensor, gt_boxes: tf.Tensor,
                 batch_size_per_image: int = 256,
                 positive_fraction: float = 0.5, positive_iou: float = 0.7,
-                negative_iou: float = 0.3, seed=None):
+                negative_iou: float = 0.3, uniform=None):
   """Labels and samples anchors for the RPN losses (Faster R-CNN rules).
 
   An anchor is positive at IoU >= positive_iou with some box, or when it is
@@ -116,7 +117,8 @@ def rpn_targets(anchors: tf.Tensor, gt_boxes: tf.Tensor,
     gt_boxes: [B, M, 4], padded with -1.
     batch_size_per_image, positive_fraction, positive_iou, negative_iou: as
       above.
-    seed: optional int seed of the sampling.
+    uniform: shape -> float32 draws in [0, 1) that choose the sample
+      (sampling.sample_labels; default tf.random.uniform).
 
   Returns:
     labels: int32 [B, h*w*A]: 1 positive, 0 negative, -1 not sampled.
@@ -143,7 +145,7 @@ def rpn_targets(anchors: tf.Tensor, gt_boxes: tf.Tensor,
   negative |= ~tf.reduce_any(valid_gt, axis=1, keepdims=True)
 
   labels = sampling.sample_labels(positive, negative, batch_size_per_image,
-                                  positive_fraction, seed)
+                                  positive_fraction, uniform)
   matched = tf.gather(gt_boxes, best_gt, batch_dims=1)
   encoded = box_ops.encode_boxes(matched, batched_anchors)
   box_targets = tf.where((labels == 1)[..., tf.newaxis], encoded, 0.0)
@@ -151,28 +153,28 @@ def rpn_targets(anchors: tf.Tensor, gt_boxes: tf.Tensor,
 
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
-class RpnTargets(tf_keras.layers.Layer):
-  """Anchors + ground truth -> RPN labels and box targets (`rpn_targets`)."""
+class RpnTargets(sampler_base.SamplerLayer):
+  """Anchors + ground truth -> RPN labels and box targets (`rpn_targets`),
+  sampled with the layer's own checkpointed generator."""
 
   def __init__(self, batch_size_per_image: int = 256,
                positive_fraction: float = 0.5, positive_iou: float = 0.7,
                negative_iou: float = 0.3, seed: int | None = None, **kwargs):
-    """Args: as `rpn_targets`; seed: the sampler's op seed."""
-    super().__init__(**kwargs)
+    """Args: as `rpn_targets`; seed: the generator's (SamplerLayer)."""
+    super().__init__(seed=seed, **kwargs)
     self.batch_size_per_image = batch_size_per_image
     self.positive_fraction = positive_fraction
     self.positive_iou = positive_iou
     self.negative_iou = negative_iou
-    self.seed = seed
 
   def call(self, anchors, gt_boxes):
     return rpn_targets(anchors, gt_boxes, self.batch_size_per_image,
                        self.positive_fraction, self.positive_iou,
-                       self.negative_iou, self.seed)
+                       self.negative_iou, self.uniform)
 
   def get_config(self):
     return {**super().get_config(),
             'batch_size_per_image': self.batch_size_per_image,
             'positive_fraction': self.positive_fraction,
             'positive_iou': self.positive_iou,
-            'negative_iou': self.negative_iou, 'seed': self.seed}
+            'negative_iou': self.negative_iou}

@@ -1,0 +1,48 @@
+"""Repeatable runs: what `--deterministic` (TrainConfig.deterministic) sets.
+
+With it, the same seed on the same machine gives bit-identical losses at
+every step and bit-identical weights at the end, on one device and under
+`mirrored`, and a run resumed from a checkpoint ends as an uninterrupted one
+does (tests/training/test_determinism.py; docs/reproducibility.md has the
+cost and the spread without it). Each source of run-to-run difference and
+what removes it, as measured on TF 2.20 / CPU (same batch, same weights, two
+processes, gradients compared bit for bit):
+
+- TensorFlow's kernels: `tf.config.experimental.enable_op_determinism`
+  (without it the backbone's gradients still differed in the last bits).
+- Grappler: with its meta-optimizer on, the gradients of the backbone,
+  where the heads' gradients are summed, differed in the last bits between
+  processes, even single-threaded and with every pass that
+  `tf.config.optimizer.set_experimental_options` names turned off one at a
+  time; with the meta-optimizer off they repeat. It is turned off.
+- XLA: the jit-compiled assembling layer's gradient (a scatter-add of its
+  gather's) differed between processes; the plain-TF path, the same
+  arithmetic, repeats. Models built for a deterministic run take it
+  (`use_xla` below).
+- Random draws: weights are initialised after `tf_keras.utils.set_random_seed`
+  (the trainer, always); the samplers draw from generators that checkpoints
+  carry (modeling/layers/sampler_base.py); augmentation is stateless from
+  (seed, position in the example stream), and the input pipeline keeps its
+  order and, resumed, skips to the checkpoint's position (data/pipeline.py).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def enable() -> None:
+  """Makes this process's TensorFlow computations repeatable (see above).
+
+  Process-wide and for good: TensorFlow has no switch back. Call it before
+  the first tf.function is traced; functions traced earlier keep Grappler's
+  rewrites.
+  """
+  tf.config.experimental.enable_op_determinism()
+  tf.config.optimizer.set_experimental_options(
+      {'disable_meta_optimizer': True})
+
+
+def use_xla(deterministic: bool) -> bool:
+  """Whether models of a run compile their assembling layers with XLA."""
+  return not deterministic

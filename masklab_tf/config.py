@@ -291,8 +291,8 @@ class TrainConfig:
       seed on the same machine gives bit-identical losses and weights, on
       one device and under `mirrored`, resumed or not; the input pipeline
       keeps its order and resumes where the checkpoint was; TensorFlow's
-      kernels are made deterministic and the assembling layer runs without
-      XLA. bin/evaluate and bin/export read it too.
+      kernels are made deterministic and the assembling layer trains
+      without XLA. bin/evaluate takes it too (deterministic kernels).
   """
   strategy: str = 'default'
   tpu: str = ''

@@ -17,8 +17,8 @@ processes, gradients compared bit for bit):
   time; with the meta-optimizer off they repeat. It is turned off.
 - XLA: the jit-compiled assembling layer's gradient (a scatter-add of its
   gather's) differed between processes; the plain-TF path, the same
-  arithmetic, repeats. Models built for a deterministic run take it
-  (`use_xla` below).
+  arithmetic, repeats. A deterministic run trains with it (`use_xla`
+  below); inference keeps XLA, whose forward gather repeats.
 - Random draws: weights are initialised after `tf_keras.utils.set_random_seed`
   (the trainer, always); the samplers draw from generators that checkpoints
   carry (modeling/layers/sampler_base.py); augmentation is stateless from
@@ -44,5 +44,5 @@ def enable() -> None:
 
 
 def use_xla(deterministic: bool) -> bool:
-  """Whether models of a run compile their assembling layers with XLA."""
+  """Whether a run trains its assembling layers compiled with XLA."""
   return not deterministic

@@ -77,6 +77,10 @@ def define_flags() -> None:
                       "MaskLab's systems' flags file (repository-relative).")
   flags.DEFINE_bool('dense_semantic_loss', True, 'MaskLab systems: + dense '
                     'semantic loss, 100 detections.')
+  flags.DEFINE_integer('seed', 0, 'MaskLab systems: --seed of training '
+                       '(runs with other seeds measure the spread).')
+  flags.DEFINE_bool('deterministic', False, 'MaskLab systems: --deterministic '
+                    'training (steps still end at the time budget).')
   flags.DEFINE_list('rescore', [], 'Score these systems of --work_dir again '
                     'from their checkpoints.')
   flags.DEFINE_bool('rerun', False, 'Train --systems of --work_dir again.')
@@ -92,7 +96,9 @@ def train(system: str, settings: dict, data: str, model_dir: str) -> dict:
       + tuple(f'--mask_head={SYSTEMS[system]}'.split()) + (
           f'--train_annotations={data}/train/annotations.json',
           f'--train_images={data}/train/images', '--lr_schedule=cosine',
-          '--checkpoint_every=1000000', '--image_summary_every=0'))
+          '--checkpoint_every=1000000', '--image_summary_every=0',
+          f'--seed={settings["seed"]}',
+          f'--deterministic={settings["deterministic"]}'))
   trainer = trainer_lib.Trainer(configs, model_dir)
   trainer.restore_or_initialise()
   wall, cpu = time.time(), time.process_time()
@@ -281,7 +287,7 @@ def main(argv) -> None:
     raise app.UsageError(f'systems: {ALL} (rescore: MaskLab\'s)')
   settings = {name: suite.chosen(name, QUICK) for name in (
       'budget_s', 'budget_mode', 'num_train', 'num_val', 'data_seed',
-      'config', 'dense_semantic_loss')}
+      'config', 'dense_semantic_loss', 'seed', 'deterministic')}
   settings['data_dir'] = FLAGS.data_dir and os.path.abspath(FLAGS.data_dir)
   suite.run('accuracy', [jobs.Job('accuracy', s) for s in systems]
             + [jobs.Job('rescore', s) for s in FLAGS.rescore], settings,

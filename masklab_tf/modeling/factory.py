@@ -13,7 +13,6 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
-from masklab_tf import determinism
 from masklab_tf.modeling import precision as precision_lib
 from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.systems import base
@@ -77,12 +76,12 @@ def restore_models(configs: config_lib.Configs,
   """The models of `configs` with a bin/train checkpoint's weights (the
   optimizer's and the step's are left out), computing in
   configs.train.mixed_precision (bin/evaluate / bin/export
-  --mixed_precision=mixed_bfloat16), without XLA under
-  configs.train.deterministic."""
-  models = build_models(
-      configs.model, configs.geometry, configs.data.max_instances,
-      use_xla=determinism.use_xla(configs.train.deterministic),
-      precision=configs.train.mixed_precision)
+  --mixed_precision=mixed_bfloat16). The assembling layers keep XLA even
+  for a deterministic run: only their gradient differed between processes
+  (determinism.py)."""
+  models = build_models(configs.model, configs.geometry,
+                        configs.data.max_instances,
+                        precision=configs.train.mixed_precision)
   tf.train.Checkpoint(model=models.train_model).restore(
       checkpoint).expect_partial().assert_existing_objects_matched()
   return models

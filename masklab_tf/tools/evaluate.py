@@ -26,6 +26,7 @@ from absl import flags
 import tensorflow as tf
 
 from masklab_tf import config
+from masklab_tf import determinism
 from masklab_tf.evaluation import evaluator as evaluator_lib
 from masklab_tf.modeling import factory
 from masklab_tf.tools import common_flags
@@ -52,6 +53,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   configs = (config.all_from_flags() if FLAGS.saved_model else
              common_flags.run_configs(FLAGS.model_dir))
+  if configs.train.deterministic:
+    determinism.enable()
   if not FLAGS.annotations:
     raise app.UsageError('--annotations and --images name the set to '
                          'evaluate')

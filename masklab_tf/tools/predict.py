@@ -54,6 +54,7 @@ from absl import app
 from absl import flags
 from PIL import Image
 
+from masklab_tf import determinism
 from masklab_tf import files
 from masklab_tf.evaluation import evaluator
 from masklab_tf import visualize
@@ -87,6 +88,9 @@ def define_flags() -> None:
                        'Images with more pixels (height x width, read from '
                        'the header before decoding) are skipped. The '
                        'SavedModel has its own limit (bin/export).')
+  flags.DEFINE_bool('deterministic', False, 'Deterministic TensorFlow '
+                    'kernels (masklab_tf/determinism.py), as bin/train '
+                    '--deterministic uses.')
   flags.mark_flags_as_required(['saved_model', 'images', 'output_dir'])
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
@@ -236,6 +240,8 @@ def main(argv):
   if FLAGS.max_image_pixels < 1:
     raise app.UsageError(
         f'--max_image_pixels={FLAGS.max_image_pixels}: must be >= 1')
+  if FLAGS.deterministic:
+    determinism.enable()
   paths = list_images(FLAGS.images)
   ids = read_image_ids(FLAGS.image_ids_from) if FLAGS.image_ids_from else None
   signature, categories = load_saved_model(FLAGS.saved_model)

@@ -16,10 +16,10 @@ leaves "latest" pointing at the previous complete checkpoint; a restart
 restores it and continues at its step. A save that fails (a full disk) is
 one sentence, model_dir.SaveFailed.
 
-With TrainConfig.deterministic (masklab_tf/determinism.py) the checkpoint
-also carries the input stream's position, and a resumed run starts the
-pipeline there: it sees the batches the uninterrupted run would have seen.
-(The samplers' generators are in every checkpoint, being the model's.)
+Checkpoints also carry the samplers' random generators and the input
+stream's position: with TrainConfig.deterministic (masklab_tf/determinism.py)
+a resumed run starts the pipeline there and draws the samples the
+uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from masklab_tf.data import tfrecord
 from masklab_tf.modeling import checkpoints
 from masklab_tf.modeling import factory
 from masklab_tf.modeling import precision as precision_lib
+from masklab_tf.modeling.layers import sampler_base
 from masklab_tf.modeling.systems import registry
 from masklab_tf.training import hooks as hooks_lib
 from masklab_tf.training import model_dir as model_dir_lib
@@ -168,7 +169,8 @@ class Trainer:
                                      name='data_position')
     self.checkpoint = tf.train.Checkpoint(
         model=self.models.train_model, optimizer=self.optimizer,
-        step=self.step, data_position=self.data_position)
+        step=self.step, data_position=self.data_position,
+        generators=sampler_base.generators(self.models.train_model))
     # Under multi-worker strategies every worker takes part in a save; only
     # the chief's lands in model_dir, the others' in a scratch folder.
     self.is_chief = strategy_lib.is_chief(self.strategy)
@@ -243,7 +245,15 @@ class Trainer:
     """Resumes from the latest checkpoint, else loads init_checkpoint."""
     latest = tf.train.latest_checkpoint(self.model_dir)
     if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      saved = {name for name, _ in tf.train.list_variables(latest)}
+      if any(name.startswith('data_position/') for name in saved):
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+      else:  # Written before checkpoints carried the random state.
+        tf.train.Checkpoint(
+            model=self.models.train_model, optimizer=self.optimizer,
+            step=self.step).restore(latest).assert_existing_objects_matched()
+        logging.warning('%s has no sampler or data position state: the run '
+                        'goes on with fresh ones', latest)
       return f'resumed from {latest} at step {self.current_step}'
     if self.configs.train.init_checkpoint:
       report = checkpoints.load_imagenet_checkpoint(

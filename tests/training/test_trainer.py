@@ -62,7 +62,7 @@ def test_non_finite_steps_are_skipped_then_stop(two_steps, tmp_path):
   # summary, which the other tests of two_steps read.
   trainer = two_steps[3]
   before = [v.numpy() for v in trainer.models.train_model.trainable_weights]
-  batch = next(iter(trainer.dataset))
+  batch = next(iter(trainer.make_dataset()))
   bad = dict(batch)
   bad['image'] = tf.cast(batch['image'], tf.float32) * np.nan
   _, applied = trainer._train_step(bad)
@@ -81,7 +81,7 @@ def test_non_finite_steps_are_skipped_then_stop(two_steps, tmp_path):
   trainer.model_dir = str(tmp_path)
   trainer.manager = tf.train.CheckpointManager(
       trainer.checkpoint, str(tmp_path), max_to_keep=1)
-  trainer.dataset = tf.data.Dataset.from_tensors(bad).repeat()
+  trainer.make_dataset = lambda: tf.data.Dataset.from_tensors(bad).repeat()
   with pytest.raises(trainer_lib.TrainingStopped,
                      match='2 non-finite steps in a row.*lower the learning'):
     trainer.train(num_steps=5)

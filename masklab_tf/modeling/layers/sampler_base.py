@@ -8,8 +8,13 @@ other anchor and RoI samples than the run it continues. A
 is saved and restored with the training model's checkpoint, and a resumed
 run draws exactly what an uninterrupted one would. Created where the model is
 built (under the distribution strategy's scope), it gives each replica a
-stream of its own. It is not one of the layer's `weights`, and the inference
-graph has no sampler, so SavedModels do not change.
+stream of its own.
+
+The generator is kept out of Keras' tracking: the model's checkpoints and
+weights stay what they were (bin/export and load_model restore checkpoints
+written before the generators existed, and the inference graph has no
+sampler). The trainer saves the generators beside the model
+(`generators`).
 """
 
 from __future__ import annotations
@@ -33,12 +38,20 @@ class SamplerLayer(tf_keras.layers.Layer):
   def build(self, input_shape):
     seed = self.seed if self.seed is not None else random.randint(
         1, 2**31 - 1)
-    self._generator = tf.random.Generator.from_seed(seed)
+    # object.__setattr__: not a tracked dependency of the layer (see above).
+    object.__setattr__(self, 'generator', tf.random.Generator.from_seed(seed))
     super().build(input_shape)
 
   def uniform(self, shape) -> tf.Tensor:
     """float32 draws in [0, 1) of `shape`, advancing the generator."""
-    return self._generator.uniform(shape)
+    return self.generator.uniform(shape)
 
   def get_config(self):
     return {**super().get_config(), 'seed': self.seed}
+
+
+def generators(model: tf_keras.Model) -> dict[str, tf.random.Generator]:
+  """Layer name -> generator of `model`'s built sampler layers: what a
+  training checkpoint saves beside the model."""
+  return {layer.name: layer.generator for layer in model.layers
+          if isinstance(layer, SamplerLayer) and layer.built}

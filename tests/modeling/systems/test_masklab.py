@@ -92,12 +92,13 @@ def test_training_steps_lower_the_loss(tiny):
 def test_pinned_losses_at_initialisation(tiny):
   """Regression pin: losses on a fixed input with fixed weights.
 
-  The samplers' draws are repeatable once the global seed is set right
-  before the call, so all eight losses are pinned. If a change to targets,
+  The samplers' generators take their seeds from the global seed set
+  before the build, so all eight losses are pinned. If a change to targets,
   heads, samplers or losses moves these, it must be on purpose: update the
   numbers and say why in the commit.
   """
   cfg = tiny.config(semantic_loss_weight=1.0, direction_loss_weight=1.0)
+  tf_keras.utils.set_random_seed(0)  # seeds the samplers' generators
   models = factory.build_models(cfg, max_instances=tiny.max_instances)
   tiny.seeded_weights(models.train_model, 1234)
   batch = tiny.batch()
@@ -110,14 +111,17 @@ def test_pinned_losses_at_initialisation(tiny):
   got = {k: float(v) for k, v in losses.items()}
   assert sorted(got) == sorted(PINNED)
   for key, value in PINNED.items():
-    assert got[key] == pytest.approx(value, rel=1e-4), (key, got)
+    assert got[key] == pytest.approx(value, rel=1e-4), (key, sorted(got.items()))
 
 
 # Pinned at commit a553f46 (before the architecture moved, issue 21).
-PINNED = {'rpn_score': 0.779301, 'rpn_box': 0.00847474,
-          'box_class': 2.640589, 'box_regression': 2.550164,
+# rpn_score, box_class and total re-pinned when the samplers moved to
+# checkpointed generators (issue 24): other draws from the same sampling
+# rules; the losses that sampling does not reach are unchanged.
+PINNED = {'rpn_score': 0.805279, 'rpn_box': 0.00847474,
+          'box_class': 2.643928, 'box_regression': 2.550164,
           'mask_coarse': 0.677499, 'mask_refined': 0.694318,
-          'semantic': 2.857653, 'direction': 11.144321, 'total': 21.352322}
+          'semantic': 2.857653, 'direction': 11.144321, 'total': 21.381639}
 
 
 @pytest.mark.parametrize('name', sorted(heads_registry.MASK_HEADS))

@@ -13,8 +13,9 @@ processes, gradients compared bit for bit):
 - Grappler: with its meta-optimizer on, the gradients of the backbone,
   where the heads' gradients are summed, differed in the last bits between
   processes, even single-threaded and with every pass that
-  `tf.config.optimizer.set_experimental_options` names turned off one at a
-  time; with the meta-optimizer off they repeat. It is turned off.
+  `tf.config.optimizer.set_experimental_options` names turned off (in
+  groups, then all at once); with the meta-optimizer off they repeat. It is
+  turned off.
 - XLA: the jit-compiled assembling layer's gradient (a scatter-add of its
   gather's) differed between processes; the plain-TF path, the same
   arithmetic, repeats. A deterministic run trains with it (`use_xla`

@@ -81,6 +81,15 @@ COMMANDS = {
         NotExecuted(
             'trains 300 steps (minutes); tests/tools/test_train_start.py '
             'runs bin/train on a tiny model'),
+    # docs/reproducibility.md
+    '.venv/bin/python bin/train --flagfile=configs/shapes_demo.flags '
+    '--train_steps=80 --log_every=20 --model_dir=runs/cost '
+    '--train_annotations=demo_data/train/annotations.json '
+    '--train_images=demo_data/train/images --deterministic=false':
+        NotExecuted(
+            'trains 80 steps (2 minutes) for a timing; '
+            'tests/training/test_determinism.py runs --deterministic '
+            'trainings'),
     '.venv/bin/python bin/evaluate --flagfile=configs/shapes_cpu.flags '
     '--model_dir=runs/shapes --annotations=demo_data/val/annotations.json '
     '--images=demo_data/val/images': Executed(_EXPORT_AND_EVALUATE),

@@ -13,9 +13,10 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 # What each part may import from the package, besides itself. Lower parts
 # know nothing of higher ones: data and ops never import modeling; modeling
 # never imports training, serving or evaluation; nothing imports tools.
-BASE = {'config', 'files', 'host'}
+BASE = {'config', 'determinism', 'files', 'host'}
 ALLOWED = {
     'config': {'files'},
+    'determinism': set(),
     'files': set(),
     'host': set(),
     'ops': BASE,

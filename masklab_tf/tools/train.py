@@ -35,6 +35,7 @@ from masklab_tf.training import hooks
 from masklab_tf.training import model_dir as model_dir_lib
 from masklab_tf.training import strategy
 from masklab_tf.training import trainer as trainer_lib
+from masklab_tf.training import training_set
 
 FLAGS = flags.FLAGS
 
@@ -74,7 +75,7 @@ def main(argv):
                             'completed', path)
       train(configs, run_strategy)
   except (model_dir_lib.ModelDirError, model_dir_lib.SaveFailed,
-          trainer_lib.DataError) as error:
+          training_set.DataError) as error:
     raise SystemExit(f'bin/train: error: {error}') from None
 
 

@@ -25,7 +25,6 @@ uninterrupted run would have drawn.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -39,7 +38,6 @@ from masklab_tf import files
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.data import sources
-from masklab_tf.data import tfrecord
 from masklab_tf.modeling import checkpoints
 from masklab_tf.modeling import factory
 from masklab_tf.modeling import precision as precision_lib
@@ -50,6 +48,7 @@ from masklab_tf.training import model_dir as model_dir_lib
 from masklab_tf.training import pictures
 from masklab_tf.training import schedules
 from masklab_tf.training import strategy as strategy_lib
+from masklab_tf.training import training_set
 
 
 class TrainingStopped(RuntimeError):
@@ -58,20 +57,6 @@ class TrainingStopped(RuntimeError):
 
 # The run's class names beside configs.json (read by tools/export.py).
 CATEGORIES_FILE = 'categories.json'
-
-
-class DataError(ValueError):
-  """The training set cannot be trained on as configured."""
-
-
-def _check_classes(categories: list[dict], num_classes: int,
-                   description: str) -> None:
-  if len(categories) > num_classes:
-    names = ', '.join(str(c['name']) for c in categories)
-    raise DataError(
-        f'{description} has {len(categories)} categories ({names}) but '
-        f'--num_classes={num_classes}: set --num_classes={len(categories)} '
-        '(or leave it out to take it from the data)')
 
 
 class Trainer:
@@ -86,7 +71,7 @@ class Trainer:
     --num_classes).
 
     Raises:
-      DataError: the training set is missing, empty, or has more
+      training_set.DataError: the training set is missing, empty, or has more
         categories than --num_classes.
     """
     self.configs = configs
@@ -106,8 +91,9 @@ class Trainer:
     self.train_set = None
     if not split.tfrecords:
       if not split.annotations:
-        raise DataError('no training data: set --train_annotations and '
-                        '--train_images, or --train_tfrecords')
+        raise training_set.DataError(
+            'no training data: set --train_annotations and '
+            '--train_images, or --train_tfrecords')
       self.train_set = coco.read_coco(
           split.annotations, split.images,
           verify_images=data_cfg.verify_images,
@@ -116,7 +102,8 @@ class Trainer:
         logging.warning('%s', self.data_report())
     # Checked before anything is built: a class index past num_classes
     # fails only at the first step, an empty set never.
-    self.categories, num_instances, description = self._training_set_facts()
+    self.categories, num_instances, description = training_set.facts(
+        self.train_set, split)
     if not system.class_agnostic:
       if infer_num_classes:
         configs = configs._replace(model=dataclasses.replace(
@@ -124,16 +111,17 @@ class Trainer:
         self.configs = configs
         logging.info('--num_classes=%d, from %s', len(self.categories),
                      description)
-      _check_classes(self.categories, configs.model.num_classes,
-                     description)
+      training_set.check_classes(self.categories, configs.model.num_classes,
+                                 description)
     if not num_instances:
       kept = ''
       if self.train_set is not None:
         kept = (f' ({len(self.train_set.records)} images kept, '
                 f'{len(self.train_set.problems)} problems skipped or '
                 'repaired, listed above)')
-      raise DataError(f'{description}: no instance to train on{kept}: '
-                      'check the set with bin/check_dataset')
+      raise training_set.DataError(
+          f'{description}: no instance to train on{kept}: '
+          'check the set with bin/check_dataset')
     self._data_cfg = data_cfg
     # 'auto' is decided here, where the strategy is known (TPUs: bfloat16).
     self.precision = precision_lib.resolve(train_cfg.mixed_precision,
@@ -194,29 +182,6 @@ class Trainer:
     self.summary_writer = (tf.summary.create_file_writer(
         os.path.join(model_dir, 'train')) if self.is_chief else
                            tf.summary.create_noop_writer())
-
-  def _training_set_facts(self) -> tuple[list[dict], int, str]:
-    """(categories [{'id', 'name'}] by id, regular instances, a name for
-    messages) of the training set: the COCO json read, or the TFRecords'
-    categories file (its max_instances_per_image stands for the count)."""
-    split = self.configs.data.train
-    if self.train_set is not None:
-      categories = [{'id': c.id, 'name': c.name}
-                    for c in self.train_set.categories]
-      regular = sum(not i.is_crowd for record in self.train_set.records
-                    for i in record.instances)
-      return categories, regular, split.annotations
-    path = split.categories or tfrecord.categories_path_for(split.tfrecords)
-    try:
-      with open(path, encoding='utf-8') as f:
-        saved = json.load(f)
-    except (OSError, ValueError) as error:
-      raise DataError(f'{path}: cannot read the categories of '
-                      f'--train_tfrecords={split.tfrecords}: {error}'
-                      ) from None
-    categories = tfrecord.read_categories(path)
-    return (categories, saved.get('max_instances_per_image', 1),
-            split.tfrecords)
 
   def make_dataset(self) -> tf.distribute.DistributedDataset:
     """The training batches under the strategy; a deterministic run starts
@@ -405,20 +370,8 @@ class Trainer:
       tf.summary.scalar('steps_per_second', rate)
 
   def data_report(self) -> str:
-    """What training skipped: entries the reader dropped or repaired (by
-    kind, then each), and images that failed to decode while training."""
-    lines = []
-    if self.train_set is not None and self.train_set.problems:
-      kinds = ', '.join(f'{kind} {count}' for kind, count in
-                        self.train_set.problem_counts().items())
-      lines.append(f'{len(self.train_set.problems)} problems in the training '
-                   f'set, skipped or repaired when read ({kinds}):')
-      lines += [f'  {problem}' for problem in self.train_set.problems]
-    if len(self.skipped):
-      lines.append(f'{len(self.skipped)} images failed to decode during '
-                   'training and were skipped:')
-      lines += [f'  {message}' for message in self.skipped.messages]
-    return '\n'.join(lines)
+    """What training skipped (training_set.report)."""
+    return training_set.report(self.train_set, self.skipped)
 
   def _write_config(self):
     """configs.json (what load_model, bin/export and bin/evaluate rebuild

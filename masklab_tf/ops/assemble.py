@@ -46,7 +46,7 @@ def grid_channel_map(crop_size: int, grid_size: int) -> tf.Tensor:
   return tf.constant(cells[:, None] * grid_size + cells[None, :], tf.int32)
 
 
-def _sample_neighbours(edge_min, edge_max, num_samples, size, stride):
+def sample_neighbours(edge_min, edge_max, num_samples, size, stride):
   """Bilinear neighbours and weights of the crop samples along one axis.
 
   Args:
@@ -119,9 +119,9 @@ def assemble(features: tf.Tensor, boxes: tf.Tensor, channel_map: tf.Tensor,
     crop_height, crop_width = tf.unstack(tf.shape(channel_map))
     ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
 
-    top, bottom, top_weight, bottom_weight = _sample_neighbours(
+    top, bottom, top_weight, bottom_weight = sample_neighbours(
         ymin, ymax, crop_height, height, feature_stride)
-    left, right, left_weight, right_weight = _sample_neighbours(
+    left, right, left_weight, right_weight = sample_neighbours(
         xmin, xmax, crop_width, width, feature_stride)
     selected = tf.clip_by_value(
         channel_offsets[:, :, tf.newaxis, tf.newaxis] + channel_map,

@@ -35,6 +35,8 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
+from masklab_tf import determinism
+from masklab_tf.ops import assemble
 from masklab_tf.ops import crop
 
 
@@ -42,7 +44,8 @@ def crop_rois(features: tf.Tensor,
               boxes: tf.Tensor,
               crop_size: int,
               feature_stride: float = 1.0,
-              stop_box_gradient: bool = True) -> tf.Tensor:
+              stop_box_gradient: bool = True,
+              gather: bool | None = None) -> tf.Tensor:
   """Crops every box of every image from a strided feature map.
 
   Args:
@@ -55,6 +58,10 @@ def crop_rois(features: tf.Tensor,
     stop_box_gradient: RoI features do not train the proposals, so the box
       gradient is stopped by default. Deformable crop-and-resize turns it off
       for its sub-boxes, whose positions are learnt.
+    gather: sample by gathering the four neighbours of each sample
+      (`gather_crops`) instead of tf.image.crop_and_resize: the same values;
+      None: where determinism.gather_crops() says (deterministic runs on a
+      GPU).
 
   Returns:
     [B, N, S, S, C] bilinear crops in the dtype of `features`; samples
@@ -75,6 +82,11 @@ def crop_rois(features: tf.Tensor,
   channels = features.shape[-1]
   if channels is None:
     channels = feature_shape[3]
+  if gather is None:
+    gather = determinism.gather_crops()
+  if gather:
+    return tf.cast(gather_crops(features, boxes, crop_size, feature_stride,
+                                channels), dtype)
   box_shape = tf.shape(boxes)
   batch, num_boxes = box_shape[0], box_shape[1]
 
@@ -92,6 +104,40 @@ def crop_rois(features: tf.Tensor,
   crops = tf.reshape(crops,
                      [batch, num_boxes, crop_size, crop_size, channels])
   return tf.cast(crops, dtype)
+
+
+def gather_crops(features: tf.Tensor, boxes: tf.Tensor, crop_size: int,
+                 feature_stride: float, channels) -> tf.Tensor:
+  """crop_rois' crops as gathers: float32 [B, N, S, S, C].
+
+  The samples and weights are assemble.sample_neighbours', which equal
+  crop_and_resize's (zero outside the hull of the pixel centres); the
+  gradient w.r.t. features is a gather's, which has a deterministic GPU
+  kernel where CropAndResize's image gradient has none.
+  """
+  batch, height, width = tf.unstack(tf.shape(features)[:3])
+  ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+  top, bottom, top_weight, bottom_weight = assemble.sample_neighbours(
+      ymin, ymax, crop_size, height, feature_stride)
+  left, right, left_weight, right_weight = assemble.sample_neighbours(
+      xmin, xmax, crop_size, width, feature_stride)
+  pixels = tf.reshape(features, [-1, channels])
+  first = (tf.range(batch) * height * width)[:, tf.newaxis, tf.newaxis,
+                                              tf.newaxis]
+
+  def at(rows, cols):  # [B, N, S] rows and cols -> [B, N, S, S, C]
+    index = (first + (rows * width)[..., :, tf.newaxis]
+             + cols[..., tf.newaxis, :])
+    return tf.gather(pixels, index)
+
+  top_weight = top_weight[..., :, tf.newaxis, tf.newaxis]
+  bottom_weight = bottom_weight[..., :, tf.newaxis, tf.newaxis]
+  left_weight = left_weight[..., tf.newaxis, :, tf.newaxis]
+  right_weight = right_weight[..., tf.newaxis, :, tf.newaxis]
+  return (top_weight * (left_weight * at(top, left) +
+                        right_weight * at(top, right)) +
+          bottom_weight * (left_weight * at(bottom, left) +
+                           right_weight * at(bottom, right)))
 
 
 def sub_box_grid(boxes: tf.Tensor, crop_size: int,

@@ -85,13 +85,16 @@ def x_ramp(height, width, stride):
 # ---------------------------------------------------------------- crop_rois
 
 
+# gather=True: the gather path that deterministic runs take on a GPU
+# (determinism.gather_crops); it must be crop_and_resize's crop.
+@pytest.mark.parametrize('gather', [False, True])
 @pytest.mark.parametrize('stride', [1, 8])
-def test_crop_rois_matches_numpy(stride):
+def test_crop_rois_matches_numpy(stride, gather):
   features = random_features(0)
   boxes = random_boxes(1, 2, 5, 9 * stride, 11 * stride)
   boxes[0, 0] = [-3.3 * stride, -2.1 * stride, 4.4 * stride, 5.2 * stride]
   boxes[1, 1] = [6.3 * stride, 8.2 * stride, 12.7 * stride, 14.1 * stride]
-  got = roi_crop.crop_rois(features, boxes, 7, stride).numpy()
+  got = roi_crop.crop_rois(features, boxes, 7, stride, gather=gather).numpy()
   assert got.shape == (2, 5, 7, 7, 3)
   for b in range(2):
     for n in range(5):
@@ -118,9 +121,10 @@ def test_crop_rois_samples_continuous_positions(stride):
                              stride, rtol=1e-6)
 
 
-def test_crop_rois_no_boxes_and_dynamic_shapes():
+@pytest.mark.parametrize('gather', [False, True])
+def test_crop_rois_no_boxes_and_dynamic_shapes(gather):
   fn = tf.function(
-      lambda f, b: roi_crop.crop_rois(f, b, 4, 8),
+      lambda f, b: roi_crop.crop_rois(f, b, 4, 8, gather=gather),
       input_signature=[tf.TensorSpec([None, None, None, 3]),
                        tf.TensorSpec([None, None, 4])])
   features = random_features(2)
@@ -130,17 +134,23 @@ def test_crop_rois_no_boxes_and_dynamic_shapes():
   assert out.shape == (2, 3, 4, 4, 3)
 
 
-def test_crop_rois_gradients():
+@pytest.mark.parametrize('gather', [False, True])
+def test_crop_rois_gradients(gather):
   features = tf.constant(random_features(4))
   boxes = tf.constant(random_boxes(5, 2, 3, 9, 11))
   weights = tf.constant(np.random.default_rng(6).normal(
       size=(2, 3, 5, 5, 3)).astype(np.float32))
   with tf.GradientTape(persistent=True) as tape:
     tape.watch([features, boxes])
-    loss = tf.reduce_sum(roi_crop.crop_rois(features, boxes, 5) * weights)
+    loss = tf.reduce_sum(roi_crop.crop_rois(features, boxes, 5,
+                                            gather=gather) * weights)
     learnt = tf.reduce_sum(roi_crop.crop_rois(
-        features, boxes, 5, stop_box_gradient=False) * weights)
+        features, boxes, 5, stop_box_gradient=False, gather=gather) * weights)
+    reference = tf.reduce_sum(roi_crop.crop_rois(features, boxes, 5,
+                                                 gather=False) * weights)
   assert np.any(tape.gradient(loss, features).numpy() != 0)
+  np.testing.assert_allclose(tape.gradient(loss, features),
+                             tape.gradient(reference, features), atol=1e-5)
   assert tape.gradient(loss, boxes) is None
   # crop_and_resize's box gradient agrees with central differences (boxes
   # are away from integer sample positions, where it is one-sided).

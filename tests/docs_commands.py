@@ -90,6 +90,15 @@ COMMANDS = {
             'trains 80 steps (2 minutes) for a timing; '
             'tests/training/test_determinism.py runs --deterministic '
             'trainings'),
+    '.venv/bin/python bin/train --flagfile=configs/shapes_demo.flags '
+    '--deterministic=false --train_steps=300 --seed=1 '
+    '--model_dir=runs/seed1 '
+    '--train_annotations=demo_data/train/annotations.json '
+    '--train_images=demo_data/train/images '
+    '--val_annotations=demo_data/val/annotations.json '
+    '--val_images=demo_data/val/images': NotExecuted(
+        'trains 300 steps (7 minutes on 2 cores) for a spread; '
+        'tests/tools/test_train_start.py runs bin/train on a tiny model'),
     '.venv/bin/python bin/evaluate --flagfile=configs/shapes_cpu.flags '
     '--model_dir=runs/shapes --annotations=demo_data/val/annotations.json '
     '--images=demo_data/val/images': Executed(_EXPORT_AND_EVALUATE),

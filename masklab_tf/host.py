@@ -27,6 +27,8 @@ X86_VENDORS = ('GenuineIntel', 'AuthenticAMD')
 CPU_BFLOAT16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16'})
 # GPUs with bfloat16 tensor cores (Ampere and later).
 GPU_BFLOAT16_CAPABILITY = (8, 0)
+# GPUs with float16 tensor cores (Volta and later).
+GPU_FLOAT16_CAPABILITY = (7, 0)
 
 
 def cpuinfo(path: str = CPUINFO_PATH) -> dict[str, str]:
@@ -92,6 +94,12 @@ class Gpu:
     """Whether it has bfloat16 tensor cores (Ampere and later)."""
     return (self.compute_capability is not None
             and tuple(self.compute_capability) >= GPU_BFLOAT16_CAPABILITY)
+
+  @property
+  def float16(self) -> bool:
+    """Whether it has float16 tensor cores (Volta and later)."""
+    return (self.compute_capability is not None
+            and tuple(self.compute_capability) >= GPU_FLOAT16_CAPABILITY)
 
 
 def gpus() -> tuple[Gpu, ...]:
@@ -168,6 +176,11 @@ class Host:
   def gpus_bfloat16(self) -> bool:
     """There are GPUs and every one has bfloat16 tensor cores."""
     return bool(self.gpus) and all(gpu.bfloat16 for gpu in self.gpus)
+
+  @property
+  def gpus_float16(self) -> bool:
+    """There are GPUs and every one has float16 tensor cores."""
+    return bool(self.gpus) and all(gpu.float16 for gpu in self.gpus)
 
 
 def from_cpuinfo(info: dict[str, str], **devices) -> Host:

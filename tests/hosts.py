@@ -1,4 +1,5 @@
-"""Hosts described for the kernel-rewrite tests, as `auto` sees them."""
+"""Hosts described for the tests of what 'auto' decides (kernel rewrites,
+precision), as `auto` sees them."""
 
 from masklab_tf import host as host_lib
 
@@ -15,3 +16,8 @@ GPU_HOST = host_lib.Host(cpu_vendor='AuthenticAMD',
                          cpu_flags=frozenset({'avx512f', 'avx512_bf16'}),
                          onednn=True,
                          gpus=(host_lib.Gpu('NVIDIA H100', (9, 0)),))
+# A GPU with float16 but no bfloat16 tensor cores (Volta) beside an
+# AVX-512 CPU.
+VOLTA_HOST = host_lib.Host(cpu_vendor='GenuineIntel',
+                           cpu_flags=frozenset({'avx512f'}), onednn=True,
+                           gpus=(host_lib.Gpu('Tesla V100', (7, 0)),))

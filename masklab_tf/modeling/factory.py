@@ -13,6 +13,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
+from masklab_tf import host as host_lib
 from masklab_tf.modeling import precision as precision_lib
 from masklab_tf.modeling.layers import kernel_rewrites
 from masklab_tf.modeling.systems import base
@@ -44,7 +45,8 @@ def build_models(cfg: config_lib.ModelConfig,
                  geometry: config_lib.GeometryConfig | None = None,
                  max_instances: int = 100, image_shape: tuple = (None, None),
                  use_xla: bool = True,
-                 precision: str = '') -> base.Models:
+                 precision: str = '',
+                 machine: host_lib.Host | None = None) -> base.Models:
   """The models of the system cfg.mask_head names.
 
   Args:
@@ -55,8 +57,10 @@ def build_models(cfg: config_lib.ModelConfig,
     use_xla: compile the assembling layer's core with XLA.
     precision: '', 'mixed_bfloat16', 'mixed_float16' or 'auto'
       (TrainConfig.mixed_precision; precision.resolve decides 'auto' for
-      this host). Geometry (anchors, proposals, sampling, NMS, box decoding)
+      the host). Geometry (anchors, proposals, sampling, NMS, box decoding)
       stays float32 under the mixed policies.
+    machine: the host 'auto' precision and 'auto' kernel rewrites decide
+      for; None: this one. Tests describe other hosts (a GPU's) with it.
 
   The convolution layers take cfg.kernel_rewrites (kernel_rewrites.scope).
   """
@@ -66,8 +70,8 @@ def build_models(cfg: config_lib.ModelConfig,
   # are tf.while_loop / tf.cond / tf.where), and converting them was most
   # of the time a process took to build shapes_cpu.
   build = tf.autograph.experimental.do_not_convert(system.build)
-  with (precision_scope(precision_lib.resolve(precision)),
-        kernel_rewrites.scope(cfg.kernel_rewrites)):
+  with (precision_scope(precision_lib.resolve(precision, machine=machine)),
+        kernel_rewrites.scope(cfg.kernel_rewrites, machine)):
     return build(max_instances, image_shape, use_xla)
 
 

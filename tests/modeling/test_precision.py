@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf.modeling import factory
+from hosts import EIGEN_HOST, GPU_HOST, ONEDNN_HOST, VOLTA_HOST
 
 POLICY = 'mixed_bfloat16'
 
@@ -56,7 +57,7 @@ def test_other_systems_build_in_bfloat16(head, tiny):
   assert out['detection_masks'].dtype == tf.float32
 
 
-def test_auto_precision_follows_the_host(tmp_path, monkeypatch):
+def test_auto_precision_follows_the_host(tmp_path):
   from masklab_tf import host
   from masklab_tf.modeling import precision
   cpuinfo = tmp_path / 'cpuinfo'
@@ -68,37 +69,39 @@ def test_auto_precision_follows_the_host(tmp_path, monkeypatch):
   assert precision.resolve('') == ''
   with pytest.raises(ValueError, match="mixed_precision='bf16'.*'auto'"):
     precision.resolve('bf16')
-  # 'auto' is bfloat16 exactly where the host computes it natively.
-  for native, expected in ((True, 'mixed_bfloat16'), (False, '')):
-    monkeypatch.setattr(precision, 'native_bfloat16', lambda n=native: n)
-    assert precision.resolve('auto') == expected
-  # oneDNN's bfloat16 needs both the units and oneDNN on; GPUs need
-  # Ampere or later, whatever the CPU.
-  monkeypatch.undo()
+  # 'auto' is a mixed policy exactly where the host has the units: oneDNN's
+  # bfloat16 needs both the units and oneDNN on; GPUs bfloat16 from Ampere,
+  # float16 from Volta, whatever the CPU; every GPU must have them.
   bf16_units = frozenset({'avx512f', 'avx512_bf16'})
-  assert precision.native_bfloat16(host.Host(cpu_flags=bf16_units,
-                                             onednn=True))
-  assert not precision.native_bfloat16(host.Host(cpu_flags=bf16_units,
-                                                 onednn=False))
-  assert not precision.native_bfloat16(host.Host(
-      cpu_flags=frozenset({'avx2'}), onednn=True))
-  assert precision.native_bfloat16(host.Host(
-      cpu_flags=frozenset({'avx2'}), gpus=(host.Gpu('A100', (8, 0)),)))
-  assert not precision.native_bfloat16(host.Host(
-      cpu_flags=bf16_units, onednn=True, gpus=(host.Gpu('V100', (7, 0)),)))
+  a100, v100, p100 = (host.Gpu('A100', (8, 0)), host.Gpu('V100', (7, 0)),
+                      host.Gpu('P100', (6, 0)))
+  for machine, expected in (
+      (host.Host(cpu_flags=bf16_units, onednn=True), 'mixed_bfloat16'),
+      (host.Host(cpu_flags=bf16_units, onednn=False), ''),
+      (host.Host(cpu_flags=frozenset({'avx2'}), onednn=True), ''),
+      (host.Host(cpu_flags=frozenset({'avx2'}), gpus=(a100,)),
+       'mixed_bfloat16'),
+      (host.Host(cpu_flags=bf16_units, onednn=True, gpus=(v100,)),
+       'mixed_float16'),
+      (host.Host(gpus=(a100, v100)), 'mixed_float16'),
+      (host.Host(cpu_flags=bf16_units, onednn=True, gpus=(p100,)), ''),
+      (host.Host(gpus=(host.Gpu('other vendor'),)), '')):
+    assert precision.resolve('auto', machine=machine) == expected, machine
+    assert precision.native_bfloat16(machine) == (
+        expected == 'mixed_bfloat16'), machine
 
 
-@pytest.mark.parametrize('native, expected', [(True, 'bfloat16'),
-                                               (False, 'float32')])
-def test_fast_config_builds_in_the_precision_auto_picks(native, expected,
-                                                        tiny, monkeypatch):
+@pytest.mark.parametrize('machine, expected', [
+    (ONEDNN_HOST, 'bfloat16'), (EIGEN_HOST, 'float32'),
+    (GPU_HOST, 'bfloat16'), (VOLTA_HOST, 'float16')])
+def test_fast_config_builds_in_the_precision_auto_picks(machine, expected,
+                                                        tiny):
   from masklab_tf import config as config_lib
-  from masklab_tf.modeling import precision
   configs = config_lib.from_flagfile('configs/masklab_r50_fast.flags')
   assert configs.train.mixed_precision == 'auto'
-  monkeypatch.setattr(precision, 'native_bfloat16', lambda: native)
   models = factory.build_models(tiny.config(),
                                 max_instances=tiny.max_instances,
-                                precision=configs.train.mixed_precision)
+                                precision=configs.train.mixed_precision,
+                                machine=machine)
   assert models.train_model.get_layer('mask_head').compute_dtype == expected
   assert tf_keras.mixed_precision.global_policy().name == 'float32'

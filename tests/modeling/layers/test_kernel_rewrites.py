@@ -28,6 +28,7 @@ from masklab_tf.modeling.layers import tiled_conv
 from hosts import EIGEN_HOST
 from hosts import GPU_HOST
 from hosts import ONEDNN_HOST
+from hosts import VOLTA_HOST
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -110,6 +111,22 @@ def test_native_bfloat16_reads_the_host(machine, expected):
 def test_auto_applies_rewrites_only_where_measured(machine, expected):
   assert kernel_rewrites.resolve('auto', machine) == expected
   assert kernel_rewrites.resolve('off', machine) == kernel_rewrites.NONE
+
+
+@pytest.mark.parametrize('machine, rewritten', [
+    (ONEDNN_HOST, True), (EIGEN_HOST, True), (GPU_HOST, False),
+    (VOLTA_HOST, False)])
+def test_cpu_rewrites_never_reach_an_accelerator_model(machine, rewritten,
+                                                       tiny):
+  """The whole model built for a host with a GPU, whatever its CPU, runs
+  no CPU kernel rewrite: they were measured on CPUs only. The CPU hosts
+  show that the walk finds the layers that would run one."""
+  models = factory.build_models(tiny.config(), max_instances=tiny.max_instances,
+                                machine=machine)
+  found = [module.name for module in models.train_model.submodules
+           if getattr(module, '_rewrites', kernel_rewrites.NONE)
+           != kernel_rewrites.NONE]
+  assert bool(found) == rewritten, found
 
 
 def test_modes_are_checked():

@@ -23,6 +23,8 @@ SUITES = {
     'serving': 'SavedModel export time, size and latency',
     'chaos': 'training killed at random moments resumes and loses nothing',
     'hostile_inputs': 'what each tool does with hostile and unusual inputs',
+    'device_check': 'on a GPU never tried: the model tests that matter, '
+                    'then speed and memory per precision (device_check.sh)',
 }
 
 

@@ -97,7 +97,7 @@ def main(argv):
     return [FLAGS.torchvision_python, '-m', 'benchmarks.systems.torchvision',
             f'--job={job.kind}', f'--size={job.size}',
             f"--runs={settings['runs']}",
-            f'--data_dir={_data(work_dir, job.size, settings)}',
+            f'--data_dir={data_dir(work_dir, job.size, settings)}',
             f"--data_batches={settings['data_batches']}",
             *systems.TORCHVISION[job.system]]
 
@@ -132,7 +132,7 @@ def run_job(job, settings, work_dir) -> dict:
   if job.kind == 'peak':
     result = _peak(settings)
   elif job.kind == 'data':
-    result = _make_data(work_dir, job.size, settings)
+    result = make_data(work_dir, job.size, settings)
   elif job.kind == 'pair':
     result = _pair(job.system.split('+'), job.size, settings)
   elif job.kind == 'infer':
@@ -142,7 +142,7 @@ def run_job(job, settings, work_dir) -> dict:
     try:
       setup = systems.adapter(job.system).training(
           job.system, job.size, settings,
-          os.path.join(_data(work_dir, job.size, settings), 'records',
+          os.path.join(data_dir(work_dir, job.size, settings), 'records',
                        'train-*'), folder)
       result = timing.measure_training(
           setup['dataset'], setup['step'], settings['runs'],
@@ -155,18 +155,18 @@ def run_job(job, settings, work_dir) -> dict:
   return result
 
 
-def _data(work_dir, size, settings):
+def data_dir(work_dir, size, settings):
   return os.path.join(work_dir, 'data',
                       f"{size}px_{settings['num_images']}images")
 
 
-def _make_data(work_dir, size, settings):
+def make_data(work_dir, size, settings):
   """Synthetic shapes images at `size` px and their TFRecords."""
   # pylint: disable=g-import-not-at-top
   from masklab_tf.data import coco
   from masklab_tf.data import synthetic
   from masklab_tf.data import tfrecord
-  root = _data(work_dir, size, settings)
+  root = data_dir(work_dir, size, settings)
   synthetic.make_shapes(root, num_train=settings['num_images'], num_val=0,
                         image_size=size)
   dataset = coco.read_coco(os.path.join(root, 'train', 'annotations.json'),
@@ -176,7 +176,7 @@ def _make_data(work_dir, size, settings):
   return {'images': len(dataset.records)}
 
 
-def _static(function, args):
+def static_function(function, args):
   """`function` as a tf.function traced once, at the shapes of `args`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   spec = lambda t: tf.TensorSpec(t.shape, t.dtype)
@@ -191,7 +191,7 @@ def _inference(system, size, settings):
             'tf_version': tf.__version__}
   for batch in (1, 4):
     args = setup['make_args'](batch)
-    function = _static(setup['function'], args)
+    function = static_function(setup['function'], args)
     first, median = timing.time_calls(function, args, settings['runs'])
     # VmHWM only grows: read now, it is this batch size's peak.
     result.update({f'ms_per_image_b{batch}': 1e3 * median / batch,
@@ -202,7 +202,7 @@ def _inference(system, size, settings):
           function(*args)))
       result['flops'] = systems.flops(function)
       backbone_args = setup['backbone_args'](args)
-  backbone = _static(setup['backbone'], backbone_args)
+  backbone = static_function(setup['backbone'], backbone_args)
   result['backbone_ms_b1'] = 1e3 * timing.time_calls(
       backbone, backbone_args, settings['runs'])[1]
   result['backbone_flops'] = systems.flops(backbone)
@@ -231,7 +231,7 @@ def _pair(pair, size, settings):
   for system in pair:
     setup = systems.adapter(system).inference(system, size, settings)
     args[system] = setup['make_args'](1)
-    functions[system] = _static(setup['function'], args[system])
+    functions[system] = static_function(setup['function'], args[system])
     functions[system](*args[system])  # tracing, XLA compilation
   samples = {system: [] for system in pair}
   for _ in range(1 if settings['quick'] else PAIR_ROUNDS):

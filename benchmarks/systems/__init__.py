@@ -7,7 +7,12 @@ An adapter module (masklab.py, model_garden.py) has
   training(system, size, settings, pattern, scratch_dir) -> {dataset,
     step(batch) -> total loss, image_shape(batch), info};
 on random weights (speed depends on shapes, not values), 80 object classes,
-at most 100 detections; `flops` below counts a function's FLOPs.
+at most 100 detections; `flops` below counts a function's FLOPs. Optional
+settings the adapters read: 'precision' (a tf_keras policy name, 'float32'
+included) over the system's own, 'train_batch' (default TRAIN_BATCH),
+'use_xla' (MaskLab's assembling layers, default on) and 'extra_flags'
+(MaskLab) / 'model_overrides' (Model Garden): smaller models for smoke
+tests.
 torchvision.py does the same in its own process, under another interpreter
 (`python -m benchmarks.systems.torchvision`): this module imports only the
 standard library at its top.

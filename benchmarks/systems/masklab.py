@@ -14,6 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import systems
 from masklab_tf import config as config_lib
 from masklab_tf.modeling import factory
 from masklab_tf.modeling import precision as precision_lib
@@ -30,14 +31,19 @@ SYSTEMS = {  # (flags file, overrides)
 }
 
 
-def configs(system: str, size: int, extra=()):
-  """The system's configs for square `size` px images."""
+def configs(system: str, size: int, extra=(), settings: dict | None = None):
+  """The system's configs for square `size` px images; `settings`'
+  'precision' and 'extra_flags' (systems/__init__.py) go last."""
   name, overrides = SYSTEMS[system]
+  settings = settings or {}
+  precision = settings.get('precision')
   return config_lib.from_flagfile(
       os.path.join(REPO, 'configs', f'{name}.flags'),
       (*overrides, '--num_classes=80', '--max_detections=100',
        f'--min_sizes={size}', f'--eval_min_size={size}', f'--max_size={size}',
-       *extra))
+       *extra, *settings.get('extra_flags', ()),
+       *([f'--mixed_precision={"" if precision == "float32" else precision}']
+         if precision else [])))
 
 
 def info(cfg) -> dict:
@@ -58,10 +64,10 @@ def info(cfg) -> dict:
 
 def inference(system: str, size: int, settings: dict) -> dict:
   """See systems/__init__.py. uint8 images, normalised in the graph."""
-  del settings
-  cfg = configs(system, size)
+  cfg = configs(system, size, settings=settings)
   models = factory.build_models(cfg.model, cfg.geometry,
                                 cfg.data.max_instances,
+                                use_xla=settings.get('use_xla', True),
                                 precision=cfg.train.mixed_precision)
   model = models.inference_model
   normalize = model.get_layer('normalize')
@@ -82,11 +88,12 @@ def inference(system: str, size: int, settings: dict) -> dict:
 def training(system: str, size: int, settings: dict, pattern: str,
              scratch_dir: str) -> dict:
   """See systems/__init__.py: the Trainer's own tf.function step, without
-  its checkpointing and logging (its model_dir is `scratch_dir`)."""
-  del settings
+  its checkpointing and logging (its model_dir is `scratch_dir`). The
+  assembling layers train compiled with XLA, as the Trainer's do."""
   cfg = configs(system, size, (
-      f'--train_tfrecords={pattern}', '--batch_size=2',
-      '--image_summary_every=0', '--shuffle_buffer=16'))
+      f'--train_tfrecords={pattern}',
+      f'--batch_size={settings.get("train_batch", systems.TRAIN_BATCH)}',
+      '--image_summary_every=0', '--shuffle_buffer=16'), settings)
   trainer = trainer_lib.Trainer(cfg, scratch_dir)
   step = trainer._train_step  # pylint: disable=protected-access
   return dict(dataset=trainer.make_dataset(),

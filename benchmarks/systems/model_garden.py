@@ -43,6 +43,9 @@ RATE_SKIP_STEPS = 10  # left out of the rate estimate (tracing, tf.data)
 OVERRIDES_FILE = 'model_overrides.json'  # beside the checkpoint
 # The speed suite's systems: their tf_keras policy.
 PRECISIONS = {'model_garden': 'float32', 'model_garden_bf16': 'mixed_bfloat16'}
+# Model Garden's runtime.mixed_precision_dtype of a tf_keras policy.
+RUNTIME_DTYPES = {'float32': 'float32', 'mixed_bfloat16': 'bfloat16',
+                  'mixed_float16': 'float16'}
 
 
 def build_task(train_pattern: str, val_pattern: str, batch_size: int = 4,
@@ -94,8 +97,8 @@ def build_task(train_pattern: str, val_pattern: str, batch_size: int = 4,
           'decoder': {'type': 'simple_decoder',
                       'simple_decoder': {'mask_binarize_threshold': 0.0}}}
   config.override({
-      'runtime': {'enable_xla': False, 'mixed_precision_dtype':
-                  'float32' if precision == 'float32' else 'bfloat16'},
+      'runtime': {'enable_xla': False,
+                  'mixed_precision_dtype': RUNTIME_DTYPES[precision]},
       'task': {
           'init_checkpoint': '', 'losses': losses,
           # One replica: sync batch norm would only add an all-reduce.
@@ -322,10 +325,13 @@ def check_evaluation(val_annotations: str, val_pattern: str,
 
 def _speed_model(system: str, size: int, settings: dict, pattern: str):
   """(task, config, model, padded side) of a speed system: the model built
-  for the padded images (800 -> 832) the parser makes of input_size."""
+  for the padded images (800 -> 832) the parser makes of input_size, in
+  settings' 'precision' (else the system's), batches of 'train_batch'."""
   task, config = build_task(
-      pattern, pattern, 2, size=size, precision=PRECISIONS[system],
-      score_threshold=settings['model_garden_score_threshold'])
+      pattern, pattern, settings.get('train_batch', 2), size=size,
+      model_overrides=settings.get('model_overrides'),
+      precision=settings.get('precision') or PRECISIONS[system],
+      score_threshold=settings.get('model_garden_score_threshold', 0.0))
   stride = 2 ** config.task.model.max_level
   padded = math.ceil(size / stride) * stride
   config.task.model.input_size = [padded, padded, 3]
@@ -385,6 +391,9 @@ def training(system: str, size: int, settings: dict, pattern: str,
   task, config, model, _ = _speed_model(system, size, settings, pattern)
   optimizer = tf_keras.optimizers.SGD(learning_rate=1e-4, momentum=MOMENTUM,
                                       global_clipnorm=CLIP_NORM)
+  if config.runtime.mixed_precision_dtype == 'float16':
+    # Its train_step scales the loss for this optimizer.
+    optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
   return dict(dataset=task.build_inputs(config.task.train_data),
               step=tf.function(lambda inputs: task.train_step(
                   inputs, model, optimizer)[task.loss]),

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-_enabled = False
+from masklab_tf import host as host_lib
 
 
 def enable() -> None:
@@ -41,21 +41,28 @@ def enable() -> None:
   the first tf.function is traced; functions traced earlier keep Grappler's
   rewrites.
   """
-  global _enabled
   tf.config.experimental.enable_op_determinism()
   tf.config.optimizer.set_experimental_options(
       {'disable_meta_optimizer': True})
-  _enabled = True
 
 
-def gather_crops() -> bool:
-  """Whether RoI crops gather their samples instead of calling
-  tf.image.crop_and_resize: after enable(), on a GPU. CropAndResize's image
-  gradient has no deterministic GPU kernel and raises under op determinism
-  (TensorFlow issue 42033, PR 48905); a gather's gradient has one. On the
-  CPU both are deterministic and crop_and_resize stays (untested on a GPU
-  here: no GPU on the machines this was written on)."""
-  return _enabled and bool(tf.config.list_logical_devices('GPU'))
+def gather_crops(deterministic: bool,
+                 machine: host_lib.Host | None = None) -> bool:
+  """Whether a model's RoI crops gather their samples instead of calling
+  tf.image.crop_and_resize: for deterministic runs on a host with a GPU.
+  CropAndResize's image gradient has no deterministic GPU kernel and raises
+  under op determinism (TensorFlow issue 42033, PR 48905); a gather's
+  gradient has one. On the CPU both are deterministic and crop_and_resize
+  stays (untested on a GPU: docs/gpu.md).
+
+  Args:
+    deterministic: TrainConfig.deterministic.
+    machine: the host; None: this one (host_lib.current()).
+  """
+  if not deterministic:
+    return False
+  machine = host_lib.current() if machine is None else machine
+  return bool(machine.gpus)
 
 
 def use_xla(deterministic: bool) -> bool:

@@ -16,7 +16,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 BASE = {'config', 'determinism', 'files', 'host'}
 ALLOWED = {
     'config': {'files'},
-    'determinism': set(),
+    'determinism': {'host'},
     'files': set(),
     'host': set(),
     'ops': BASE,

@@ -13,6 +13,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
+from masklab_tf import determinism
 from masklab_tf import host as host_lib
 from masklab_tf.modeling import precision as precision_lib
 from masklab_tf.modeling.layers import kernel_rewrites
@@ -46,7 +47,8 @@ def build_models(cfg: config_lib.ModelConfig,
                  max_instances: int = 100, image_shape: tuple = (None, None),
                  use_xla: bool = True,
                  precision: str = '',
-                 machine: host_lib.Host | None = None) -> base.Models:
+                 machine: host_lib.Host | None = None,
+                 deterministic: bool = False) -> base.Models:
   """The models of the system cfg.mask_head names.
 
   Args:
@@ -59,8 +61,12 @@ def build_models(cfg: config_lib.ModelConfig,
       (TrainConfig.mixed_precision; precision.resolve decides 'auto' for
       the host). Geometry (anchors, proposals, sampling, NMS, box decoding)
       stays float32 under the mixed policies.
-    machine: the host 'auto' precision and 'auto' kernel rewrites decide
-      for; None: this one. Tests describe other hosts (a GPU's) with it.
+    machine: the host 'auto' precision, 'auto' kernel rewrites and
+      deterministic crops decide for; None: this one. Tests describe other
+      hosts (a GPU's) with it.
+    deterministic: build for repeatable training (TrainConfig.deterministic,
+      determinism.py): the assembling layers without XLA, and on a GPU host
+      RoI crops by gathering.
 
   The convolution layers take cfg.kernel_rewrites (kernel_rewrites.scope).
   """
@@ -70,9 +76,11 @@ def build_models(cfg: config_lib.ModelConfig,
   # are tf.while_loop / tf.cond / tf.where), and converting them was most
   # of the time a process took to build shapes_cpu.
   build = tf.autograph.experimental.do_not_convert(system.build)
+  gather_crops = determinism.gather_crops(deterministic, machine)
+  use_xla = use_xla and determinism.use_xla(deterministic)
   with (precision_scope(precision_lib.resolve(precision, machine=machine)),
         kernel_rewrites.scope(cfg.kernel_rewrites, machine)):
-    return build(max_instances, image_shape, use_xla)
+    return build(max_instances, image_shape, use_xla, gather_crops)
 
 
 def restore_models(configs: config_lib.Configs,

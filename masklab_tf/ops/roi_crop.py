@@ -35,7 +35,6 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-from masklab_tf import determinism
 from masklab_tf.ops import assemble
 from masklab_tf.ops import crop
 
@@ -45,7 +44,7 @@ def crop_rois(features: tf.Tensor,
               crop_size: int,
               feature_stride: float = 1.0,
               stop_box_gradient: bool = True,
-              gather: bool | None = None) -> tf.Tensor:
+              gather: bool = False) -> tf.Tensor:
   """Crops every box of every image from a strided feature map.
 
   Args:
@@ -59,9 +58,9 @@ def crop_rois(features: tf.Tensor,
       gradient is stopped by default. Deformable crop-and-resize turns it off
       for its sub-boxes, whose positions are learnt.
     gather: sample by gathering the four neighbours of each sample
-      (`gather_crops`) instead of tf.image.crop_and_resize: the same values;
-      None: where determinism.gather_crops() says (deterministic runs on a
-      GPU).
+      (`gather_crops`) instead of tf.image.crop_and_resize: the same values
+      and gradients; the model is built with it for deterministic runs on a
+      GPU (determinism.gather_crops).
 
   Returns:
     [B, N, S, S, C] bilinear crops in the dtype of `features`; samples
@@ -82,8 +81,6 @@ def crop_rois(features: tf.Tensor,
   channels = features.shape[-1]
   if channels is None:
     channels = feature_shape[3]
-  if gather is None:
-    gather = determinism.gather_crops()
   if gather:
     return tf.cast(gather_crops(features, boxes, crop_size, feature_stride,
                                 channels), dtype)
@@ -224,6 +221,7 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
                offset_hidden_units: int = 256,
                use_deformation: bool = True,
                kernel_initializer: Any = 'zeros',
+               gather: bool = False,
                **kwargs):
     """Initialises the layer.
 
@@ -238,6 +236,7 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
       use_deformation: False returns the plain crop (no offset network).
       kernel_initializer: initializer of the offset predictor's (last fc
         layer's) kernel; zeros starts from undeformed sub-boxes.
+      gather: crop by gathering (crop_rois' `gather`).
       **kwargs: keyword arguments of tf_keras.layers.Layer.
     """
     super().__init__(**kwargs)
@@ -254,6 +253,7 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
     self._offset_scale = offset_scale
     self._offset_hidden_units = offset_hidden_units
     self._use_deformation = use_deformation
+    self._gather = gather
     self._kernel_initializer = tf_keras.initializers.get(kernel_initializer)
     self._offset_hidden = None
     self._offset_predictor = None
@@ -330,7 +330,8 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
     boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))
     if not self._use_deformation:
       return sub_box_grid(boxes, self._crop_size, self._sub_box_size)
-    plain = crop_rois(features, boxes, self._crop_size, self._feature_stride)
+    plain = crop_rois(features, boxes, self._crop_size, self._feature_stride,
+                      gather=self._gather)
     return self._deformed_sub_boxes(plain, boxes)
 
   def call(self, features: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
@@ -345,7 +346,8 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
       [B, N, crop_size, crop_size, C].
     """
     boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))
-    plain = crop_rois(features, boxes, self._crop_size, self._feature_stride)
+    plain = crop_rois(features, boxes, self._crop_size, self._feature_stride,
+                      gather=self._gather)
     if not self._use_deformation:
       return plain
 
@@ -357,7 +359,8 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
     sub_crops = crop_rois(
         features,
         tf.reshape(sub_boxes, [batch, num_boxes * grid * grid, 4]),
-        sub, self._feature_stride, stop_box_gradient=False)
+        sub, self._feature_stride, stop_box_gradient=False,
+        gather=self._gather)
     # [B, N, G(i), G(j), s(k), s(l), C] -> [B, N, G(i), s(k), G(j), s(l), C].
     sub_crops = tf.reshape(
         sub_crops, [batch, num_boxes, grid, grid, sub, sub, channels])
@@ -373,6 +376,7 @@ class DeformableCropAndResize(tf_keras.layers.Layer):
         'offset_scale': self._offset_scale,
         'offset_hidden_units': self._offset_hidden_units,
         'use_deformation': self._use_deformation,
+        'gather': self._gather,
         'kernel_initializer':
             tf_keras.initializers.serialize(self._kernel_initializer),
     }

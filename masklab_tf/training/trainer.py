@@ -133,8 +133,7 @@ class Trainer:
       tf_keras.utils.set_random_seed(train_cfg.seed)
       self.models = factory.build_models(
           configs.model, configs.geometry, configs.data.max_instances,
-          use_xla=determinism.use_xla(train_cfg.deterministic),
-          precision=self.precision)
+          precision=self.precision, deterministic=train_cfg.deterministic)
       optimizer = tf_keras.optimizers.SGD(
           learning_rate=train_cfg.learning_rate,
           momentum=train_cfg.momentum)

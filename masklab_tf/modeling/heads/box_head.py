@@ -27,12 +27,15 @@ class BoxClassifier(tf_keras.layers.Layer):
                multigrid=(1, 2, 4), crop_size: int = 14,
                feature_stride: int = 8, deformable: bool = False,
                norm_momentum: float = 0.997, norm_epsilon: float = 1e-5,
-               use_sync_bn: bool = False, **kwargs):
+               use_sync_bn: bool = False, gather_crops: bool = False,
+               **kwargs):
     """Args: num_classes: K; backbone_depth: the ResNet depth whose conv5
     block is duplicated; multigrid: its atrous rates; crop_size: RoI crop
     side on res4 before 2x2 max pooling; feature_stride: res4's stride;
     deformable: MaskLab's deformable crop-and-resize; norm_momentum,
-    norm_epsilon, use_sync_bn: batch norm; **kwargs: Layer arguments."""
+    norm_epsilon, use_sync_bn: batch norm; gather_crops: crop RoIs by
+    gathering (roi_crop.crop_rois' `gather`: deterministic runs on a GPU);
+    **kwargs: Layer arguments."""
     super().__init__(**kwargs)
     self.num_classes = num_classes
     self.backbone_depth = backbone_depth
@@ -43,11 +46,13 @@ class BoxClassifier(tf_keras.layers.Layer):
     self.norm_momentum = norm_momentum
     self.norm_epsilon = norm_epsilon
     self.use_sync_bn = use_sync_bn
+    self.gather_crops = gather_crops
 
   def build(self, input_shape):
     self.crop = roi_crop.DeformableCropAndResize(
         crop_size=self.crop_size, feature_stride=self.feature_stride,
-        use_deformation=self.deformable, name='roi_crop')
+        use_deformation=self.deformable, gather=self.gather_crops,
+        name='roi_crop')
     self.pool = tf_keras.layers.MaxPool2D(2, name='roi_pool')
     self.conv5 = backbone_lib.build_conv5_block(
         self.backbone_depth, self.multigrid,
@@ -82,4 +87,5 @@ class BoxClassifier(tf_keras.layers.Layer):
         'feature_stride': self.feature_stride, 'deformable': self.deformable,
         'norm_momentum': self.norm_momentum,
         'norm_epsilon': self.norm_epsilon, 'use_sync_bn': self.use_sync_bn,
+        'gather_crops': self.gather_crops,
     }

@@ -40,7 +40,7 @@ class MaskLabHead(tf_keras.layers.Layer):
                num_distance_bins: int = 4, features: str = 'both',
                refine: bool = True, hypercolumn_channels: int = 0,
                refine_filters: int = 64, semantic_head: str = 'conv1x1',
-               use_xla: bool = True, **kwargs):
+               use_xla: bool = True, gather_crops: bool = False, **kwargs):
     """Builds the head (sublayers are made in `build`).
 
     Args:
@@ -58,6 +58,8 @@ class MaskLabHead(tf_keras.layers.Layer):
       refine_filters: filters of the three 5x5 refinement convs (paper: 64).
       semantic_head: 'conv1x1' (MaskLab) or 'aspp' (semantic_head.py).
       use_xla: compile the assembling layer's core with XLA.
+      gather_crops: crop the refinement's hypercolumn by gathering
+        (roi_crop.crop_rois' `gather`: deterministic runs on a GPU).
       **kwargs: tf_keras.layers.Layer arguments (name, dtype, ...).
     """
     super().__init__(**kwargs)
@@ -75,11 +77,13 @@ class MaskLabHead(tf_keras.layers.Layer):
     self.refine_filters = refine_filters
     self.semantic_head = semantic_head
     self.use_xla = use_xla
+    self.gather_crops = gather_crops
 
   @classmethod
   def from_model_config(cls, cfg: config_lib.ModelConfig,
                         geometry: config_lib.GeometryConfig,
                         endpoint_strides: dict, use_xla: bool = True,
+                        gather_crops: bool = False,
                         features: str | None = None, **kwargs):
     """The head of `cfg`; `features` overrides cfg.mask_features (the
     ablation systems fix it)."""
@@ -94,7 +98,8 @@ class MaskLabHead(tf_keras.layers.Layer):
                features=features or cfg.mask_features, refine=cfg.refine,
                hypercolumn_channels=cfg.hypercolumn_channels,
                refine_filters=cfg.refine_filters,
-               semantic_head=cfg.semantic_head, use_xla=use_xla, **kwargs)
+               semantic_head=cfg.semantic_head, use_xla=use_xla,
+               gather_crops=gather_crops, **kwargs)
 
   @property
   def uses_semantic(self) -> bool:
@@ -173,9 +178,11 @@ class MaskLabHead(tf_keras.layers.Layer):
       conv1, res2 = self.reduce_conv1(conv1), self.reduce_res2(res2)
     hyper = [
         roi_crop.crop_rois(conv1, boxes, self.crop_size,
-                           self.endpoint_strides['conv1']),
+                           self.endpoint_strides['conv1'],
+                           gather=self.gather_crops),
         roi_crop.crop_rois(res2, boxes, self.crop_size,
-                           self.endpoint_strides['res2'])]
+                           self.endpoint_strides['res2'],
+                           gather=self.gather_crops)]
     hyper = [tf.cast(h, self.compute_dtype) for h in hyper]
     net = tf.concat([coarse[..., tf.newaxis]] + hyper, axis=-1)
     shape = tf.shape(net)
@@ -197,4 +204,5 @@ class MaskLabHead(tf_keras.layers.Layer):
         'hypercolumn_channels': self.hypercolumn_channels,
         'refine_filters': self.refine_filters,
         'semantic_head': self.semantic_head, 'use_xla': self.use_xla,
+        'gather_crops': self.gather_crops,
     }

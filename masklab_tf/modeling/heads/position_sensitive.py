@@ -103,7 +103,10 @@ class PositionSensitiveHead(tf_keras.layers.Layer):
   def from_model_config(cls, cfg: config_lib.ModelConfig,
                         geometry: config_lib.GeometryConfig,
                         endpoint_strides: dict, use_xla: bool = True,
-                        **kwargs):
+                        gather_crops: bool = False, **kwargs):
+    """The head of `cfg`. Its crops are the assembling layer's gathers
+    whatever `gather_crops` says (registry.py: every head takes it)."""
+    del gather_crops
     cls.check_config(cfg)
     return cls(num_classes=cfg.num_classes,
                endpoint_strides=endpoint_strides,

@@ -3,7 +3,7 @@
 Adding a head: a file in this folder with its tf_keras layer class, which
 has a PREDICTS tuple (the dense maps it returns beside the mask logits:
 heads/outputs.py) and a `from_model_config(cfg, geometry, endpoint_strides,
-use_xla, **layer_kwargs)` classmethod that reads exactly the settings it
+use_xla, gather_crops, **layer_kwargs)` classmethod that reads exactly the settings it
 uses and rejects those it cannot honour (heads/head_config.py); then one
 line in MASK_HEADS below. The head is then a system of its own
 (`--mask_head=NAME`, modeling/systems/registry.py), trained, evaluated and

@@ -86,13 +86,15 @@ class System(abc.ABC):
   @abc.abstractmethod
   def build(self, max_instances: int = 100,
             image_shape: tuple = (None, None),
-            use_xla: bool = True) -> Models:
+            use_xla: bool = True, gather_crops: bool = False) -> Models:
     """The system's models.
 
     Args:
       max_instances: ground-truth slots per image (DataConfig).
       image_shape: static (height, width) of the padded images, or Nones.
       use_xla: compile the assembling layer's core with XLA.
+      gather_crops: RoI crops gather their samples instead of calling
+        crop_and_resize (roi_crop.crop_rois: deterministic runs on a GPU).
     """
 
   @abc.abstractmethod

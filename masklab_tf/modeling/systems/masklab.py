@@ -84,7 +84,7 @@ class MaskLabSystem(base.System):
 
   def build(self, max_instances: int = 100,
             image_shape: tuple = (None, None),
-            use_xla: bool = True) -> base.Models:
+            use_xla: bool = True, gather_crops: bool = False) -> base.Models:
     cfg = self.cfg
     res4_stride = self.endpoint_strides['res4']
     image = tf_keras.Input(shape=(*image_shape, 3), name='image')
@@ -116,10 +116,10 @@ class MaskLabSystem(base.System):
         crop_size=cfg.roi_crop_size, feature_stride=res4_stride,
         deformable=cfg.deformable_crop, norm_momentum=cfg.norm_momentum,
         norm_epsilon=cfg.norm_epsilon, use_sync_bn=cfg.use_sync_bn,
-        name='box_classifier')
+        gather_crops=gather_crops, name='box_classifier')
     mask_head = self.head_class.from_model_config(
         cfg, self.geometry, self.endpoint_strides, use_xla=use_xla,
-        name='mask_head',
+        gather_crops=gather_crops, name='mask_head',
         **({'features': self.mask_features} if self.mask_features else {}))
 
     normalized = image_normalization.ImageNormalization(name='normalize')(

@@ -367,3 +367,20 @@ def test_off_model_restores_an_auto_checkpoint(tmp_path, tiny):
   # 'auto' rewrites on this host.
   np.testing.assert_allclose(got['semantic_logits'], want['semantic_logits'],
                              rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('machine, deterministic, gather', [
+    (GPU_HOST, True, True), (GPU_HOST, False, False),
+    (EIGEN_HOST, True, False)])
+def test_deterministic_models_gather_their_crops_on_a_gpu_host(
+    machine, deterministic, gather, tiny):
+  """CropAndResize's GPU image gradient raises under op determinism
+  (determinism.gather_crops): a deterministic model built for a GPU host
+  crops RoIs by gathering, and trains without XLA on any host."""
+  models = factory.build_models(tiny.config(), max_instances=tiny.max_instances,
+                                machine=machine, deterministic=deterministic)
+  model = models.train_model
+  assert model.get_layer('box_classifier').crop.get_config()['gather'] == gather
+  head = model.get_layer('mask_head')
+  assert head.gather_crops == gather
+  assert head.get_config()['use_xla'] == (not deterministic)

@@ -15,12 +15,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 
-def run_script(output_dir, *flags):
+def run_script(output_dir, *flags, timeout_s=900):
   """benchmarks/device_check.sh with this interpreter (nothing installed)."""
   return subprocess.run(
       ['bash', 'benchmarks/device_check.sh', str(output_dir), '--smoke',
        *flags], cwd=REPO, env=dict(os.environ, PYTHON=sys.executable),
-      capture_output=True, text=True, timeout=900, check=False)
+      capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
 def check_result(output_dir, systems, precisions):
@@ -59,13 +59,13 @@ def test_smoke_run_passes_on_the_cpu(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_run_of_every_system_and_float16(tmp_path):
-  """Model Garden's adapter and both systems' float16 loss scaling (slow
+def test_smoke_run_of_model_garden_in_float16(tmp_path):
+  """Model Garden's adapter, and both systems' float16 loss scaling (slow
   here: CPUs emulate float16)."""
-  systems, precisions = ['masklab_fast', 'model_garden'], ['float32',
-                                                          'mixed_float16']
+  systems, precisions = ['masklab_fast', 'model_garden'], ['mixed_float16']
   done = run_script(tmp_path, f'--systems={",".join(systems)}',
-                    f'--precisions={",".join(precisions)}', '--tests=')
+                    f'--precisions={",".join(precisions)}', '--tests=',
+                    '--deadline_s=3000', timeout_s=3600)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   check_result(tmp_path, systems, precisions)
 

@@ -23,15 +23,15 @@ def run_script(output_dir, *flags, timeout_s=900):
       capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
-def check_result(output_dir, systems, precisions):
-  """The rows and checks of a run that should have measured everything."""
+def check_result(output_dir, systems, precisions, checks=()):
+  """The rows of a run that should have measured everything and passed
+  `checks`."""
   with open(output_dir / 'device_check.json') as f:
     result = json.load(f)
   tables = {block['table']['id']: block['table']['rows']
             for block in result['body'] if 'table' in block}
-  assert tables['checks'] and all(c['passed'] for c in tables['checks']), (
-      tables['checks'])
-  assert {c['check'] for c in tables['checks']} >= {'mirrored training steps'}
+  assert [c['check'] for c in tables['checks']] == list(checks)
+  assert all(c['passed'] for c in tables['checks']), tables['checks']
   rows = tables['timings']
   assert not [r for r in rows if 'error' in r], rows
   planned = device_check.plan(dict(
@@ -65,9 +65,24 @@ def test_smoke_run_of_model_garden_in_float16(tmp_path):
   systems, precisions = ['masklab_fast', 'model_garden'], ['mixed_float16']
   done = run_script(tmp_path, f'--systems={",".join(systems)}',
                     f'--precisions={",".join(precisions)}', '--tests=',
-                    '--deadline_s=3000', timeout_s=3600)
+                    '--deadline_s=3000', '--mirrored_check',
+                    timeout_s=3600)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-  check_result(tmp_path, systems, precisions)
+  check_result(tmp_path, systems, precisions, ['mirrored training steps'])
+
+
+def test_checks_run_pytest_and_name_what_failed(tmp_path):
+  """The checks' pytest child, on a file of one passing and one failing
+  test (outside tests/: no conftest, a second)."""
+  test_file = tmp_path / 'test_example.py'
+  test_file.write_text('def test_fine():\n  pass\n\n\n'
+                       'def test_broken():\n  assert 1 == 2\n')
+  failed = device_check.run_tests([str(test_file)], timeout_s=120)
+  assert not failed['passed']
+  assert 'test_example.py::test_broken' in failed['detail'], failed
+  assert 'test_fine' not in failed['detail']
+  passed = device_check.run_tests([f'{test_file}::test_fine'], timeout_s=120)
+  assert passed['passed'] and '1 passed' in passed['detail'], passed
 
 
 def test_plan_puts_what_matters_first():

@@ -99,6 +99,10 @@ COMMANDS = {
     '--val_images=demo_data/val/images': NotExecuted(
         'trains 300 steps (7 minutes on 2 cores) for a spread; '
         'tests/tools/test_train_start.py runs bin/train on a tiny model'),
+    '.venv/bin/python -m benchmarks accuracy --systems=masklab --seed=0 '
+    '--budget_mode=cpu --budget_s=1500 --work_dir=runs/spread': NotExecuted(
+        'trains for 1500 CPU seconds on 2000 images for a spread; '
+        'tests/benchmarks/test_accuracy.py runs the suite in --quick mode'),
     '.venv/bin/python bin/evaluate --flagfile=configs/shapes_cpu.flags '
     '--model_dir=runs/shapes --annotations=demo_data/val/annotations.json '
     '--images=demo_data/val/images': Executed(_EXPORT_AND_EVALUATE),

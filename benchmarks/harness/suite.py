@@ -47,9 +47,17 @@ def define_common_flags() -> None:
   flags.DEFINE_string('job_output', '', 'Internal: where a child writes.')
 
 
-def chosen(name: str, quick: dict):
-  """Flag `name`'s value, or its --quick value unless given explicitly."""
-  if FLAGS.quick and name in quick and not FLAGS[name].present:
+def chosen(name: str, quick: dict, active: bool | None = None):
+  """Flag `name`'s value, or its --quick value unless given explicitly.
+
+  Args:
+    name: the flag.
+    quick: the smoke mode's values.
+    active: whether the smoke mode is on; None: --quick (a suite whose mode
+      has its own flag, as device_check's --smoke, passes that).
+  """
+  active = FLAGS.quick if active is None else active
+  if active and name in quick and not FLAGS[name].present:
     return quick[name]
   return FLAGS[name].value
 

@@ -141,12 +141,6 @@ def define_flags() -> None:
                      'work after this many seconds.')
 
 
-def _chosen(name):
-  if FLAGS.smoke and name in SMOKE and not FLAGS[name].present:
-    return SMOKE[name]
-  return FLAGS[name].value
-
-
 def plan(settings: dict) -> list[Group]:
   """The groups in order of importance: batch-1 inference at the first size
   in each precision, then the training steps, then the assembling layer
@@ -371,12 +365,15 @@ def main(argv) -> None:
     raise app.UsageError(f'unknown systems or precisions: {sorted(unknown)}')
   start = time.monotonic()
   deadline = start + FLAGS.deadline_s
-  settings = {name: _chosen(name) for name in (
+  def chosen(name):
+    return suite.chosen(name, SMOKE, FLAGS.smoke)
+
+  settings = {name: chosen(name) for name in (
       'systems', 'precisions', 'train_batch', 'rounds', 'num_images',
       'tests', 'mirrored_check')}
   settings.update(
-      sizes=[int(s) for s in _chosen('sizes')],
-      batches=[int(b) for b in _chosen('batches')], smoke=FLAGS.smoke,
+      sizes=[int(s) for s in chosen('sizes')],
+      batches=[int(b) for b in chosen('batches')], smoke=FLAGS.smoke,
       extra_flags=SMOKE['extra_flags'] if FLAGS.smoke else [],
       model_overrides=SMOKE['model_overrides'] if FLAGS.smoke else None,
       model_garden_score_threshold=0.0)

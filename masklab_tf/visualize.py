@@ -179,3 +179,29 @@ def prediction_panel(image: np.ndarray, boxes: np.ndarray,
   panels = [np.pad(p, [[0, 0], [0, 2], [0, 0]], constant_values=128)
             for p in panels]
   return np.concatenate(panels, axis=1)[:, :-2]
+
+
+def panoptic_png(category_map: np.ndarray,
+                 instance_map: np.ndarray) -> np.ndarray:
+  """Fusion maps -> an RGB image to save as PNG.
+
+  R = category (class) id, G = instance id // 256, B = instance id % 256,
+  so a PNG holds both maps losslessly for up to 255 classes and 65535
+  instances (COCO-panoptic's single id, category * 1000 + instance, would
+  not fit in 8 bits per channel without the same split).
+
+  Args:
+    category_map: int [H, W] in 0..255.
+    instance_map: int [H, W] in 0..65535.
+
+  Returns:
+    uint8 [H, W, 3].
+  """
+  category_map = np.asarray(category_map)
+  instance_map = np.asarray(instance_map)
+  if category_map.min(initial=0) < 0 or category_map.max(initial=0) > 255:
+    raise ValueError('categories must be in 0..255')
+  if instance_map.min(initial=0) < 0 or instance_map.max(initial=0) > 65535:
+    raise ValueError('instance ids must be in 0..65535')
+  return np.stack([category_map, instance_map >> 8, instance_map & 255],
+                  axis=-1).astype(np.uint8)

@@ -39,9 +39,9 @@ import numpy as np
 import tensorflow as tf
 from pycocotools import coco as coco_api
 from pycocotools import cocoeval
-from pycocotools import mask as mask_api
 
 from masklab_tf import files
+from masklab_tf.evaluation import coco_results
 from masklab_tf.evaluation import proposal_recall
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
@@ -119,28 +119,6 @@ def _prediction(image_id: int, outputs: dict, i: int, height: int,
   return {'image_id': image_id, 'boxes': boxes,
           'scores': outputs['detection_scores'][i, :num],
           'classes': outputs['detection_classes'][i, :num], 'masks': masks}
-
-
-def to_coco_results(predictions: list[dict],
-                    category_ids: list[int]) -> list[dict]:
-  """COCO results json entries; category_ids[k - 1] is class k's COCO id."""
-  results = []
-  for prediction in predictions:
-    for box, score, cls, mask in zip(prediction['boxes'],
-                                     prediction['scores'],
-                                     prediction['classes'],
-                                     prediction['masks']):
-      ymin, xmin, ymax, xmax = [float(v) for v in box]
-      rle = mask_api.encode(np.asfortranarray(mask))
-      rle['counts'] = rle['counts'].decode('ascii')
-      results.append({
-          'image_id': prediction['image_id'],
-          'category_id': int(category_ids[int(cls) - 1]),
-          'bbox': [xmin, ymin, xmax - xmin, ymax - ymin],
-          'score': float(score),
-          'segmentation': rle,
-      })
-  return results
 
 
 def coco_metrics(ground_truth: dict, results: list[dict],
@@ -331,7 +309,7 @@ class Evaluator:
                             self.padding_multiple)
     # Class-agnostic proposals (class 1) are written under the first
     # category: the json stays loadable by COCO tools.
-    results = to_coco_results(predictions, self.category_ids)
+    results = coco_results.to_coco_results(predictions, self.category_ids)
     if results_path:
       files.write_json(results_path, results)
     metrics = {}

@@ -48,7 +48,8 @@ def build_models(cfg: config_lib.ModelConfig,
                  use_xla: bool = True,
                  precision: str = '',
                  machine: host_lib.Host | None = None,
-                 deterministic: bool = False) -> base.Models:
+                 deterministic: bool = False,
+                 portable: bool = False) -> base.Models:
   """The models of the system cfg.mask_head names.
 
   Args:
@@ -67,6 +68,13 @@ def build_models(cfg: config_lib.ModelConfig,
     deterministic: build for repeatable training (TrainConfig.deterministic,
       determinism.py): the assembling layers without XLA, and on a GPU host
       RoI crops by gathering.
+    portable: build the export graph of the ONNX export (serving/onnx.py):
+      the assembling layers without XLA (tf2onnx cannot convert an XLA
+      cluster), the detections' portable NMS, float32 whatever `precision`
+      says (ONNX Runtime's CPU kernels have no bfloat16), and no kernel
+      rewrites (measured for TensorFlow's kernels, not ONNX Runtime's,
+      which fuses plain convolutions with their batch norms). Same weights,
+      same detections as the fast graph (tested).
 
   The convolution layers take cfg.kernel_rewrites (kernel_rewrites.scope).
   """
@@ -77,23 +85,27 @@ def build_models(cfg: config_lib.ModelConfig,
   # of the time a process took to build shapes_cpu.
   build = tf.autograph.experimental.do_not_convert(system.build)
   gather_crops = determinism.gather_crops(deterministic, machine)
-  use_xla = use_xla and determinism.use_xla(deterministic)
-  with (precision_scope(precision_lib.resolve(precision, machine=machine)),
-        kernel_rewrites.scope(cfg.kernel_rewrites, machine)):
-    return build(max_instances, image_shape, use_xla, gather_crops)
+  use_xla = use_xla and determinism.use_xla(deterministic) and not portable
+  policy = '' if portable else precision_lib.resolve(precision,
+                                                      machine=machine)
+  with (precision_scope(policy),
+        kernel_rewrites.scope('off' if portable else cfg.kernel_rewrites,
+                              machine)):
+    return build(max_instances, image_shape, use_xla, gather_crops, portable)
 
 
-def restore_models(configs: config_lib.Configs,
-                   checkpoint: str) -> base.Models:
+def restore_models(configs: config_lib.Configs, checkpoint: str,
+                   portable: bool = False) -> base.Models:
   """The models of `configs` with a bin/train checkpoint's weights (the
   optimizer's and the step's are left out), computing in
   configs.train.mixed_precision (bin/evaluate / bin/export
   --mixed_precision=mixed_bfloat16). The assembling layers keep XLA even
   for a deterministic run: only their gradient differed between processes
-  (determinism.py)."""
+  (determinism.py). `portable`: the ONNX export graph (build_models)."""
   models = build_models(configs.model, configs.geometry,
                         configs.data.max_instances,
-                        precision=configs.train.mixed_precision)
+                        precision=configs.train.mixed_precision,
+                        portable=portable)
   tf.train.Checkpoint(model=models.train_model).restore(
       checkpoint).expect_partial().assert_existing_objects_matched()
   return models

@@ -41,7 +41,10 @@ def resized_size(height: tf.Tensor, width: tf.Tensor, min_size: tf.Tensor,
 def resize_image(image: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
   """uint8 [..., H, W, 3] -> uint8 [..., size[0], size[1], 3], bilinear,
   rounded and clipped back to 0..255."""
-  resized = tf.image.resize(image, size, method='bilinear')
+  # Cast first: ResizeBilinear computes in float32 either way, and tf2onnx
+  # maps a uint8 ResizeBilinear to an ONNX Resize that outputs uint8.
+  resized = tf.image.resize(tf.cast(image, tf.float32), size,
+                            method='bilinear')
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf.ops import image_policy
+from masklab_tf.serving import limits
 
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
@@ -53,11 +54,7 @@ class ResizeAndPad(tf_keras.layers.Layer):
             'pad_to': self.pad_to}
 
 
-# Serving refuses images over this many pixels unless the export says
-# otherwise: decoding is what costs memory (a 388 KB PNG of 20000 x 20000
-# decodes to 1.2 GB, and its outputs in image pixels are larger still), so
-# the limit is read from each image's header, before it is decoded.
-MAX_IMAGE_PIXELS = 40_000_000
+MAX_IMAGE_PIXELS = limits.MAX_IMAGE_PIXELS
 
 # The formats tf.io.decode_image reads, in the order of their codes below.
 FORMATS = ('JPEG', 'PNG', 'GIF', 'BMP', 'WebP')

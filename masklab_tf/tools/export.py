@@ -1,10 +1,22 @@
-"""Exports a trained MaskLab as a SavedModel for TF Serving (bin/export).
+"""Exports a trained MaskLab as a SavedModel for TF Serving, or as ONNX
+(bin/export).
 
 Usage:
   bin/export --flagfile=configs/shapes_cpu.flags --model_dir=runs/shapes \
       --export_dir=exported/shapes/1 [--checkpoint=PATH] \
       [--full_image_masks] [--mask_voting] [--panoptic] \
       [--categories=annotations.json] [--max_image_pixels=40000000]
+  bin/export --format=onnx --model_dir=runs/shapes \
+      --export_dir=exported/shapes/onnx [--mask_voting] [--onnx_opset=17]
+
+--format=onnx writes export_dir/model.onnx and categories.json beside it
+(serving/onnx_export.py): uint8 images [batch, height, width, 3] of one
+size in, the outputs of `serving_default` out, `detection_masks_full`
+always among them; it runs in ONNX Runtime without TensorFlow
+(`bin/predict --onnx`). It is built from the portable graph (no XLA, NMS in
+ONNX's form, float32), whose detections equal the fast graph's; not
+exported: --panoptic (tf2onnx cannot convert the output fusion) and the
+in-graph image checks (--max_image_pixels is bin/predict's there).
 
 Signatures (serving/export.py): `serving_default` takes uint8 images
 [batch, height, width, 3], `serving_encoded` JPEG, PNG, GIF, BMP or WebP
@@ -28,6 +40,7 @@ from masklab_tf.data import tfrecord
 from masklab_tf.modeling import factory
 from masklab_tf.modeling.systems import registry
 from masklab_tf.serving import export
+from masklab_tf.serving import onnx_export
 from masklab_tf.serving import preprocess
 from masklab_tf.tools import common_flags
 from masklab_tf.training import trainer
@@ -40,7 +53,13 @@ def define_flags() -> None:
   it, not the import: tools that share flag names can then be imported
   into one process (tests, notebooks) side by side."""
   common_flags.define_checkpoint_flags()
-  flags.DEFINE_string('export_dir', None, 'SavedModel folder to write.')
+  flags.DEFINE_enum('format', 'saved_model', ['saved_model', 'onnx'],
+                    'saved_model: a SavedModel for TF Serving; onnx: '
+                    'export_dir/model.onnx for ONNX Runtime.')
+  flags.DEFINE_string('export_dir', None, 'Folder to write (the SavedModel, '
+                      'or model.onnx and categories.json).')
+  flags.DEFINE_integer('onnx_opset', onnx_export.OPSET, 'ONNX opset of '
+                       '--format=onnx.')
   flags.DEFINE_bool('full_image_masks', False, 'Also output masks pasted '
                     'into the image (uint8 [B, D, H, W]).')
   flags.DEFINE_bool('mask_voting', False, 'Binarise full-image masks by mask '
@@ -89,8 +108,20 @@ def main(argv):
   path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
   if not path:
     raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to export')
-  models = factory.restore_models(configs, path)
+  onnx = FLAGS.format == 'onnx'
+  if onnx and FLAGS.panoptic:
+    raise app.UsageError('--panoptic has no ONNX export: tf2onnx cannot '
+                         'convert the output fusion (serving/onnx_export.py)')
+  models = factory.restore_models(configs, path, portable=onnx)
   categories = categories_for(configs, FLAGS.model_dir)
+  if onnx:
+    model_path = onnx_export.export_onnx(
+        models.inference_model, configs, FLAGS.export_dir, categories,
+        FLAGS.mask_voting, FLAGS.onnx_opset, verbose=FLAGS.get_flag_value('verbose', False))
+    print(f'exported {path} to {model_path} (input images uint8 [batch, '
+          f'height, width, 3]; {len(categories) if categories else "no"} '
+          'class names)')
+    return
   export.export_saved_model(models.inference_model, configs,
                             FLAGS.export_dir, categories,
                             FLAGS.full_image_masks, FLAGS.mask_voting,

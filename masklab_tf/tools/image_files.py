@@ -1,5 +1,6 @@
 """Image files for the tools: sized from their headers before decoding,
-then decoded by TensorFlow's decoder, with errors that name the file.
+then decoded by TensorFlow's decoder (or Pillow's, where TensorFlow is not
+used: bin/predict --onnx), with errors that name the file.
 
 A small file can decode to gigabytes (a 388 KB PNG of 20000 x 20000
 pixels), so a tool that takes image files from users reads each one's size
@@ -9,10 +10,10 @@ pixel limit before any pixel is decoded.
 
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 
@@ -46,13 +47,17 @@ def error_message(error: Exception) -> str:
   return match.group(1) if match else message
 
 
-def decode(path: str, max_pixels: int) -> tuple[bytes, np.ndarray]:
+def decode(path: str, max_pixels: int, tensorflow: bool = True
+           ) -> tuple[bytes, np.ndarray]:
   """Raw bytes and RGB pixels of a file; ValueError naming the problem.
 
   The size comes from the header first: an image over `max_pixels` is
   refused before its pixels are decoded. Then TensorFlow's decoder, the one
-  inside the signature, so that the picture drawn is the image the model
-  saw and a file is rejected here exactly when the model would reject it.
+  inside the SavedModel's signature, so that the picture drawn is the image
+  the model saw and a file is rejected here exactly when the model would
+  reject it; with `tensorflow=False`, Pillow's, for a model fed decoded
+  pixels (ONNX). Both decode 8-bit PNG, BMP and GIF to the same pixels;
+  JPEG decoders may differ by a grey level here and there.
   """
   size = header_size(path)
   if size is not None and size[0] * size[1] > max_pixels:
@@ -64,9 +69,29 @@ def decode(path: str, max_pixels: int) -> tuple[bytes, np.ndarray]:
       data = f.read()
   except OSError as e:
     raise ValueError(f'{path}: cannot read ({e.strerror})') from e
+  return data, (_decode_tf(path, data) if tensorflow else
+                _decode_pil(path, data))
+
+
+def _decode_tf(path: str, data: bytes) -> np.ndarray:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
   except (tf.errors.InvalidArgumentError, ValueError) as e:
     raise ValueError(f'{path}: cannot decode as an image '
                      f'({error_message(e)})') from e
-  return data, image.numpy()
+  return image.numpy()
+
+
+def _decode_pil(path: str, data: bytes) -> np.ndarray:
+  """RGB as TensorFlow's decode_image(channels=3) gives it: grey repeated,
+  alpha dropped, an animation's first frame."""
+  # The header was checked against the caller's limit (decode).
+  pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      return np.asarray(image.convert('RGB'))
+  except (OSError, ValueError, SyntaxError) as e:
+    raise ValueError(f'{path}: cannot decode as an image ({e})') from e
+  finally:
+    Image.MAX_IMAGE_PIXELS = pil_limit

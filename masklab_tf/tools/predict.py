@@ -1,16 +1,20 @@
-"""Runs an exported MaskLab SavedModel on image files (bin/predict).
+"""Runs an exported MaskLab model on image files (bin/predict).
 
 Usage:
   bin/predict --saved_model=exported/shapes/1 --images=photos/ \
       --output_dir=predictions [--score_threshold=0.5] [--batch_size=1] \
       [--image_ids_from=annotations.json] [--max_image_pixels=40000000]
+  bin/predict --onnx=exported/shapes/onnx/model.onnx --images=... ...
 
 --images is a file, a folder (its .png / .jpg / .jpeg / .bmp / .gif / .webp
-files) or a glob ('photos/*.jpg', quoted). The raw file bytes go to the
-SavedModel's `serving_encoded` signature, so images keep their own size and
-format; --batch_size consecutive files share one call. The model runs from
-the SavedModel alone (tf.saved_model.load); masklab_tf only supplies the
-numpy helpers for pictures and COCO results.
+files) or a glob ('photos/*.jpg', quoted). With --saved_model the raw file
+bytes go to the SavedModel's `serving_encoded` signature, so images keep
+their own size and format; --batch_size consecutive files share one call.
+With --onnx (bin/export --format=onnx) ONNX Runtime runs the model on the
+pixels Pillow decodes, consecutive files of one size in one call, and
+TensorFlow is never imported: the path a deployment without it takes. The
+model runs from its export alone; masklab_tf only supplies the numpy
+helpers for pictures and COCO results.
 
 Writes to --output_dir:
   results.json              COCO results of every detection (any score):
@@ -43,24 +47,25 @@ from __future__ import annotations
 
 import collections
 import glob
+import itertools
 import json
 import os
 import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 from absl import app
 from absl import flags
 from PIL import Image
 
-from masklab_tf import determinism
+# No TensorFlow here, nor in what these import: the ONNX path runs without
+# it (tests/serving/test_predict_onnx.py blocks its import). The SavedModel
+# path imports it where it needs it.
 from masklab_tf import files
-from masklab_tf.evaluation import evaluator
 from masklab_tf import visualize
-from masklab_tf.postprocess import output_fusion
-from masklab_tf.postprocess import masks as masks_lib
-from masklab_tf.serving import preprocess
+from masklab_tf.evaluation import coco_results
+from masklab_tf.serving import limits
+from masklab_tf.serving import onnx_model
 from masklab_tf.tools import image_files
 
 FLAGS = flags.FLAGS
@@ -72,6 +77,9 @@ def define_flags() -> None:
   into one process (tests, notebooks) side by side."""
   flags.DEFINE_string('saved_model', None, 'SavedModel folder (bin/export '
                       '--export_dir).')
+  flags.DEFINE_string('onnx', None, 'model.onnx of bin/export --format=onnx '
+                      '(instead of --saved_model): runs in ONNX Runtime '
+                      'without TensorFlow.')
   flags.DEFINE_string('images', None, 'An image file, a folder of images or a '
                       'glob.')
   flags.DEFINE_string('output_dir', None, 'Where results.json and the '
@@ -84,20 +92,31 @@ def define_flags() -> None:
   flags.DEFINE_float('flush_seconds', 60.0, 'results.json is rewritten '
                      '(atomically) after the batch that ends this many '
                      'seconds since the last write: a killed run keeps it.')
-  flags.DEFINE_integer('max_image_pixels', preprocess.MAX_IMAGE_PIXELS,
+  flags.DEFINE_integer('max_image_pixels', limits.MAX_IMAGE_PIXELS,
                        'Images with more pixels (height x width, read from '
                        'the header before decoding) are skipped. The '
                        'SavedModel has its own limit (bin/export).')
   flags.DEFINE_bool('deterministic', False, 'Deterministic TensorFlow '
                     'kernels (masklab_tf/determinism.py), as bin/train '
                     '--deterministic uses.')
-  flags.mark_flags_as_required(['saved_model', 'images', 'output_dir'])
+  flags.mark_flags_as_required(['images', 'output_dir'])
+  flags.mark_flags_as_mutual_exclusive(['saved_model', 'onnx'],
+                                       required=True)
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
 SIGNATURE = 'serving_encoded'
 MASK_THRESHOLD = 0.5
 # One decoded input: its path, raw bytes, uint8 [H, W, 3] pixels, image id.
 Item = collections.namedtuple('Item', ['path', 'data', 'image', 'image_id'])
+# An exported model: run(items) -> one prediction dict per item (raises
+# ModelFailed), its categories [{id, name}] or None, and whether files are
+# decoded by TensorFlow (the SavedModel's decoder) or Pillow.
+Model = collections.namedtuple('Model', ['run', 'categories',
+                                         'tensorflow_decoder'])
+
+
+class ModelFailed(Exception):
+  """The model failed on a batch; the message says why."""
 
 
 def list_images(pattern: str) -> list[str]:
@@ -148,8 +167,9 @@ def read_image_ids(path: str) -> dict[str, int | None]:
   return ids
 
 
-def load_saved_model(path: str):
-  """(signature function, categories [{id, name}] or None)."""
+def load_saved_model(path: str) -> Model:
+  """The SavedModel's `serving_encoded` signature as a Model."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not (os.path.exists(os.path.join(path, 'saved_model.pb')) or
           os.path.exists(os.path.join(path, 'saved_model.pbtxt'))):
     raise app.UsageError(f'--saved_model={path}: no SavedModel there '
@@ -164,40 +184,78 @@ def load_saved_model(path: str):
     with open(loaded.categories.asset_path.numpy().decode()) as f:
       categories = json.load(f)
   # The signature function keeps `loaded` (its variables) alive.
-  return loaded.signatures[SIGNATURE], categories
+  signature = loaded.signatures[SIGNATURE]
+
+  def run(items):
+    try:
+      outputs = signature(encoded=tf.constant([item.data for item in items]))
+    except tf.errors.OpError as e:
+      raise ModelFailed(image_files.error_message(e)) from e
+    return split_outputs({k: v.numpy() for k, v in outputs.items()}, items)
+
+  return Model(run, categories, tensorflow_decoder=True)
 
 
-def run_batch(signature, items: list[Item]) -> list[dict]:
-  """Model outputs of one batch, split per image and cropped to its size."""
-  outputs = signature(encoded=tf.constant([item.data for item in items]))
-  outputs = {k: v.numpy() for k, v in outputs.items()}
+def load_onnx(path: str) -> Model:
+  """model.onnx in ONNX Runtime as a Model; images of one size share a
+  call (a tensor holds one size)."""
+  try:
+    model = onnx_model.OnnxModel(path)
+  except (OSError, ValueError) as e:
+    raise app.UsageError(f'--onnx={path}: {e}') from e
+  if 'detection_masks_full' not in model.output_names:
+    raise app.UsageError(f'--onnx={path}: no detection_masks_full output '
+                         '(not a bin/export --format=onnx model?)')
+
+  def run(items):
+    predictions = []
+    for _, group in itertools.groupby(items, key=lambda i: i.image.shape):
+      group = list(group)
+      try:
+        outputs = model(np.stack([item.image for item in group]))
+      except onnx_model.ModelError as e:
+        raise ModelFailed(str(e)) from e
+      predictions.extend(split_outputs(outputs, group))
+    return predictions
+
+  return Model(run, model.categories, tensorflow_decoder=False)
+
+
+def split_outputs(outputs: dict, items: list[Item]) -> list[dict]:
+  """A batch's outputs (numpy) -> one prediction per image, cropped to its
+  size; masks pasted into the image and thresholded at 0.5."""
   results = []
   for i, item in enumerate(items):
     height, width = item.image.shape[:2]
     num = int(outputs['num_detections'][i])
     boxes = outputs['detection_boxes'][i, :num]
-    # Pasted here, not read from `detection_masks_full`: the SavedModel
-    # may have been exported without it.
-    masks = masks_lib.paste_masks(outputs['detection_masks'][i, :num],
-                                  boxes, height, width).numpy()
+    if 'detection_masks_full' in outputs:
+      masks = outputs['detection_masks_full'][i, :num, :height, :width]
+    else:
+      # Pasted here: the SavedModel may have been exported without them.
+      from masklab_tf.postprocess import masks as masks_lib  # pylint: disable=g-import-not-at-top
+      masks = masks_lib.paste_masks(outputs['detection_masks'][i, :num],
+                                    boxes, height, width).numpy()
+      masks = masks >= MASK_THRESHOLD
     results.append({
         'image_id': item.image_id, 'boxes': boxes,
         'scores': outputs['detection_scores'][i, :num],
         'classes': outputs['detection_classes'][i, :num],
-        'masks': (masks >= MASK_THRESHOLD).astype(np.uint8),
+        'masks': masks.astype(np.uint8),
     })
     if 'semantic_map' in outputs:  # Not InstanceFCN's.
       # Padding beyond a smaller image of the batch is cropped off.
       results[-1]['semantic_map'] = outputs['semantic_map'][i, :height,
                                                             :width]
     if 'panoptic_category_map' in outputs:
-      results[-1]['panoptic'] = output_fusion.panoptic_png(
+      results[-1]['panoptic'] = visualize.panoptic_png(
           outputs['panoptic_category_map'][i, :height, :width],
           outputs['panoptic_instance_map'][i, :height, :width])
   return results
 
 
-def predict(signature, items: list[Item]) -> list[tuple[Item, dict | str]]:
+def predict(model: Model, items: list[Item]
+            ) -> list[tuple[Item, dict | str]]:
   """(item, its outputs or why the model failed on it) for each item.
 
   One image the model fails on (a size or format the SavedModel refuses,
@@ -206,12 +264,11 @@ def predict(signature, items: list[Item]) -> list[tuple[Item, dict | str]]:
   named.
   """
   try:
-    return list(zip(items, run_batch(signature, items)))
-  except tf.errors.OpError as e:
+    return list(zip(items, model.run(items)))
+  except (ModelFailed, MemoryError) as e:
     if len(items) > 1:
-      return [pair for item in items for pair in predict(signature, [item])]
-    return [(items[0], f'{items[0].path}: the model failed on it '
-             f'({image_files.error_message(e)})')]
+      return [pair for item in items for pair in predict(model, [item])]
+    return [(items[0], f'{items[0].path}: the model failed on it ({e})')]
 
 
 def draw_predictions(image: np.ndarray, prediction: dict, names: list[str],
@@ -241,13 +298,20 @@ def main(argv):
     raise app.UsageError(
         f'--max_image_pixels={FLAGS.max_image_pixels}: must be >= 1')
   if FLAGS.deterministic:
+    if FLAGS.onnx:
+      raise app.UsageError('--deterministic sets TensorFlow\'s kernels; '
+                           'ONNX Runtime\'s CPU kernels are deterministic')
+    from masklab_tf import determinism  # pylint: disable=g-import-not-at-top
     determinism.enable()
   paths = list_images(FLAGS.images)
   ids = read_image_ids(FLAGS.image_ids_from) if FLAGS.image_ids_from else None
-  signature, categories = load_saved_model(FLAGS.saved_model)
+  model = (load_onnx(FLAGS.onnx) if FLAGS.onnx else
+           load_saved_model(FLAGS.saved_model))
+  categories = model.categories
   if categories is None:
-    print(f'{FLAGS.saved_model}: no categories asset; category ids are the '
-          'class indices 1..K', file=sys.stderr)
+    print(f'{FLAGS.onnx or FLAGS.saved_model}: no categories (asset or '
+          f'{onnx_model.CATEGORIES_FILE}); category ids are the class '
+          'indices 1..K', file=sys.stderr)
   names = [c['name'] for c in categories or []]
   os.makedirs(FLAGS.output_dir, exist_ok=True)
 
@@ -276,18 +340,18 @@ def main(argv):
           semantic, max(len(names), int(semantic.max(initial=0))))).save(
               os.path.join(FLAGS.output_dir, f'{name}_semantic.png'))
     # RLE now: full-image masks of a whole folder would not fit in memory.
-    return evaluator.to_coco_results([prediction], category_ids or (
+    return coco_results.to_coco_results([prediction], category_ids or (
         range(1, int(prediction['classes'].max(initial=0)) + 1)))
 
   def process(items):
     nonlocal drawn, done
-    for item, prediction in predict(signature, items):
+    for item, prediction in predict(model, items):
       if isinstance(prediction, str):
         skip(prediction)
         continue
       try:
         image_results = write(item, prediction)
-      except (OSError, ValueError, MemoryError, tf.errors.OpError) as e:
+      except (OSError, ValueError, MemoryError) as e:
         skip(f'{item.path}: cannot write its results '
              f'({type(e).__name__}: {image_files.error_message(e)})')
         continue
@@ -302,7 +366,8 @@ def main(argv):
   try:
     for index, path in enumerate(paths, start=1):
       try:
-        data, image = image_files.decode(path, FLAGS.max_image_pixels)
+        data, image = image_files.decode(path, FLAGS.max_image_pixels,
+                                         model.tensorflow_decoder)
       except ValueError as e:
         skip(str(e))
         continue

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_api
 
+from masklab_tf.evaluation import coco_results
 from masklab_tf.evaluation import evaluator as evaluator_lib
 from masklab_tf.postprocess import masks as masks_lib
 
@@ -39,7 +40,7 @@ def perfect_results(data, masks):
       'scores': np.linspace(1.0, 0.5, len(masks)),
       'classes': np.ones(len(masks), np.int32),
       'masks': np.stack(masks)}]
-  return evaluator_lib.to_coco_results(predictions, [1])
+  return coco_results.to_coco_results(predictions, [1])
 
 
 def test_perfect_predictions_score_100():

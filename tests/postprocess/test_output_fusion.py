@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from masklab_tf import visualize
 from masklab_tf.postprocess import output_fusion
 
 
@@ -235,7 +236,7 @@ def test_fuse_runs_in_a_tf_function_with_unknown_shapes():
 def test_panoptic_png():
   category = np.array([[0, 3], [255, 1]])
   instance = np.array([[0, 300], [65535, 1]])
-  png = output_fusion.panoptic_png(category, instance)
+  png = visualize.panoptic_png(category, instance)
   assert png.dtype == np.uint8 and png.shape == (2, 2, 3)
   np.testing.assert_array_equal(png[0, 1], [3, 1, 44])      # 300 = 256 + 44
   np.testing.assert_array_equal(png[1, 0], [255, 255, 255])
@@ -244,4 +245,4 @@ def test_panoptic_png():
   decoded = png[..., 1].astype(int) * 256 + png[..., 2]
   np.testing.assert_array_equal(decoded, instance)
   with pytest.raises(ValueError):
-    output_fusion.panoptic_png(category, instance + 1)
+    visualize.panoptic_png(category, instance + 1)

@@ -86,7 +86,8 @@ class System(abc.ABC):
   @abc.abstractmethod
   def build(self, max_instances: int = 100,
             image_shape: tuple = (None, None),
-            use_xla: bool = True, gather_crops: bool = False) -> Models:
+            use_xla: bool = True, gather_crops: bool = False,
+            portable: bool = False) -> Models:
     """The system's models.
 
     Args:
@@ -95,6 +96,8 @@ class System(abc.ABC):
       use_xla: compile the assembling layer's core with XLA.
       gather_crops: RoI crops gather their samples instead of calling
         crop_and_resize (roi_crop.crop_rois: deterministic runs on a GPU).
+      portable: the inference graph in ops ONNX can express, for the ONNX
+        export (postprocess/detections.py's portable NMS); same results.
     """
 
   @abc.abstractmethod

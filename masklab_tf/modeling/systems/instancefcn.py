@@ -71,16 +71,18 @@ class InstanceFcnSystem(base.System):
 
   def build(self, max_instances: int = 100,
             image_shape: tuple = (None, None),
-            use_xla: bool = True, gather_crops: bool = False) -> base.Models:
+            use_xla: bool = True, gather_crops: bool = False,
+            portable: bool = False) -> base.Models:
     """(`gather_crops` changes nothing: InstanceFCN crops no RoI features,
-    its windows are the assembling layer's gathers.)
+    its windows are the assembling layer's gathers; nor does `portable`:
+    its NMS is class-agnostic, which ONNX expresses as it is.)
 
     train_model(image, image_size, gt_boxes, gt_masks) returns
     objectness_logits [B, N], window_labels [B, N], segment_logits
     [B, P, S, S], segment_targets [B, P, S, S] and segment_valid [B, P];
     inference_model(image, image_size) returns segment proposals in the
     detection format (base.DETECTION_OUTPUTS)."""
-    del gather_crops
+    del gather_crops, portable
     cfg = self.cfg
     stride = cfg.output_stride
     image = tf_keras.Input(shape=(*image_shape, 3), name='image')

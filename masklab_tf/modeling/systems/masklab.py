@@ -84,7 +84,8 @@ class MaskLabSystem(base.System):
 
   def build(self, max_instances: int = 100,
             image_shape: tuple = (None, None),
-            use_xla: bool = True, gather_crops: bool = False) -> base.Models:
+            use_xla: bool = True, gather_crops: bool = False,
+            portable: bool = False) -> base.Models:
     cfg = self.cfg
     res4_stride = self.endpoint_strides['res4']
     image = tf_keras.Input(shape=(*image_shape, 3), name='image')
@@ -160,7 +161,8 @@ class MaskLabSystem(base.System):
     test_logits, test_deltas = classifier(endpoints['res4'], test_proposals)
     detections = detections_lib.Detections(
         cfg.max_detections, cfg.detection_nms_iou,
-        cfg.detection_score_threshold, dtype='float32', name='detections')(
+        cfg.detection_score_threshold, portable, dtype='float32',
+        name='detections')(
             test_logits, test_deltas, test_proposals, image_size)
     test_masks = outputs_lib.MaskHeadOutputs(self.head_name, mask_head(
         endpoints, detections['detection_boxes'],

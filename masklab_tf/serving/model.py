@@ -28,7 +28,8 @@ def build_serving_model(inference_model: tf_keras.Model,
                         configs: config_lib.Configs,
                         full_image_masks: bool = False,
                         mask_voting: bool = False,
-                        panoptic: bool = False) -> tf_keras.Model:
+                        panoptic: bool = False,
+                        portable: bool = False) -> tf_keras.Model:
   """uint8 images [B, H, W, 3] (any size, one per batch) -> results.
 
   Args:
@@ -36,6 +37,8 @@ def build_serving_model(inference_model: tf_keras.Model,
     configs: the run's configs (the input policy and the output stride).
     full_image_masks, mask_voting, panoptic: optional outputs
       (image_results.to_original).
+    portable: the resize in the ops ONNX computes exactly (the ONNX export,
+      with an inference model of factory.build_models(portable=True)).
 
   Returns:
     A functional tf_keras Model whose layers 'resize_and_pad' and 'detect'
@@ -46,7 +49,7 @@ def build_serving_model(inference_model: tf_keras.Model,
   images = tf_keras.Input([None, None, 3], dtype=tf.uint8, name='images')
   resized, size, scale, original = preprocess.ResizeAndPad(
       data.eval_min_size, data.max_size, configs.model.output_stride,
-      data.pad_to, name=RESIZE_AND_PAD)(images)
+      data.pad_to, portable, name=RESIZE_AND_PAD)(images)
   detect = image_results.build_results_model(
       inference_model, full_image_masks, mask_voting, panoptic)
   outputs = detect({'image': resized, 'image_size': size, 'scale': scale,

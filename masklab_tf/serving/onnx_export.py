@@ -4,7 +4,9 @@ The model is the one serving/model.py builds for the SavedModel's
 `serving_default` signature (uint8 images [B, H, W, 3] in, results in the
 images' own pixels out), over the portable inference graph
 (factory.build_models(portable=True): no XLA clusters, the detections' NMS
-in the form ONNX's NonMaxSuppression expresses, float32). tf2onnx converts
+in the form ONNX's NonMaxSuppression expresses, float32) and behind the
+resize ONNX Runtime computes bit for bit as TensorFlow does (image_policy.
+resize_image). tf2onnx converts
 it; the graph is then checked to hold only ONNX operators, to the last
 subgraph, because tf2onnx leaves what it cannot convert in place and
 carries on. Batch, height and width stay dynamic (a batch is one size, as
@@ -90,7 +92,7 @@ def export_onnx(inference_model: tf_keras.Model,
     logging.getLogger('tf2onnx').setLevel(logging.ERROR)
   serving_model = model_lib.build_serving_model(
       inference_model, configs, full_image_masks=True,
-      mask_voting=mask_voting)
+      mask_voting=mask_voting, portable=True)
   signature = [tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT)]
   serve = tf.function(lambda images: serving_model(images, training=False),
                       input_signature=signature)

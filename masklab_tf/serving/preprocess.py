@@ -24,10 +24,16 @@ class ResizeAndPad(tf_keras.layers.Layer):
   """
 
   def __init__(self, min_size: int, max_size: int, stride: int,
-               pad_to: tuple[int, ...] = (), **kwargs):
+               pad_to: tuple[int, ...] = (), portable: bool = False,
+               **kwargs):
+    """Args: min_size, max_size: the resize rule (image_policy.
+    resized_size); stride: pad to a multiple of it; pad_to: or to these
+    sizes; portable: the resize ONNX computes exactly (image_policy.
+    resize_image)."""
     super().__init__(**kwargs)
     self.min_size, self.max_size = min_size, max_size
     self.stride, self.pad_to = stride, tuple(pad_to)
+    self.portable = portable
 
   def call(self, images):
     images = tf.convert_to_tensor(images)
@@ -37,7 +43,7 @@ class ResizeAndPad(tf_keras.layers.Layer):
     original = tf.shape(images)[1:3]
     size = image_policy.resized_size(original[0], original[1],
                                      self.min_size, self.max_size)
-    resized = image_policy.resize_image(images, size)
+    resized = image_policy.resize_image(images, size, self.portable)
     padded = image_policy.padded_size(size[tf.newaxis], self.stride,
                                       self.pad_to)
     resized = tf.pad(resized, [[0, 0], [0, padded[0] - size[0]],
@@ -51,7 +57,7 @@ class ResizeAndPad(tf_keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), 'min_size': self.min_size,
             'max_size': self.max_size, 'stride': self.stride,
-            'pad_to': self.pad_to}
+            'pad_to': self.pad_to, 'portable': self.portable}
 
 
 MAX_IMAGE_PIXELS = limits.MAX_IMAGE_PIXELS

@@ -104,20 +104,20 @@ def categories_for(configs, model_dir: str = '') -> list[dict] | None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  configs = common_flags.run_configs(FLAGS.model_dir)
-  path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
-  if not path:
-    raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to export')
   onnx = FLAGS.format == 'onnx'
   if onnx and FLAGS.panoptic:
     raise app.UsageError('--panoptic has no ONNX export: tf2onnx cannot '
                          'convert the output fusion (serving/onnx_export.py)')
+  configs = common_flags.run_configs(FLAGS.model_dir)
+  path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
+  if not path:
+    raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to export')
   models = factory.restore_models(configs, path, portable=onnx)
   categories = categories_for(configs, FLAGS.model_dir)
   if onnx:
     model_path = onnx_export.export_onnx(
         models.inference_model, configs, FLAGS.export_dir, categories,
-        FLAGS.mask_voting, FLAGS.onnx_opset, verbose=FLAGS.get_flag_value('verbose', False))
+        FLAGS.mask_voting, FLAGS.onnx_opset, verbose='verbose' in FLAGS and FLAGS.verbose)
     print(f'exported {path} to {model_path} (input images uint8 [batch, '
           f'height, width, 3]; {len(categories) if categories else "no"} '
           'class names)')

@@ -22,6 +22,7 @@ above, and an explicitly set TF_CPP_MIN_LOG_LEVEL or --verbosity is kept.
 from __future__ import annotations
 
 import ctypes
+import importlib.abc
 import importlib.util
 import logging
 import mmap
@@ -90,8 +91,23 @@ def before_tensorflow(argv: list[str] | None = None) -> bool:
     warnings.filterwarnings('ignore', module=_NOISY_MODULES)
     logging.getLogger('tensorflow').setLevel(logging.ERROR)
     if os.environ['TF_CPP_MIN_LOG_LEVEL'] == QUIET_CPP_LOG_LEVEL:
-      _quiet_absl_cpp_logs()
+      # When TensorFlow is first imported, not now: a tool that never
+      # imports it (bin/predict --onnx, the data tools) never loads its
+      # library (about 40 MB), and runs where it is not installed.
+      sys.meta_path.insert(0, _OnTensorFlowImport())
   return verbose
+
+
+class _OnTensorFlowImport(importlib.abc.MetaPathFinder):
+  """Runs _quiet_absl_cpp_logs once, as `import tensorflow` starts, then
+  steps aside; it finds nothing itself."""
+
+  def find_spec(self, name, path=None, target=None):
+    del path, target
+    if name == 'tensorflow':
+      sys.meta_path.remove(self)
+      _quiet_absl_cpp_logs()
+    return None
 
 
 def _quiet_absl_cpp_logs() -> None:
@@ -104,9 +120,10 @@ def _quiet_absl_cpp_logs() -> None:
   back to a default; tensorflow/tensorflow#56904), preceded by absl's
   "All log messages before absl::InitializeLog()" line. The library is
   loaded as importing TensorFlow loads it (the same file, once, its symbols
-  local: global ones replaced OpenSSL's in hashlib, which then crashed).
-  Where anything is not as expected (another TensorFlow build, no such
-  symbol), nothing is changed and those lines show.
+  local: global ones replaced OpenSSL's in hashlib, which then crashed),
+  before TensorFlow's import loads it. Where anything is not as expected
+  (another TensorFlow build, no such symbol), nothing is changed and those
+  lines show.
   """
   try:
     spec = importlib.util.find_spec('tensorflow')
@@ -122,7 +139,7 @@ def _quiet_absl_cpp_logs() -> None:
       return
     library = ctypes.CDLL(path)
     getattr(library, symbol)(ctypes.c_int(_ABSL_FATAL))
-  except (OSError, AttributeError, TypeError, ValueError):
+  except (ImportError, OSError, AttributeError, TypeError, ValueError):
     return
 
 

@@ -63,6 +63,27 @@ def test_resize_image_is_bilinear_rounded_to_uint8():
   assert (np.round(resized) != np.floor(resized)).any()
 
 
+def test_the_portable_resize_is_resize_bilinear_bit_for_bit():
+  """image_policy._bilinear_elementwise against tf.image.resize in float32,
+  exactly, on random sizes up and down (1 pixel to 3x; batched and
+  single). Exactness is the point: ONNX Runtime computes these elementwise
+  ops bit for bit as well (tests/serving/test_onnx.py)."""
+  rng = np.random.default_rng(2)
+  for _ in range(40):
+    height, width, out_height, out_width = rng.integers(1, 120, 4)
+    images = rng.integers(0, 256, [2, height, width, 3]).astype(np.float32)
+    size = tf.constant([out_height, out_width])
+    want = tf.image.resize(images, size, method='bilinear').numpy()
+    got = image_policy._bilinear_elementwise(tf.constant(images), size)
+    np.testing.assert_array_equal(got.numpy(), want)
+    single = image_policy._bilinear_elementwise(tf.constant(images[0]), size)
+    np.testing.assert_array_equal(single.numpy(), want[0])
+  uint8 = rng.integers(0, 256, [1, 37, 51, 3]).astype(np.uint8)
+  np.testing.assert_array_equal(
+      image_policy.resize_image(uint8, [23, 80], portable=True).numpy(),
+      image_policy.resize_image(uint8, [23, 80]).numpy())
+
+
 @pytest.mark.parametrize('size', [(7, 5), (13, 17), (26, 40), (9, 31)])
 def test_resize_nearest_matches_tf_image_resize(size):
   """On floats: equal to tf.image.resize(method='nearest') over dims

@@ -21,6 +21,7 @@ SUITES = {
                   'crop_and_resize, forward and backward',
     'model_cost': 'FLOPs and time of each part of the model',
     'serving': 'SavedModel export time, size and latency',
+    'onnx': 'ONNX Runtime against the SavedModel: latency and size',
     'chaos': 'training killed at random moments resumes and loses nothing',
     'hostile_inputs': 'what each tool does with hostile and unusual inputs',
     'device_check': 'on a GPU never tried: the model tests that matter, '

@@ -42,6 +42,10 @@ _STARDIST = 'needs the stardist wheel (its nuclei image), not installed here'
 _EXPORT_AND_EVALUATE = ('tests/tools/test_run_configs.py::'
                         'test_export_and_evaluate_as_the_readme_runs_them')
 
+_ONNX = ('tests/serving/test_golden_checkpoint.py::'
+         'test_predict_onnx_without_tensorflow_writes_the_saved_models_'
+         'results')
+
 COMMANDS = {
     # README.md
     'make demo': NotExecuted(
@@ -106,6 +110,14 @@ COMMANDS = {
     '.venv/bin/python bin/evaluate --flagfile=configs/shapes_cpu.flags '
     '--model_dir=runs/shapes --annotations=demo_data/val/annotations.json '
     '--images=demo_data/val/images': Executed(_EXPORT_AND_EVALUATE),
+    # README.md and docs/serving.md: the ONNX export (the fixture runs
+    # bin/export --format=onnx in process, the test bin/predict --onnx
+    # where TensorFlow cannot be imported).
+    '.venv/bin/python bin/export --format=onnx --model_dir=demo_data/model '
+    '--export_dir=demo_data/export/onnx': Executed(_ONNX),
+    '.venv/bin/python bin/predict --onnx=demo_data/export/onnx/model.onnx '
+    '--images=demo_data/val/images --output_dir=demo_data/predict_onnx':
+        Executed(_ONNX),
     # docs/serving.md
     '.venv/bin/python bin/export --flagfile=configs/shapes_cpu.flags '
     '--model_dir=demo_data/model --export_dir=demo_data/export/1':

@@ -6,6 +6,7 @@ Usage:
       --export_dir=exported/shapes/1 [--checkpoint=PATH] \
       [--full_image_masks] [--mask_voting] [--panoptic] \
       [--categories=annotations.json] [--max_image_pixels=40000000]
+
   bin/export --format=onnx --model_dir=runs/shapes \
       --export_dir=exported/shapes/onnx [--mask_voting] [--onnx_opset=17]
 

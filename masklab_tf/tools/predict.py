@@ -4,7 +4,9 @@ Usage:
   bin/predict --saved_model=exported/shapes/1 --images=photos/ \
       --output_dir=predictions [--score_threshold=0.5] [--batch_size=1] \
       [--image_ids_from=annotations.json] [--max_image_pixels=40000000]
-  bin/predict --onnx=exported/shapes/onnx/model.onnx --images=... ...
+
+  bin/predict --onnx=exported/shapes/onnx/model.onnx --images=photos/ \
+      --output_dir=predictions [same options]
 
 --images is a file, a folder (its .png / .jpg / .jpeg / .bmp / .gif / .webp
 files) or a glob ('photos/*.jpg', quoted). With --saved_model the raw file
@@ -47,7 +49,6 @@ from __future__ import annotations
 
 import collections
 import glob
-import itertools
 import json
 import os
 import sys
@@ -59,13 +60,13 @@ from absl import flags
 from PIL import Image
 
 # No TensorFlow here, nor in what these import: the ONNX path runs without
-# it (tests/serving/test_predict_onnx.py blocks its import). The SavedModel
-# path imports it where it needs it.
+# it (tests/serving/test_golden_checkpoint.py blocks its import); exported_models
+# imports it for a SavedModel.
 from masklab_tf import files
 from masklab_tf import visualize
 from masklab_tf.evaluation import coco_results
 from masklab_tf.serving import limits
-from masklab_tf.serving import onnx_model
+from masklab_tf.tools import exported_models
 from masklab_tf.tools import image_files
 
 FLAGS = flags.FLAGS
@@ -104,21 +105,7 @@ def define_flags() -> None:
                                        required=True)
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
-SIGNATURE = 'serving_encoded'
-MASK_THRESHOLD = 0.5
-# One decoded input: its path, raw bytes, uint8 [H, W, 3] pixels, image id.
-Item = collections.namedtuple('Item', ['path', 'data', 'image', 'image_id'])
-# An exported model: run(items) -> one prediction dict per item (raises
-# ModelFailed), its categories [{id, name}] or None, and whether files are
-# decoded by TensorFlow (the SavedModel's decoder) or Pillow.
-Model = collections.namedtuple('Model', ['run', 'categories',
-                                         'tensorflow_decoder'])
-
-
-class ModelFailed(Exception):
-  """The model failed on a batch; the message says why."""
-
-
+Item = exported_models.Item
 def list_images(pattern: str) -> list[str]:
   """The files --images names, sorted; UsageError when there are none."""
   if os.path.isdir(pattern):
@@ -167,94 +154,7 @@ def read_image_ids(path: str) -> dict[str, int | None]:
   return ids
 
 
-def load_saved_model(path: str) -> Model:
-  """The SavedModel's `serving_encoded` signature as a Model."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if not (os.path.exists(os.path.join(path, 'saved_model.pb')) or
-          os.path.exists(os.path.join(path, 'saved_model.pbtxt'))):
-    raise app.UsageError(f'--saved_model={path}: no SavedModel there '
-                         '(no saved_model.pb)')
-  loaded = tf.saved_model.load(path)
-  if SIGNATURE not in loaded.signatures:
-    raise app.UsageError(
-        f'--saved_model={path}: no {SIGNATURE} signature (has '
-        f'{", ".join(loaded.signatures.keys())}); export it with bin/export')
-  categories = None
-  if hasattr(loaded, 'categories'):
-    with open(loaded.categories.asset_path.numpy().decode()) as f:
-      categories = json.load(f)
-  # The signature function keeps `loaded` (its variables) alive.
-  signature = loaded.signatures[SIGNATURE]
-
-  def run(items):
-    try:
-      outputs = signature(encoded=tf.constant([item.data for item in items]))
-    except tf.errors.OpError as e:
-      raise ModelFailed(image_files.error_message(e)) from e
-    return split_outputs({k: v.numpy() for k, v in outputs.items()}, items)
-
-  return Model(run, categories, tensorflow_decoder=True)
-
-
-def load_onnx(path: str) -> Model:
-  """model.onnx in ONNX Runtime as a Model; images of one size share a
-  call (a tensor holds one size)."""
-  try:
-    model = onnx_model.OnnxModel(path)
-  except (OSError, ValueError) as e:
-    raise app.UsageError(f'--onnx={path}: {e}') from e
-  if 'detection_masks_full' not in model.output_names:
-    raise app.UsageError(f'--onnx={path}: no detection_masks_full output '
-                         '(not a bin/export --format=onnx model?)')
-
-  def run(items):
-    predictions = []
-    for _, group in itertools.groupby(items, key=lambda i: i.image.shape):
-      group = list(group)
-      try:
-        outputs = model(np.stack([item.image for item in group]))
-      except onnx_model.ModelError as e:
-        raise ModelFailed(str(e)) from e
-      predictions.extend(split_outputs(outputs, group))
-    return predictions
-
-  return Model(run, model.categories, tensorflow_decoder=False)
-
-
-def split_outputs(outputs: dict, items: list[Item]) -> list[dict]:
-  """A batch's outputs (numpy) -> one prediction per image, cropped to its
-  size; masks pasted into the image and thresholded at 0.5."""
-  results = []
-  for i, item in enumerate(items):
-    height, width = item.image.shape[:2]
-    num = int(outputs['num_detections'][i])
-    boxes = outputs['detection_boxes'][i, :num]
-    if 'detection_masks_full' in outputs:
-      masks = outputs['detection_masks_full'][i, :num, :height, :width]
-    else:
-      # Pasted here: the SavedModel may have been exported without them.
-      from masklab_tf.postprocess import masks as masks_lib  # pylint: disable=g-import-not-at-top
-      masks = masks_lib.paste_masks(outputs['detection_masks'][i, :num],
-                                    boxes, height, width).numpy()
-      masks = masks >= MASK_THRESHOLD
-    results.append({
-        'image_id': item.image_id, 'boxes': boxes,
-        'scores': outputs['detection_scores'][i, :num],
-        'classes': outputs['detection_classes'][i, :num],
-        'masks': masks.astype(np.uint8),
-    })
-    if 'semantic_map' in outputs:  # Not InstanceFCN's.
-      # Padding beyond a smaller image of the batch is cropped off.
-      results[-1]['semantic_map'] = outputs['semantic_map'][i, :height,
-                                                            :width]
-    if 'panoptic_category_map' in outputs:
-      results[-1]['panoptic'] = visualize.panoptic_png(
-          outputs['panoptic_category_map'][i, :height, :width],
-          outputs['panoptic_instance_map'][i, :height, :width])
-  return results
-
-
-def predict(model: Model, items: list[Item]
+def predict(model: exported_models.Model, items: list[Item]
             ) -> list[tuple[Item, dict | str]]:
   """(item, its outputs or why the model failed on it) for each item.
 
@@ -265,7 +165,7 @@ def predict(model: Model, items: list[Item]
   """
   try:
     return list(zip(items, model.run(items)))
-  except (ModelFailed, MemoryError) as e:
+  except (exported_models.ModelFailed, MemoryError) as e:
     if len(items) > 1:
       return [pair for item in items for pair in predict(model, [item])]
     return [(items[0], f'{items[0].path}: the model failed on it ({e})')]
@@ -305,12 +205,12 @@ def main(argv):
     determinism.enable()
   paths = list_images(FLAGS.images)
   ids = read_image_ids(FLAGS.image_ids_from) if FLAGS.image_ids_from else None
-  model = (load_onnx(FLAGS.onnx) if FLAGS.onnx else
-           load_saved_model(FLAGS.saved_model))
+  model = (exported_models.load_onnx(FLAGS.onnx) if FLAGS.onnx else
+           exported_models.load_saved_model(FLAGS.saved_model))
   categories = model.categories
   if categories is None:
     print(f'{FLAGS.onnx or FLAGS.saved_model}: no categories (asset or '
-          f'{onnx_model.CATEGORIES_FILE}); category ids are the class '
+          f'{exported_models.ONNX_CATEGORIES}); category ids are the class '
           'indices 1..K', file=sys.stderr)
   names = [c['name'] for c in categories or []]
   os.makedirs(FLAGS.output_dir, exist_ok=True)

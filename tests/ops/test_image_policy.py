@@ -67,7 +67,7 @@ def test_the_portable_resize_is_resize_bilinear_bit_for_bit():
   """image_policy._bilinear_elementwise against tf.image.resize in float32,
   exactly, on random sizes up and down (1 pixel to 3x; batched and
   single). Exactness is the point: ONNX Runtime computes these elementwise
-  ops bit for bit as well (tests/serving/test_onnx.py)."""
+  ops bit for bit as well (tests/serving/test_golden_checkpoint.py)."""
   rng = np.random.default_rng(2)
   for _ in range(40):
     height, width, out_height, out_width = rng.integers(1, 120, 4)

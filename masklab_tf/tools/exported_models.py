@@ -1,0 +1,123 @@
+"""An exported model as bin/predict runs it: the SavedModel's
+`serving_encoded` signature in TensorFlow, or model.onnx in ONNX Runtime.
+
+This module imports no TensorFlow at its top: the ONNX path runs without
+it (tests/serving/test_golden_checkpoint.py blocks its import); the SavedModel path
+imports it when it loads one.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+
+import numpy as np
+from absl import app
+
+from masklab_tf import visualize
+from masklab_tf.serving import onnx_model
+from masklab_tf.tools import image_files
+
+SIGNATURE = 'serving_encoded'
+MASK_THRESHOLD = 0.5
+ONNX_CATEGORIES = onnx_model.CATEGORIES_FILE
+# One decoded input: its path, raw bytes, uint8 [H, W, 3] pixels, image id.
+Item = collections.namedtuple('Item', ['path', 'data', 'image', 'image_id'])
+# An exported model: run(items) -> one prediction dict per item (raises
+# ModelFailed), its categories [{id, name}] or None, and whether files are
+# decoded by TensorFlow (the SavedModel's decoder) or Pillow.
+Model = collections.namedtuple('Model', ['run', 'categories',
+                                         'tensorflow_decoder'])
+
+
+class ModelFailed(Exception):
+  """The model failed on a batch; the message says why."""
+
+
+def load_saved_model(path: str) -> Model:
+  """The SavedModel's `serving_encoded` signature as a Model."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not (os.path.exists(os.path.join(path, 'saved_model.pb')) or
+          os.path.exists(os.path.join(path, 'saved_model.pbtxt'))):
+    raise app.UsageError(f'--saved_model={path}: no SavedModel there '
+                         '(no saved_model.pb)')
+  loaded = tf.saved_model.load(path)
+  if SIGNATURE not in loaded.signatures:
+    raise app.UsageError(
+        f'--saved_model={path}: no {SIGNATURE} signature (has '
+        f'{", ".join(loaded.signatures.keys())}); export it with bin/export')
+  categories = None
+  if hasattr(loaded, 'categories'):
+    with open(loaded.categories.asset_path.numpy().decode()) as f:
+      categories = json.load(f)
+  # The signature function keeps `loaded` (its variables) alive.
+  signature = loaded.signatures[SIGNATURE]
+
+  def run(items):
+    try:
+      outputs = signature(encoded=tf.constant([item.data for item in items]))
+    except tf.errors.OpError as e:
+      raise ModelFailed(image_files.error_message(e)) from e
+    return split_outputs({k: v.numpy() for k, v in outputs.items()}, items)
+
+  return Model(run, categories, tensorflow_decoder=True)
+
+
+def load_onnx(path: str) -> Model:
+  """model.onnx in ONNX Runtime as a Model; images of one size share a
+  call (a tensor holds one size)."""
+  try:
+    model = onnx_model.OnnxModel(path)
+  except (OSError, ValueError) as e:
+    raise app.UsageError(f'--onnx={path}: {e}') from e
+  if 'detection_masks_full' not in model.output_names:
+    raise app.UsageError(f'--onnx={path}: no detection_masks_full output '
+                         '(not a bin/export --format=onnx model?)')
+
+  def run(items):
+    predictions = []
+    for _, group in itertools.groupby(items, key=lambda i: i.image.shape):
+      group = list(group)
+      try:
+        outputs = model(np.stack([item.image for item in group]))
+      except onnx_model.ModelError as e:
+        raise ModelFailed(str(e)) from e
+      predictions.extend(split_outputs(outputs, group))
+    return predictions
+
+  return Model(run, model.categories, tensorflow_decoder=False)
+
+
+def split_outputs(outputs: dict, items: list[Item]) -> list[dict]:
+  """A batch's outputs (numpy) -> one prediction per image, cropped to its
+  size; masks pasted into the image and thresholded at 0.5."""
+  results = []
+  for i, item in enumerate(items):
+    height, width = item.image.shape[:2]
+    num = int(outputs['num_detections'][i])
+    boxes = outputs['detection_boxes'][i, :num]
+    if 'detection_masks_full' in outputs:
+      masks = outputs['detection_masks_full'][i, :num, :height, :width]
+    else:
+      # Pasted here: the SavedModel may have been exported without them.
+      from masklab_tf.postprocess import masks as masks_lib  # pylint: disable=g-import-not-at-top
+      masks = masks_lib.paste_masks(outputs['detection_masks'][i, :num],
+                                    boxes, height, width).numpy()
+      masks = masks >= MASK_THRESHOLD
+    results.append({
+        'image_id': item.image_id, 'boxes': boxes,
+        'scores': outputs['detection_scores'][i, :num],
+        'classes': outputs['detection_classes'][i, :num],
+        'masks': masks.astype(np.uint8),
+    })
+    if 'semantic_map' in outputs:  # Not InstanceFCN's.
+      # Padding beyond a smaller image of the batch is cropped off.
+      results[-1]['semantic_map'] = outputs['semantic_map'][i, :height,
+                                                            :width]
+    if 'panoptic_category_map' in outputs:
+      results[-1]['panoptic'] = visualize.panoptic_png(
+          outputs['panoptic_category_map'][i, :height, :width],
+          outputs['panoptic_instance_map'][i, :height, :width])
+  return results

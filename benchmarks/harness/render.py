@@ -30,6 +30,7 @@ SUITE_TITLES = {
     'model_cost': 'Model cost by part',
     'input_pipeline': 'Input pipeline',
     'serving': 'Serving',
+    'onnx': 'ONNX Runtime against the SavedModel',
     'chaos': 'Killed training loses nothing',
     'hostile_inputs': 'Hostile and unusual inputs',
 }

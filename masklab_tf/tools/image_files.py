@@ -85,12 +85,21 @@ def _decode_tf(path: str, data: bytes) -> np.ndarray:
 
 def _decode_pil(path: str, data: bytes) -> np.ndarray:
   """RGB as TensorFlow's decode_image(channels=3) gives it: grey repeated,
-  alpha dropped, an animation's first frame."""
+  alpha dropped, an animation's first frame, a 16-bit PNG's high byte."""
+  if not data:
+    raise ValueError(f'{path}: cannot decode as an image (the file is '
+                     'empty)')
   # The header was checked against the caller's limit (decode).
   pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
   try:
     with Image.open(io.BytesIO(data)) as image:
+      if image.mode.startswith('I;16'):
+        high = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(high[..., np.newaxis], 3, axis=-1)
       return np.asarray(image.convert('RGB'))
+  except Image.UnidentifiedImageError as e:
+    raise ValueError(f'{path}: cannot decode as an image (not a format '
+                     'Pillow reads)') from e
   except (OSError, ValueError, SyntaxError) as e:
     raise ValueError(f'{path}: cannot decode as an image ({e})') from e
   finally:

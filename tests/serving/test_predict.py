@@ -103,3 +103,27 @@ def test_predict_usage_errors_name_the_path(tmp_path):
     with pytest.raises(app.UsageError) as no_model:
       predict.main(argv)
   assert f'--saved_model={empty}: no SavedModel' in str(no_model.value)
+
+
+def test_predict_onnx_usage_errors_name_the_file(tmp_path):
+  """--onnx with no file, with a file that is no ONNX model, and together
+  with --saved_model: errors naming the flag and the path, before any
+  image is read."""
+  from absl import app
+  from absl import flags
+  from in_process import tool_flags
+  from masklab_tf.tools import predict
+  (tmp_path / 'a.png').write_bytes(b'')
+  bad = tmp_path / 'bad.onnx'
+  bad.write_bytes(b'not a model' * 10)
+  for path, message in ((tmp_path / 'missing.onnx', 'no such ONNX model'),
+                        (bad, 'ONNX Runtime cannot load it')):
+    with tool_flags(predict, f'--onnx={path}', f'--images={tmp_path}',
+                    f'--output_dir={tmp_path / "out"}') as argv:
+      with pytest.raises(app.UsageError, match=message) as error:
+        predict.main(argv)
+    assert f'--onnx={path}' in str(error.value)
+  with pytest.raises(flags.IllegalFlagValueError, match='onnx'):
+    with tool_flags(predict, f'--onnx={bad}', f'--saved_model={tmp_path}',
+                    f'--images={tmp_path}', f'--output_dir={tmp_path}'):
+      pass

@@ -114,6 +114,43 @@ def test_bomb_header_is_read_without_decoding(tmp_path):
     assert hostile.peak_memory_mb() - before < 100
 
 
+def test_pillow_decodes_the_pixels_tensorflow_decodes(tmp_path):
+  """bin/predict --onnx decodes with Pillow: grey, RGBA, palette, 16-bit
+  PNGs, BMP and an animated GIF give TensorFlow's pixels; an empty or
+  unidentifiable file is named with the reason, as a truncated one."""
+  import numpy as np
+  rng = np.random.default_rng(0)
+  pictures = {
+      'grey.png': Image.fromarray(rng.integers(0, 256, (9, 7), np.uint8)),
+      'rgba.png': Image.fromarray(rng.integers(0, 256, (6, 8, 4), np.uint8)),
+      'palette.png': Image.fromarray(
+          rng.integers(0, 256, (5, 9, 3), np.uint8)).convert('P'),
+      'sixteen.png': Image.fromarray(
+          rng.integers(0, 65536, (7, 5)).astype(np.uint16)),
+      'image.bmp': Image.fromarray(rng.integers(0, 256, (4, 6, 3), np.uint8)),
+  }
+  for name, picture in pictures.items():
+    picture.save(tmp_path / name)
+  frames = [Image.fromarray(rng.integers(0, 256, (8, 8, 3), np.uint8))
+            for _ in range(2)]
+  frames[0].save(tmp_path / 'anim.gif', save_all=True,
+                 append_images=frames[1:])
+  for name in [*pictures, 'anim.gif']:
+    path = str(tmp_path / name)
+    _, want = image_files.decode(path, 1000)
+    _, got = image_files.decode(path, 1000, tensorflow=False)
+    np.testing.assert_array_equal(got, want, err_msg=name)
+  (tmp_path / 'empty.png').write_bytes(b'')
+  (tmp_path / 'text.png').write_bytes(b'hello' * 20)
+  (tmp_path / 'cut.png').write_bytes((tmp_path / 'rgba.png').read_bytes()[:60])
+  for name, reason in (('empty.png', 'the file is empty'),
+                       ('text.png', 'not a format Pillow reads'),
+                       ('cut.png', 'truncated')):
+    with pytest.raises(ValueError, match=f'{name}: cannot decode as an '
+                       f'image .*{reason}'):
+      image_files.decode(str(tmp_path / name), 1000, tensorflow=False)
+
+
 def test_a_killed_run_keeps_the_results_it_flushed(exported_model, tmp_path):
   """--flush_seconds=0 rewrites results.json after every batch: SIGKILLed
   after its third image, the run has left the images it reported (all but

@@ -68,9 +68,12 @@ def build_models(cfg: config_lib.ModelConfig,
     deterministic: build for repeatable training (TrainConfig.deterministic,
       determinism.py): the assembling layers without XLA, and on a GPU host
       RoI crops by gathering.
-    portable: build the export graph of the ONNX export (serving/onnx.py):
-      the assembling layers without XLA (tf2onnx cannot convert an XLA
-      cluster), the detections' portable NMS, float32 whatever `precision`
+    portable: build the export graph of the ONNX export (serving/
+      onnx_export.py): the assembling layers without XLA (tf2onnx cannot
+      convert an XLA cluster), RoI crops by gathering (tf2onnx converts
+      CropAndResize into a loop of one Resize per box, which was 46 % of
+      ONNX Runtime's time on masklab_r50_fast at 512 px), the detections'
+      portable NMS, float32 whatever `precision`
       says (ONNX Runtime's CPU kernels have no bfloat16), and no kernel
       rewrites (measured for TensorFlow's kernels, not ONNX Runtime's,
       which fuses plain convolutions with their batch norms). Same weights,
@@ -84,7 +87,7 @@ def build_models(cfg: config_lib.ModelConfig,
   # are tf.while_loop / tf.cond / tf.where), and converting them was most
   # of the time a process took to build shapes_cpu.
   build = tf.autograph.experimental.do_not_convert(system.build)
-  gather_crops = determinism.gather_crops(deterministic, machine)
+  gather_crops = determinism.gather_crops(deterministic, machine) or portable
   use_xla = use_xla and determinism.use_xla(deterministic) and not portable
   policy = '' if portable else precision_lib.resolve(precision,
                                                       machine=machine)

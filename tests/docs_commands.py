@@ -118,6 +118,13 @@ COMMANDS = {
     '.venv/bin/python bin/predict --onnx=demo_data/export/onnx/model.onnx '
     '--images=demo_data/val/images --output_dir=demo_data/predict_onnx':
         Executed(_ONNX),
+    # docs/own-data.md
+    '.venv/bin/python bin/check_dataset '
+    '--annotations=demo_data/train/annotations.json '
+    '--images=demo_data/train/images '
+    '--suggest_flags=demo_data/suggested.flags': Executed(
+        'tests/data/test_suggest.py::'
+        'test_the_shapes_set_gets_shapes_cpus_data_settings'),
     # docs/serving.md
     '.venv/bin/python bin/export --flagfile=configs/shapes_cpu.flags '
     '--model_dir=demo_data/model --export_dir=demo_data/export/1':

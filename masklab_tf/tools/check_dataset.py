@@ -3,12 +3,17 @@
 Usage:
   bin/check_dataset --annotations=instances.json --images=images/
       [--strict] [--verify_images=none|header|full] [--allow_outside_images]
+      [--suggest_flags=suggested.flags]
 
 Prints counts of images, instances (per class), problems and notes (per kind,
 each with what it means), each problem, and the pixel limit in force; the
 last line is always `images=N instances=M problems=P` for scripts. Exit
 status: 0; 1 when no usable image or instance is left, or with --strict
 when there are problems; 2 when the json cannot be read at all.
+
+--suggest_flags=FILE also writes a flags file fitted to the data it read
+(data/suggest.py: classes, sizes, anchors, stride, instance and detection
+limits, each with the statistic behind it), to use after a base config.
 """
 
 import sys
@@ -16,8 +21,10 @@ import sys
 from absl import app
 from absl import flags
 
+from masklab_tf import files
 from masklab_tf.data import coco
 from masklab_tf.data import report
+from masklab_tf.data import suggest
 from masklab_tf.tools import common_flags
 
 
@@ -34,13 +41,16 @@ def define_flags() -> None:
                     'Read images whose file_name leads outside --images '
                     '(../x.png, an absolute path, a link out) instead of '
                     'reporting them as outside_images problems.')
+  flags.DEFINE_string('suggest_flags', '', 'Also write a flags file fitted '
+                      'to the dataset here (data/suggest.py).')
   flags.mark_flags_as_required(['annotations', 'images'])
 
 
 def check(annotations_path: str, images_dir: str, *, strict: bool = False,
           verify_images: str = 'full', allow_outside_images: bool = False,
-          out=None) -> int:
-  """Prints the report to `out` (stdout) and returns the exit status."""
+          suggest_flags: str = '', out=None) -> int:
+  """Prints the report to `out` (stdout) and returns the exit status;
+  with `suggest_flags`, writes the fitted flags file there."""
   out = out or sys.stdout
   try:
     dataset = coco.read_coco(annotations_path, images_dir,
@@ -55,6 +65,10 @@ def check(annotations_path: str, images_dir: str, *, strict: bool = False,
   if unusable:
     print(f'error: {annotations_path}: {unusable}', file=sys.stderr)
     return 1
+  if suggest_flags:
+    with files.atomic_write(suggest_flags) as f:
+      f.write('\n'.join(suggest.suggest_flags(dataset)) + '\n')
+    print(f'fitted flags -> {suggest_flags}', file=out)
   return 1 if strict and dataset.problems else 0
 
 
@@ -63,7 +77,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   return check(FLAGS.annotations, FLAGS.images, strict=FLAGS.strict,
                verify_images=FLAGS.verify_images,
-               allow_outside_images=FLAGS.allow_outside_images)
+               allow_outside_images=FLAGS.allow_outside_images,
+               suggest_flags=FLAGS.suggest_flags)
 
 
 if __name__ == '__main__':

@@ -126,6 +126,10 @@ COMMANDS = {
         'tests/data/test_suggest.py::'
         'test_the_shapes_set_gets_shapes_cpus_data_settings'),
     # docs/serving.md
+    "python: model = onnx_model.OnnxModel("
+    "'demo_data/export/onnx/model.onnx')": Executed(
+        'tests/serving/test_golden_checkpoint.py::'
+        'test_onnx_runtime_gives_the_saved_models_results'),
     '.venv/bin/python bin/export --flagfile=configs/shapes_cpu.flags '
     '--model_dir=demo_data/model --export_dir=demo_data/export/1':
         Executed(_EXPORT_AND_EVALUATE),

@@ -44,7 +44,7 @@ TO_ORIGINAL = 'to_original'
 
 def to_original(outputs: dict, image_size, scale, original_size,
                 full_image_masks: bool = False, mask_voting: bool = False,
-                panoptic: bool = False) -> dict:
+                panoptic: bool = False, portable: bool = False) -> dict:
   """Inference outputs (model-input pixels) -> original image pixels.
 
   Args:
@@ -58,6 +58,7 @@ def to_original(outputs: dict, image_size, scale, original_size,
     panoptic: also output the output fusion's (Costea et al.,
       postprocess/output_fusion.py) panoptic_category_map and
       panoptic_instance_map, int32 [B, H, W].
+    portable: the fusion in the ops ONNX export takes (output_fusion.fuse).
   """
   scale = tf.cast(scale, tf.float32)
   largest = tf.reduce_max(original_size, axis=0)
@@ -94,7 +95,8 @@ def to_original(outputs: dict, image_size, scale, original_size,
     semantic_maps = result.get(
         'semantic_map', tf.zeros([tf.shape(boxes)[0], 0, 0], tf.int32))
     full = tf.map_fn(
-        lambda args: _full_image(*args, largest, mask_voting, panoptic),
+        lambda args: _full_image(*args, largest, mask_voting, panoptic,
+                                 portable),
         (outputs['detection_masks'], boxes, outputs['detection_classes'],
          outputs['detection_scores'], outputs['num_detections'],
          semantic_maps, original_size),
@@ -111,7 +113,7 @@ def to_original(outputs: dict, image_size, scale, original_size,
 
 
 def _full_image(masks, boxes, classes, scores, num, semantic_map, original,
-                largest, mask_voting, panoptic):
+                largest, mask_voting, panoptic, portable):
   """One image: pasted binary masks [D, H, W] (voted or at 0.5) and, with
   `panoptic`, the fused category and instance maps [H, W]."""
   probabilities = masks_lib.paste_masks(masks, boxes, largest[0], largest[1])
@@ -127,7 +129,8 @@ def _full_image(masks, boxes, classes, scores, num, semantic_map, original,
   binary = binary & inside & valid[:, None, None]
   if panoptic:
     category, instance, _ = output_fusion.fuse(
-        semantic_map, binary[:num], classes[:num], scores[:num])
+        semantic_map, binary[:num], classes[:num], scores[:num],
+        portable=portable)
   else:
     category = instance = tf.zeros([0, 0], tf.int32)
   return tf.cast(binary, tf.uint8), category, instance
@@ -138,20 +141,25 @@ class ToOriginal(tf_keras.layers.Layer):
   """Layer form of `to_original` for the functional serving model."""
 
   def __init__(self, full_image_masks: bool = False,
-               mask_voting: bool = False, panoptic: bool = False, **kwargs):
+               mask_voting: bool = False, panoptic: bool = False,
+               portable: bool = False, **kwargs):
+    """Args: full_image_masks, mask_voting, panoptic, portable: as in
+    `to_original`."""
     super().__init__(**kwargs)
     self.full_image_masks = full_image_masks
     self.mask_voting = mask_voting
     self.panoptic = panoptic
+    self.portable = portable
 
   def call(self, outputs, image_size, scale, original_size):
     return to_original(outputs, image_size, scale, original_size,
                        self.full_image_masks, self.mask_voting,
-                       self.panoptic)
+                       self.panoptic, self.portable)
 
   def get_config(self):
     return {**super().get_config(), 'full_image_masks': self.full_image_masks,
-            'mask_voting': self.mask_voting, 'panoptic': self.panoptic}
+            'mask_voting': self.mask_voting, 'panoptic': self.panoptic,
+            'portable': self.portable}
 
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
@@ -226,7 +234,8 @@ def build_results_model(inference_model: tf_keras.Model,
                         full_image_masks: bool = False,
                         mask_voting: bool = False,
                         panoptic: bool = False,
-                        padding_multiple: int = 0) -> tf_keras.Model:
+                        padding_multiple: int = 0,
+                        portable: bool = False) -> tf_keras.Model:
   """An inference graph followed by `to_original`, as one Keras model.
 
   Inputs: image uint8 [B, Hp, Wp, 3] resized and padded, image_size int32
@@ -243,6 +252,7 @@ def build_results_model(inference_model: tf_keras.Model,
       then runs alone (EachImageAlone), so that its results do not depend
       on its companions. 0 runs the batch at once: for batches of one size
       or a fixed pad_to, where every image is padded as it is alone.
+    portable: the fusion in the ops an ONNX export takes (to_original).
   """
   inputs = {
       'image': tf_keras.Input([None, None, 3], dtype=tf.uint8, name='image'),
@@ -257,7 +267,7 @@ def build_results_model(inference_model: tf_keras.Model,
   outputs = network({'image': inputs['image'],
                      'image_size': inputs['image_size']})
   outputs = ToOriginal(
-      full_image_masks, mask_voting, panoptic, name=TO_ORIGINAL)(
+      full_image_masks, mask_voting, panoptic, portable, name=TO_ORIGINAL)(
           outputs, inputs['image_size'], inputs['scale'],
           inputs['original_size'])
   return tf_keras.Model(inputs, outputs, name=RESULTS_MODEL)
@@ -276,4 +286,4 @@ def each_image_alone(results_model: tf_keras.Model,
                      'model (one inference graph)')
   return build_results_model(networks[0], to_original.full_image_masks,
                              to_original.mask_voting, to_original.panoptic,
-                             padding_multiple)
+                             padding_multiple, to_original.portable)

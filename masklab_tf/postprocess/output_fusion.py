@@ -168,7 +168,7 @@ def _components_np(free, semantic, offsets, first_id):
 
 
 def fuse(semantic, masks, classes, scores, connectivity: int = 4,
-         class_groups=None):
+         class_groups=None, portable: bool = False):
   """`fuse_np` in TF, for one image (works in tf.function; map a batch).
 
   No loop over instances: matching is a masked min over the [N, H, W]
@@ -180,6 +180,8 @@ def fuse(semantic, masks, classes, scores, connectivity: int = 4,
   Args:
     semantic: int [H, W]; masks: bool / uint8 [N, H, W]; classes: int [N];
       scores: float [N]; connectivity, class_groups: as in `fuse_np`.
+    portable: the labelling's segment minima in float64 (`_components`),
+      for the ONNX export; the same maps.
 
   Returns:
     category_map int32 [H, W], instance_map int32 [H, W], new_classes
@@ -195,7 +197,8 @@ def fuse(semantic, masks, classes, scores, connectivity: int = 4,
                     tf.reshape(tf.cast(scores, tf.float32), [-1]))
   instance = _grow(instance, group, offsets)
   free = (group > 0) & tf.equal(instance, 0)
-  new_ids, new_classes = _components(free, semantic, offsets, num + 1)
+  new_ids, new_classes = _components(free, semantic, offsets, num + 1,
+                                     portable)
   instance = tf.where(free, new_ids, instance)
   padded = tf.concat([[0], classes], axis=0)
   old = (instance > 0) & (instance <= num)
@@ -244,7 +247,7 @@ def _grow(instance, group, offsets):
   return tf.where(labels < _BIG, labels, 0)
 
 
-def _components(free, semantic, offsets, first_id):
+def _components(free, semantic, offsets, first_id, portable=False):
   """Rule 5 as min-label propagation over same-class `free` pixels.
 
   Every free pixel starts with its raster index + 1 and repeatedly takes the
@@ -257,7 +260,18 @@ def _components(free, semantic, offsets, first_id):
   the diagonal neighbours; and pointer jumping (a label names a pixel of the
   same component whose own label is no larger: read it) shortens long thin
   components.
+
+  `portable` takes the segment minima in float64, which holds every label
+  (at most H W + 1, under 2^53) exactly: tf2onnx 1.17's converter of the
+  SegmentMin family fails on int32 data (it calls .tolist() on a Python
+  int), and an ONNX export of the fusion then fails.
   """
+  def segment_min(data, segments):
+    if not portable:
+      return tf.math.segment_min(data, segments)
+    return tf.cast(tf.math.segment_min(tf.cast(data, tf.float64), segments),
+                   data.dtype)
+
   shape = tf.shape(free)
   size = shape[0] * shape[1]
   index = tf.reshape(tf.range(1, size + 1), shape)
@@ -276,10 +290,9 @@ def _components(free, semantic, offsets, first_id):
 
   def body(labels, _):
     flat = tf.reshape(labels, [-1])
-    flat = tf.gather(tf.math.segment_min(flat, row_runs), row_runs)
+    flat = tf.gather(segment_min(flat, row_runs), row_runs)
     columns = tf.reshape(tf.transpose(tf.reshape(flat, shape)), [-1])
-    columns = tf.gather(tf.math.segment_min(columns, column_runs),
-                        column_runs)
+    columns = tf.gather(segment_min(columns, column_runs), column_runs)
     candidate = tf.transpose(tf.reshape(columns, [shape[1], shape[0]]))
     for neighbour, ok in zip(_shifts(candidate, diagonals, _BIG),
                              diagonal_links):

@@ -37,8 +37,9 @@ def build_serving_model(inference_model: tf_keras.Model,
     configs: the run's configs (the input policy and the output stride).
     full_image_masks, mask_voting, panoptic: optional outputs
       (image_results.to_original).
-    portable: the resize in the ops ONNX computes exactly (the ONNX export,
-      with an inference model of factory.build_models(portable=True)).
+    portable: the resize in the ops ONNX computes exactly and the fusion in
+      ops tf2onnx converts (the ONNX export, with an inference model of
+      factory.build_models(portable=True)).
 
   Returns:
     A functional tf_keras Model whose layers 'resize_and_pad' and 'detect'
@@ -51,7 +52,8 @@ def build_serving_model(inference_model: tf_keras.Model,
       data.eval_min_size, data.max_size, configs.model.output_stride,
       data.pad_to, portable, name=RESIZE_AND_PAD)(images)
   detect = image_results.build_results_model(
-      inference_model, full_image_masks, mask_voting, panoptic)
+      inference_model, full_image_masks, mask_voting, panoptic,
+      portable=portable)
   outputs = detect({'image': resized, 'image_size': size, 'scale': scale,
                     'original_size': original})
   return tf_keras.Model(images, outputs, name='masklab_serving')

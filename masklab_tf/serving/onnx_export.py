@@ -16,9 +16,8 @@ What the ONNX model returns differs from the SavedModel's outputs in one
 way: `detection_masks_full` is always there (the masks pasted into the
 image and thresholded, uint8 [B, D, H, W]), so that a runtime without
 TensorFlow needs no pasting code of its own (serving/onnx_model.py).
-The output fusion (`panoptic`) is not exported: tf2onnx 1.17 cannot
-convert its connected-components labelling (an int32 SegmentMin inside a
-loop fails in its converter).
+With `panoptic`, the output fusion's maps too (its labelling's segment
+minima in float64 there: output_fusion._components).
 
 The class names go beside the model, in categories.json.
 """
@@ -68,8 +67,8 @@ def non_onnx_nodes(graph) -> list[str]:
 def export_onnx(inference_model: tf_keras.Model,
                 configs: config_lib.Configs, export_dir: str,
                 categories: list[dict] | None = None,
-                mask_voting: bool = False, opset: int = OPSET,
-                verbose: bool = False) -> str:
+                mask_voting: bool = False, panoptic: bool = False,
+                opset: int = OPSET, verbose: bool = False) -> str:
   """Writes export_dir/model.onnx (and categories.json); returns its path.
 
   Args:
@@ -80,6 +79,8 @@ def export_onnx(inference_model: tf_keras.Model,
     export_dir: the folder to write (created if missing).
     categories: COCO categories [{id, name}] in class order (optional).
     mask_voting: binarise the full-image masks by mask voting.
+    panoptic: add the output fusion's panoptic_category_map and
+      panoptic_instance_map.
     opset: the ONNX opset to target.
     verbose: let tf2onnx log its progress.
 
@@ -92,7 +93,7 @@ def export_onnx(inference_model: tf_keras.Model,
     logging.getLogger('tf2onnx').setLevel(logging.ERROR)
   serving_model = model_lib.build_serving_model(
       inference_model, configs, full_image_masks=True,
-      mask_voting=mask_voting, portable=True)
+      mask_voting=mask_voting, panoptic=panoptic, portable=True)
   signature = [tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT)]
   serve = tf.function(lambda images: serving_model(images, training=False),
                       input_signature=signature)

@@ -8,16 +8,17 @@ Usage:
       [--categories=annotations.json] [--max_image_pixels=40000000]
 
   bin/export --format=onnx --model_dir=runs/shapes \
-      --export_dir=exported/shapes/onnx [--mask_voting] [--onnx_opset=17]
+      --export_dir=exported/shapes/onnx [--mask_voting] [--panoptic] \
+      [--onnx_opset=17]
 
 --format=onnx writes export_dir/model.onnx and categories.json beside it
 (serving/onnx_export.py): uint8 images [batch, height, width, 3] of one
 size in, the outputs of `serving_default` out, `detection_masks_full`
 always among them; it runs in ONNX Runtime without TensorFlow
 (`bin/predict --onnx`). It is built from the portable graph (no XLA, NMS in
-ONNX's form, float32), whose detections equal the fast graph's; not
-exported: --panoptic (tf2onnx cannot convert the output fusion) and the
-in-graph image checks (--max_image_pixels is bin/predict's there).
+ONNX's form, float32), whose results equal the fast graph's; not
+exported: the in-graph image checks (--max_image_pixels is bin/predict's
+there).
 
 Signatures (serving/export.py): `serving_default` takes uint8 images
 [batch, height, width, 3], `serving_encoded` JPEG, PNG, GIF, BMP or WebP
@@ -106,9 +107,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   onnx = FLAGS.format == 'onnx'
-  if onnx and FLAGS.panoptic:
-    raise app.UsageError('--panoptic has no ONNX export: tf2onnx cannot '
-                         'convert the output fusion (serving/onnx_export.py)')
   configs = common_flags.run_configs(FLAGS.model_dir)
   path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
   if not path:
@@ -118,7 +116,7 @@ def main(argv):
   if onnx:
     model_path = onnx_export.export_onnx(
         models.inference_model, configs, FLAGS.export_dir, categories,
-        FLAGS.mask_voting, FLAGS.onnx_opset, verbose='verbose' in FLAGS and FLAGS.verbose)
+        FLAGS.mask_voting, FLAGS.panoptic, FLAGS.onnx_opset, verbose='verbose' in FLAGS and FLAGS.verbose)
     print(f'exported {path} to {model_path} (input images uint8 [batch, '
           f'height, width, 3]; {len(categories) if categories else "no"} '
           'class names)')

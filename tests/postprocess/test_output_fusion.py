@@ -221,6 +221,17 @@ def test_tf_matches_numpy_on_random_scenes(seed, connectivity):
   assert instance.max() == num + len(new) or not len(new)
 
 
+@pytest.mark.parametrize('seed', range(2))
+def test_the_portable_labelling_gives_the_same_maps(seed):
+  """portable=True (the ONNX export's float64 segment minima) changes no
+  pixel of the maps."""
+  scene = _random_scene(seed)
+  for want, got in zip(output_fusion.fuse(*scene),
+                       output_fusion.fuse(*scene, portable=True)):
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 def test_fuse_runs_in_a_tf_function_with_unknown_shapes():
   semantic, masks, classes, scores = _random_scene(7)
   fused = tf.function(output_fusion.fuse, input_signature=[

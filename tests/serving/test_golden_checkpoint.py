@@ -91,13 +91,14 @@ def test_an_encoded_image_gets_its_lone_results_beside_larger_ones(
 
 @pytest.fixture(scope='module')
 def exports(restored):
-  """`restored` and its bin/export --format=onnx model."""
+  """`restored` and its bin/export --format=onnx model, with the panoptic
+  maps as the SavedModel has them."""
   from masklab_tf.tools import export as export_tool
   work = restored['work']
   (work / 'categories.json').write_text(json.dumps(
       {'categories': golden.record()['categories']}))
   onnx_dir = work / 'onnx'
-  with tool_flags(export_tool, '--format=onnx',
+  with tool_flags(export_tool, '--format=onnx', '--panoptic',
                   f'--model_dir={work / "model"}', f'--export_dir={onnx_dir}',
                   f'--categories={work / "categories.json"}') as argv:
     export_tool.main(argv)
@@ -161,8 +162,8 @@ def _mask_ious(got, want):
 def test_onnx_runtime_gives_the_saved_models_results(exports):
   """Detections equal (boxes within 0.5 px, scores 1e-3, classes), masks
   IoU >= 0.99, the semantic map equal on >= 99.9 % of pixels, on every
-  case of _cases (in fact all but exact); the ONNX model has every output
-  of the SavedModel's but the panoptic maps."""
+  case of _cases (in fact all but exact), the panoptic maps too; the ONNX
+  model has every output of the SavedModel's."""
   from masklab_tf.serving import onnx_model
   serve = tf.saved_model.load(exports['saved_model']).signatures[
       'serving_default']
@@ -171,8 +172,7 @@ def test_onnx_runtime_gives_the_saved_models_results(exports):
   for name, images in _cases():
     want = {k: v.numpy() for k, v in serve(images=tf.constant(images)).items()}
     got = model(images)
-    assert sorted(got) == sorted(k for k in want
-                                 if not k.startswith('panoptic')), name
+    assert sorted(got) == sorted(want), name
     np.testing.assert_array_equal(got['num_detections'],
                                   want['num_detections'], err_msg=name)
     for i, num in enumerate(want['num_detections']):
@@ -189,8 +189,10 @@ def test_onnx_runtime_gives_the_saved_models_results(exports):
       ious = _mask_ious(got['detection_masks_full'][i, :num],
                         want['detection_masks_full'][i, :num])
       assert ious.min() >= 0.99, (at, ious)
-      same = np.mean(got['semantic_map'][i] == want['semantic_map'][i])
-      assert same >= 0.999, (at, same)
+      for key in ('semantic_map', 'panoptic_category_map',
+                  'panoptic_instance_map'):
+        same = np.mean(got[key][i] == want[key][i])
+        assert same >= 0.999, (at, key, same)
 
 
 # Runs a bin/ launcher where `import tensorflow` (and what needs it) fails,
@@ -258,9 +260,9 @@ def test_predict_onnx_without_tensorflow_writes_the_saved_models_results(
     assert abs(g['score'] - w['score']) <= 1e-3
     assert mask_api.iou([g['segmentation']], [w['segmentation']],
                         [0])[0, 0] >= 0.99
+  assert any(name.endswith('_panoptic.png') for name in os.listdir(onnx_out))
   for name in os.listdir(saved_out):
-    if not name.endswith('_panoptic.png'):  # not exported to ONNX
-      assert (onnx_out / name).exists(), name  # the same pictures
+    assert (onnx_out / name).exists(), name  # the same pictures
 
 
 def test_what_onnx_cannot_express_is_named_to_the_last_subgraph():
@@ -279,13 +281,3 @@ def test_what_onnx_cannot_express_is_named_to_the_last_subgraph():
   assert onnx_export.non_onnx_nodes(graph) == ['CombinedNonMaxSuppression '
                                                '(nms)']
   del onnx
-
-
-def test_export_refuses_panoptic_for_onnx(tmp_path):
-  from absl import app
-  from masklab_tf.tools import export as export_tool
-  with tool_flags(export_tool, '--format=onnx', '--panoptic',
-                  f'--model_dir={tmp_path}',
-                  f'--export_dir={tmp_path / "x"}') as argv:
-    with pytest.raises(app.UsageError, match='--panoptic has no ONNX'):
-      export_tool.main(argv)

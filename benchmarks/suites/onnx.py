@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from benchmarks.harness import results
 from benchmarks.harness import scratch
+from benchmarks.harness import timing
 from benchmarks.harness import suite
 from benchmarks.suites import serving
 from masklab_tf import config
@@ -46,13 +47,6 @@ def define_flags():
                     '--max_size).')
   flags.DEFINE_integer('runs', 5, 'Timed rounds per row.')
   flags.DEFINE_integer('batch_size', 4, 'The larger batch (the other is 1).')
-
-
-def folder_mib(path):
-  if os.path.isfile(path):
-    return os.path.getsize(path) / 2**20
-  return sum(os.path.getsize(os.path.join(root, name))
-             for root, _, names in os.walk(path) for name in names) / 2**20
 
 
 def measure(flagfile, size, s, work):
@@ -93,9 +87,7 @@ def measure(flagfile, size, s, work):
       times = {name: [] for name in runtimes}
       for _ in range(s['runs']):
         for name, run in runtimes.items():
-          start = time.perf_counter()
-          run()
-          times[name].append(time.perf_counter() - start)
+          times[name].append(timing.seconds(run, ()))
       tf_ms, onnx_ms = (statistics.median(times[name]) * 1e3 / batch
                         for name in ('tf', 'onnx'))
       rows.append({
@@ -106,8 +98,8 @@ def measure(flagfile, size, s, work):
           'same_detections': bool(np.array_equal(
               outputs['tf']['num_detections'],
               outputs['onnx']['num_detections'])),
-          'saved_model_mib': folder_mib(saved_model_dir),
-          'onnx_mib': folder_mib(onnx_path),
+          'saved_model_mib': serving.size_mib(saved_model_dir),
+          'onnx_mib': serving.size_mib(onnx_path),
           'saved_model_export_s': saved_model_s, 'onnx_export_s': onnx_s})
       print(f'{flagfile} {size} px batch {batch}: SavedModel {tf_ms:.0f} '
             f'ms / image, ONNX Runtime {onnx_ms:.0f}', flush=True)

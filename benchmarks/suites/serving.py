@@ -64,13 +64,20 @@ def latency(function, runs, **inputs):
   return statistics.median(times), float(np.mean(detections))
 
 
+def size_mib(path):
+  """A file's or a folder's (all it holds) size on disk in MiB."""
+  if os.path.isfile(path):
+    return os.path.getsize(path) / 2**20
+  return sum(os.path.getsize(os.path.join(root, name))
+             for root, _, names in os.walk(path) for name in names) / 2**20
+
+
 def measure(export_dir, s):
   """Loads and times the SavedModel: (latency rows, {load_s, size_mib})."""
   start = time.perf_counter()
   loaded = tf.saved_model.load(export_dir)
-  costs = {'load_s': time.perf_counter() - start, 'size_mib': sum(
-      os.path.getsize(os.path.join(root, name))
-      for root, _, names in os.walk(export_dir) for name in names) / 2**20}
+  costs = {'load_s': time.perf_counter() - start,
+           'size_mib': size_mib(export_dir)}
   size, batch_size = s['size'], s['batch_size']
   images = test_images(batch_size, size)
   jpeg = tf.io.encode_jpeg(images[0], quality=90).numpy()

@@ -73,9 +73,8 @@ def build_models(cfg: config_lib.ModelConfig,
       convert an XLA cluster), RoI crops by gathering (tf2onnx converts
       CropAndResize into a loop of one Resize per box, which was 46 % of
       ONNX Runtime's time on masklab_r50_fast at 512 px), the detections'
-      portable NMS, float32 whatever `precision`
-      says (ONNX Runtime's CPU kernels have no bfloat16), and no kernel
-      rewrites (measured for TensorFlow's kernels, not ONNX Runtime's,
+      portable NMS, float32 whatever `precision` says (ONNX Runtime's CPU
+      kernels have no bfloat16), and no kernel rewrites (measured for TensorFlow's kernels, not ONNX Runtime's,
       which fuses plain convolutions with their batch norms). Same weights,
       same detections as the fast graph (tested).
 

@@ -21,7 +21,6 @@ Garden. The class names travel as an asset (assets/categories.json).
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 
@@ -29,6 +28,7 @@ import tensorflow as tf
 import tf_keras
 
 from masklab_tf import config as config_lib
+from masklab_tf import files
 from masklab_tf.postprocess import image_results
 from masklab_tf.serving import model as model_lib
 from masklab_tf.serving import preprocess
@@ -104,10 +104,11 @@ class ServingModule(tf.Module):
 
 
 def write_categories(categories: list[dict], directory: str) -> str:
-  """categories.json for the asset: [{id, name}, ...] in class order."""
+  """categories.json for the asset (or beside model.onnx): [{id, name},
+  ...] in class order, written atomically."""
   path = os.path.join(directory, 'categories.json')
-  with open(path, 'w') as f:
-    json.dump([{'id': c['id'], 'name': c['name']} for c in categories], f)
+  files.write_json(path, [{'id': c['id'], 'name': c['name']}
+                          for c in categories])
   return path
 
 

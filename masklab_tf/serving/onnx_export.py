@@ -2,14 +2,13 @@
 
 The model is the one serving/model.py builds for the SavedModel's
 `serving_default` signature (uint8 images [B, H, W, 3] in, results in the
-images' own pixels out), over the portable inference graph
-(factory.build_models(portable=True): no XLA clusters, the detections' NMS
-in the form ONNX's NonMaxSuppression expresses, float32) and behind the
-resize ONNX Runtime computes bit for bit as TensorFlow does (image_policy.
-resize_image). tf2onnx converts
-it; the graph is then checked to hold only ONNX operators, to the last
-subgraph, because tf2onnx leaves what it cannot convert in place and
-carries on. Batch, height and width stay dynamic (a batch is one size, as
+images' own pixels out), in its portable form: the inference graph of
+factory.build_models(portable=True) (no XLA clusters, gathered RoI crops,
+the detections' NMS in the form ONNX's NonMaxSuppression expresses,
+float32), behind the resize ONNX Runtime computes bit for bit as
+TensorFlow does (image_policy.resize_image). tf2onnx converts it; the graph
+is then checked to hold only ONNX operators, to the last subgraph, because
+tf2onnx leaves what it cannot convert in place and carries on. Batch, height and width stay dynamic (a batch is one size, as
 a tensor must be; batch >= 1).
 
 What the ONNX model returns differs from the SavedModel's outputs in one

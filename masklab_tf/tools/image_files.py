@@ -10,6 +10,7 @@ pixel limit before any pixel is decoded.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 
@@ -17,20 +18,27 @@ import numpy as np
 from PIL import Image
 
 
+@contextlib.contextmanager
+def _without_pil_bomb_check():
+  """PIL's decompression-bomb check off inside: the caller's pixel limit,
+  read from the header, replaces it (PIL would refuse a large image at
+  open, before it could be named)."""
+  pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+  try:
+    yield
+  finally:
+    Image.MAX_IMAGE_PIXELS = pil_limit
+
+
 def header_size(path: str) -> tuple[int, int] | None:
   """(height, width) from the image's header, without decoding it; None
   when PIL cannot read the header (TensorFlow's decoder then says why)."""
-  # The caller's pixel limit replaces PIL's decompression-bomb check, which
-  # would refuse a large image at open before it could be named.
-  pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
   try:
-    with Image.open(path) as image:
+    with _without_pil_bomb_check(), Image.open(path) as image:
       width, height = image.size
     return height, width
   except (OSError, ValueError):
     return None
-  finally:
-    Image.MAX_IMAGE_PIXELS = pil_limit
 
 
 def error_message(error: Exception) -> str:
@@ -89,10 +97,9 @@ def _decode_pil(path: str, data: bytes) -> np.ndarray:
   if not data:
     raise ValueError(f'{path}: cannot decode as an image (the file is '
                      'empty)')
-  # The header was checked against the caller's limit (decode).
-  pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
   try:
-    with Image.open(io.BytesIO(data)) as image:
+    # The header was checked against the caller's limit (decode).
+    with _without_pil_bomb_check(), Image.open(io.BytesIO(data)) as image:
       if image.mode.startswith('I;16'):
         high = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
         return np.repeat(high[..., np.newaxis], 3, axis=-1)
@@ -102,5 +109,3 @@ def _decode_pil(path: str, data: bytes) -> np.ndarray:
                      'Pillow reads)') from e
   except (OSError, ValueError, SyntaxError) as e:
     raise ValueError(f'{path}: cannot decode as an image ({e})') from e
-  finally:
-    Image.MAX_IMAGE_PIXELS = pil_limit

@@ -14,10 +14,11 @@ demo: setup
 # Fast suite (CI). Slow end-to-end tests: `make test-all`.
 # Two pytest-xdist workers, a test file each at a time: alone, the suite keeps
 # about 1.1 of 2 cores busy (tracing and model building run on one thread).
+# Files start in collection order, the long ones first (tests/conftest.py).
 # TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q --durations=10 -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q --durations=10 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-all: setup
-	$(PY) -m pytest -q -m "" --durations=10 -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -m "" --durations=10 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder

@@ -22,6 +22,8 @@ SUITES = {
     'model_cost': 'FLOPs and time of each part of the model',
     'serving': 'SavedModel export time, size and latency',
     'onnx': 'ONNX Runtime against the SavedModel: latency and size',
+    'test_time': 'test-time augmentation on one checkpoint: AP and time of '
+                 'each set of passes',
     'chaos': 'training killed at random moments resumes and loses nothing',
     'hostile_inputs': 'what each tool does with hostile and unusual inputs',
     'device_check': 'on a GPU never tried: the model tests that matter, '

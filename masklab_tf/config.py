@@ -85,6 +85,14 @@ class DataConfig:
     min_sizes: training scale jitter: the shortest side is drawn from this
       list (paper, COCO: 480, 576, 688, 800, 930).
     eval_min_size: shortest side at evaluation.
+    test_scales: test-time augmentation: factors of the eval size, one
+      network pass each (e.g. 0.8,1,1.2), merged per class by NMS with masks
+      averaged in image space (postprocess/test_time_augmentation.py); empty
+      or 1: one pass. Applies to bin/evaluate, bin/predict --model_dir and
+      bin/export.
+    test_flip: test-time augmentation: also a mirrored pass at each scale.
+    test_box_voting: test-time augmentation: a merged detection's box is
+      its cluster's score-weighted mean box (else the best-scoring one's).
     max_size: cap on the longest side after resizing.
     pad_to: fixed padded (height, width) for static shapes (TPU, XLA),
       multiples of the output stride; empty pads each batch to its largest
@@ -105,6 +113,9 @@ class DataConfig:
   val: DataSplitConfig = dataclasses.field(default_factory=DataSplitConfig)
   min_sizes: tuple[int, ...] = (800,)
   eval_min_size: int = 800
+  test_scales: tuple[float, ...] = ()
+  test_flip: bool = False
+  test_box_voting: bool = False
   max_size: int = 1333
   pad_to: tuple[int, ...] = ()
   flip: bool = True

@@ -46,7 +46,26 @@ _ONNX = ('tests/serving/test_golden_checkpoint.py::'
          'test_predict_onnx_without_tensorflow_writes_the_saved_models_'
          'results')
 
+_TTA = 'tests/serving/test_predict_model_dir.py::'
+
 COMMANDS = {
+    # docs/training.md: test-time augmentation.
+    '.venv/bin/python bin/evaluate --model_dir=runs/shapes '
+    '--annotations=demo_data/val/annotations.json '
+    '--images=demo_data/val/images --output_dir=runs/shapes/tta '
+    '--test_scales=0.8,1,1.2 --test_flip': Executed(
+        _TTA + 'test_evaluate_scores_the_merged_passes'),
+    '.venv/bin/python bin/predict --model_dir=runs/shapes --images=photos/ '
+    '--output_dir=predictions --test_scales=0.8,1,1.2 --test_flip': Executed(
+        _TTA + 'test_a_checkpoint_predicts_what_its_savedmodel_recorded_and_'
+        'tta_changes_it'),
+    '.venv/bin/python bin/export --model_dir=runs/shapes '
+    '--export_dir=exported/shapes_tta/1 --test_scales=0.8,1,1.2 --test_flip':
+        NotExecuted(
+            'writing a SavedModel traces both signatures with every pass '
+            '(about a minute); tests/postprocess/test_test_time_'
+            'augmentation.py::test_the_savedmodel_signatures_run_the_passes '
+            'runs the serving module bin/export writes, in process'),
     # README.md
     'make demo': NotExecuted(
         'trains for about 10 minutes; tests/tools/test_demo.py runs bin/demo '

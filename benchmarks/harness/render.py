@@ -31,6 +31,7 @@ SUITE_TITLES = {
     'input_pipeline': 'Input pipeline',
     'serving': 'Serving',
     'onnx': 'ONNX Runtime against the SavedModel',
+    'test_time': 'Test-time augmentation',
     'chaos': 'Killed training loses nothing',
     'hostile_inputs': 'Hostile and unusual inputs',
 }

@@ -1,9 +1,11 @@
-"""Accuracy at equal training time on the hard shapes set: MaskLab, its
-ablations, the seed papers' heads (sharing --config's backbone, RPN and box
-classifier; InstanceFCN, without boxes or classes, by AR only), Model
-Garden's Mask R-CNN, and the connected components of the true class map (no
-training; fails exactly where instances of one class touch, the case
-direction features exist for), each trained from scratch to one budget."""
+"""Accuracy at equal training time on the hard shapes set (or --data_dir):
+MaskLab, its ablations, the seed papers' heads (sharing --config's
+backbone, RPN and box classifier; InstanceFCN, without boxes or classes, by
+AR only), Model Garden's Mask R-CNN, the connected components of the true
+class map (no training; fails exactly where instances of one class touch,
+the case direction features exist for) and those of the semantic map the
+trained `masklab` predicts (what semantic segmentation alone gives), each
+trained from scratch to one budget."""
 
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ SYSTEMS = {
     'biseg': 'biseg --ps_feature_channels=256',
     'instancefcn': 'instancefcn --ifcn_channels=256 '
                    '--ifcn_window_sizes=32,45,64,90'}
-ALL = [*SYSTEMS, 'model_garden', 'connected_components']
+ALL = [*SYSTEMS, 'model_garden', 'connected_components',
+       'semantic_components']
 # Trained through ground-truth boxes only (the paper), semantic logits stay
 # high outside objects (its Fig. 7): the semantic map, output fusion and
 # BiSeg's prior need the dense loss. 100 detections: AR@100 as COCO counts.
@@ -84,6 +87,12 @@ def define_flags() -> None:
   flags.DEFINE_list('rescore', [], 'Score these systems of --work_dir again '
                     'from their checkpoints.')
   flags.DEFINE_bool('rerun', False, 'Train --systems of --work_dir again.')
+  flags.DEFINE_enum('model_garden_recipe', 'shapes', ['shapes', 'data'],
+                    "Model Garden's settings: shapes: the hard shapes set's "
+                    '(160 px, 4 classes, 16 px anchors, 20 detections); '
+                    "data: --config's classes, smallest anchor, detections "
+                    'and instances, each split at its own largest side '
+                    '(native scale).')
 
 
 def train(system: str, settings: dict, data: str, model_dir: str) -> dict:
@@ -133,12 +142,41 @@ def model_garden(settings: dict, data: str, model_dir: str) -> dict:
           f'{data}/{split}/annotations.json', f'{data}/{split}/images'),
                                f'{data}/tfrecords/{split}')
   pattern = data + '/tfrecords/{}-*.tfrecord'
+  recipe = ({'train': None, 'val': None, 'max_instances': mg.MAX_INSTANCES}
+            if settings['model_garden_recipe'] == 'shapes' else
+            data_recipe(settings, data))
   result = mg.train_for_budget(
       model_dir, settings['budget_s'], settings['budget_mode'],
-      train_pattern=pattern.format('train'), val_pattern=pattern.format('val'))
-  result['metrics'] = mg.evaluate(model_dir, f'{data}/val/annotations.json',
-                                  f'{data}/val/images', pattern.format('val'))
-  return result
+      train_pattern=pattern.format('train'), val_pattern=pattern.format('val'),
+      model_overrides=recipe['train'], max_instances=recipe['max_instances'])
+  result['metrics'] = mg.evaluate(
+      model_dir, f'{data}/val/annotations.json', f'{data}/val/images',
+      pattern.format('val'), model_overrides=recipe['val'],
+      max_instances=recipe['max_instances'])
+  return dict(result, recipe=recipe)
+
+
+def data_recipe(settings: dict, data: str) -> dict:
+  """Model Garden's settings from --config and the data: the classes, the
+  smallest anchor (Model Garden's anchor_size is in units of the level-2
+  stride, 4 px), the detections, the instances kept per image, and an input
+  size per split at its largest image side, so that both splits keep their
+  native scale (Model Garden's parser fits images into the input size)."""
+  from masklab_tf import config
+  configs = config.from_flagfile(os.path.join(results.REPO,
+                                              settings['config']))
+  sides = {}
+  for split in ('train', 'val'):
+    records = coco.read_coco(f'{data}/{split}/annotations.json',
+                             f'{data}/{split}/images').records
+    sides[split] = max(max(r.height, r.width) for r in records)
+  model = {'num_classes': configs.model.num_classes + 1,
+           'anchor': {'anchor_size': min(configs.model.anchor_sizes) / 4},
+           'detection_generator': {
+               'max_num_detections': configs.model.max_detections}}
+  return {split: dict(model, input_size=[side, side, 3])
+          for split, side in sides.items()} | {
+              'max_instances': configs.data.max_instances}
 
 
 def connected_components(data: str) -> dict:
@@ -166,6 +204,50 @@ def connected_components(data: str) -> dict:
   return {'steps': 0, 'detections': len(found), 'metrics': evaluator_lib.
           coco_metrics(dataset.to_coco_dict(), found,
                        dataset.max_instances_per_image)}
+
+
+def semantic_components(data: str, work_dir: str) -> dict:
+  """Scores the 8-connected components of each class of the semantic map
+  that the suite's trained `masklab` predicts (in image pixels, through
+  postprocess/image_results.py), as detections of score 1."""
+  import tensorflow as tf
+  from masklab_tf import config
+  from masklab_tf.evaluation import evaluator as evaluator_lib
+  from masklab_tf.modeling import factory
+  from masklab_tf.postprocess import image_results
+  model_dir = os.path.join(work_dir, 'models', 'masklab')
+  checkpoint = tf.train.latest_checkpoint(model_dir)
+  if not checkpoint:
+    raise ValueError(f'{model_dir}: no checkpoint; run the masklab system '
+                     'first')
+  configs = config.from_json(os.path.join(model_dir, config.CONFIGS_FILE))
+  inference_model = factory.restore_models(configs,
+                                           checkpoint).inference_model
+  evaluator = evaluator_lib.Evaluator(
+      configs, f'{data}/val/annotations.json', f'{data}/val/images')
+  model = image_results.build_results_model(
+      inference_model, padding_multiple=evaluator.padding_multiple)
+  found = []
+  for batch in evaluator.batches:
+    outputs = model({k: batch[k] for k in model.input_names})
+    for i, image_id in enumerate(batch['image_id'].numpy()):
+      height, width = batch['original_size'][i].numpy()
+      class_map = outputs['semantic_map'][i, :height, :width].numpy()
+      for category in np.unique(class_map[class_map > 0]):
+        components = skimage.measure.label(class_map == category,
+                                           connectivity=2)
+        for label in range(1, components.max() + 1):
+          rle = mask_api.encode(np.asfortranarray(components == label,
+                                                  np.uint8))
+          rle['counts'] = rle['counts'].decode('ascii')
+          found.append({
+              'image_id': int(image_id), 'score': 1.0,
+              'category_id': evaluator.category_ids[int(category) - 1],
+              'segmentation': rle,
+              'bbox': [float(v) for v in mask_api.toBbox(rle)]})
+  return {'steps': 0, 'detections': len(found), 'metrics': evaluator_lib.
+          coco_metrics(evaluator.ground_truth, found,
+                       evaluator.dataset.max_instances_per_image)}
 
 
 def confusion(predicted, labels, k: int):
@@ -236,6 +318,8 @@ def run_job(job: jobs.Job, settings: dict, work_dir: str) -> dict:
     return score(configs, models.inference_model, data, model_dir)
   if job.system == 'connected_components':
     return connected_components(data)
+  if job.system == 'semantic_components':
+    return semantic_components(data, work_dir)
   print(f'earlier run set aside: {scratch.set_aside(model_dir)}', flush=True)
   os.makedirs(model_dir)
   if job.system == 'model_garden':
@@ -287,7 +371,8 @@ def main(argv) -> None:
     raise app.UsageError(f'systems: {ALL} (rescore: MaskLab\'s)')
   settings = {name: suite.chosen(name, QUICK) for name in (
       'budget_s', 'budget_mode', 'num_train', 'num_val', 'data_seed',
-      'config', 'dense_semantic_loss', 'seed', 'deterministic')}
+      'config', 'dense_semantic_loss', 'seed', 'deterministic',
+      'model_garden_recipe')}
   settings['data_dir'] = FLAGS.data_dir and os.path.abspath(FLAGS.data_dir)
   suite.run('accuracy', [jobs.Job('accuracy', s) for s in systems]
             + [jobs.Job('rescore', s) for s in FLAGS.rescore], settings,

@@ -50,7 +50,8 @@ RUNTIME_DTYPES = {'float32': 'float32', 'mixed_bfloat16': 'bfloat16',
 
 def build_task(train_pattern: str, val_pattern: str, batch_size: int = 4,
                model_overrides: dict | None = None, size: int | None = None,
-               precision: str = 'float32', score_threshold: float = 0.0):
+               precision: str = 'float32', score_threshold: float = 0.0,
+               max_instances: int = MAX_INSTANCES):
   """(MaskRCNNTask, ExperimentConfig) of `maskrcnn_resnetfpn_coco`, from
   scratch, with the process's tf_keras policy set to `precision`.
 
@@ -59,7 +60,8 @@ def build_task(train_pattern: str, val_pattern: str, batch_size: int = 4,
   COCO recipe on `size` px square images, 81 classes, 100 detections,
   pre-NMS `score_threshold` (its default 0.05 keeps no box of a random
   81-class model), no scale jitter. `model_overrides` (e.g. {'mask_head':
-  {'num_filters': 128}}) go over config.task.model last.
+  {'num_filters': 128}}) go over config.task.model last; `max_instances`:
+  the ground truth the shapes recipe's parsers keep per image.
   """
   tf_keras.mixed_precision.set_global_policy(precision)
   config = exp_factory.get_exp_config('maskrcnn_resnetfpn_coco')
@@ -82,8 +84,8 @@ def build_task(train_pattern: str, val_pattern: str, batch_size: int = 4,
     # the budget.
     train = {'shuffle_buffer_size': 1000, 'parser': {
         'aug_rand_hflip': True, 'aug_scale_min': 0.8, 'aug_scale_max': 1.2,
-        'max_num_instances': MAX_INSTANCES}}
-    val_parser, losses = {'max_num_instances': MAX_INSTANCES}, {
+        'max_num_instances': max_instances}}
+    val_parser, losses = {'max_num_instances': max_instances}, {
         'l2_weight_decay': WEIGHT_DECAY}
   else:
     model = {'num_classes': 81, 'input_size': [size, size, 3],
@@ -155,7 +157,8 @@ def train_for_budget(model_dir: str, budget_s: float, budget_mode: str,
                      train_pattern: str, val_pattern: str,
                      warmup_steps: int = 50, learning_rate: float = 0.02,
                      log_every: int = 50, seed: int = 0,
-                     model_overrides: dict | None = None) -> dict:
+                     model_overrides: dict | None = None,
+                     max_instances: int = MAX_INSTANCES) -> dict:
   """Trains from scratch until the budget (MaskLab's clock: tracing counts)
   is spent; checkpoints the model and its model_overrides. Returns {steps,
   wall_s, cpu_s, final_loss, final_loss_mean and losses (since the last log
@@ -165,7 +168,8 @@ def train_for_budget(model_dir: str, budget_s: float, budget_mode: str,
   budget = budget_lib.TimeBudget(budget_s, budget_mode, RATE_SKIP_STEPS)
   tf_keras.utils.set_random_seed(seed)
   task, config = build_task(train_pattern, val_pattern,
-                            model_overrides=model_overrides)
+                            model_overrides=model_overrides,
+                            max_instances=max_instances)
   config.task.train_data.seed = seed
   files.write_json(os.path.join(model_dir, OVERRIDES_FILE),
                    model_overrides or {})
@@ -286,7 +290,8 @@ def predict(model, task, config) -> list[dict]:
 def evaluate(model_dir_or_model, val_annotations: str, val_images: str,
              val_pattern: str,
              results_path: str | None = None,
-             model_overrides: dict | None = None) -> dict:
+             model_overrides: dict | None = None,
+             max_instances: int = MAX_INSTANCES) -> dict:
   """masklab_tf's COCO metrics of a model, or of a model_dir's checkpoint
   (and its model_overrides), on the val records (`val_images`: unused)."""
   del val_images
@@ -294,7 +299,8 @@ def evaluate(model_dir_or_model, val_annotations: str, val_images: str,
   if model_overrides is None and from_dir:
     model_overrides = saved_model_overrides(model_dir_or_model)
   task, config = build_task(val_pattern, val_pattern,
-                            model_overrides=model_overrides)
+                            model_overrides=model_overrides,
+                            max_instances=max_instances)
   model = (restore_model(model_dir_or_model, task) if from_dir
            else model_dir_or_model)
   results = predict(model, task, config)

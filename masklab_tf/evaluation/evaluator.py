@@ -49,13 +49,15 @@ from masklab_tf.data import sources
 from masklab_tf.modeling.systems import registry
 from masklab_tf.postprocess import image_results
 from masklab_tf.postprocess import masks as masks_lib
+from masklab_tf.postprocess import test_time_augmentation as tta
 
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 RECALL_LIMITS = (10, 100)
 
 
 def predict(inference_model, dataset: tf.data.Dataset,
-            padding_multiple: int = 0) -> list[dict]:
+            padding_multiple: int = 0,
+            test_time: tta.Settings | None = None) -> list[dict]:
   """Runs the model over eval batches; returns per-image predictions.
 
   The batches' images go through the inference graph and
@@ -63,7 +65,8 @@ def predict(inference_model, dataset: tf.data.Dataset,
   so evaluation scores what serving returns. With `padding_multiple` (the
   model's output stride, when batches mix image sizes) each image runs
   alone (image_results.EachImageAlone): its scores then do not depend on
-  the batch size or on which images share its batch.
+  the batch size or on which images share its batch. `test_time`: test-time
+  augmentation (postprocess/test_time_augmentation.py).
 
   Each prediction: image_id, boxes [D, 4] (ymin, xmin, ymax, xmax in
   original pixels), scores [D], classes [D] (1..K), masks uint8 [D, H0, W0]
@@ -71,7 +74,7 @@ def predict(inference_model, dataset: tf.data.Dataset,
   """
   results_model = image_results.build_results_model(
       inference_model, full_image_masks=True,
-      padding_multiple=padding_multiple)
+      padding_multiple=padding_multiple, test_time=test_time)
   call = tf.function(lambda inputs: results_model(inputs, training=False),
                      autograph=False)
   predictions = []
@@ -297,6 +300,7 @@ class Evaluator:
     # Eval batches pad to their largest image unless pad_to fixes the size.
     self.padding_multiple = (0 if configs.data.pad_to
                              else configs.model.output_stride)
+    self.test_time = tta.settings(configs)
 
   def run(self, inference_model, results_path: str | None = None,
           saved_model=None) -> dict:
@@ -306,7 +310,7 @@ class Evaluator:
       predictions = predict_saved_model(saved_model, self.dataset)
     else:
       predictions = predict(inference_model, self.batches,
-                            self.padding_multiple)
+                            self.padding_multiple, self.test_time)
     # Class-agnostic proposals (class 1) are written under the first
     # category: the json stays loadable by COCO tools.
     results = coco_results.to_coco_results(predictions, self.category_ids)

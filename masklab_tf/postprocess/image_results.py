@@ -36,10 +36,12 @@ from masklab_tf.ops import image_policy
 from masklab_tf.postprocess import mask_voting as mask_voting_lib
 from masklab_tf.postprocess import masks as masks_lib
 from masklab_tf.postprocess import output_fusion
+from masklab_tf.postprocess import test_time_augmentation as tta
 
 MASK_THRESHOLD = 0.5
 RESULTS_MODEL = 'detect'
 TO_ORIGINAL = 'to_original'
+TEST_TIME = 'test_time_augmentation'
 
 
 def to_original(outputs: dict, image_size, scale, original_size,
@@ -235,7 +237,9 @@ def build_results_model(inference_model: tf_keras.Model,
                         mask_voting: bool = False,
                         panoptic: bool = False,
                         padding_multiple: int = 0,
-                        portable: bool = False) -> tf_keras.Model:
+                        portable: bool = False,
+                        test_time: tta.Settings | None = None
+                        ) -> tf_keras.Model:
   """An inference graph followed by `to_original`, as one Keras model.
 
   Inputs: image uint8 [B, Hp, Wp, 3] resized and padded, image_size int32
@@ -253,6 +257,9 @@ def build_results_model(inference_model: tf_keras.Model,
       on its companions. 0 runs the batch at once: for batches of one size
       or a fixed pad_to, where every image is padded as it is alone.
     portable: the fusion in the ops an ONNX export takes (to_original).
+    test_time: test-time augmentation (postprocess/
+      test_time_augmentation.py; tta.settings(configs)): the network runs
+      once per scale and mirror and the passes are merged; None: once.
   """
   inputs = {
       'image': tf_keras.Input([None, None, 3], dtype=tf.uint8, name='image'),
@@ -264,6 +271,9 @@ def build_results_model(inference_model: tf_keras.Model,
   if padding_multiple:
     network = EachImageAlone(inference_model, padding_multiple,
                              name='each_image_alone')
+  if test_time is not None:
+    network = tta.TestTimeAugmentation(network, **test_time._asdict(),
+                                       name=TEST_TIME)
   outputs = network({'image': inputs['image'],
                      'image_size': inputs['image_size']})
   outputs = ToOriginal(
@@ -281,9 +291,20 @@ def each_image_alone(results_model: tf_keras.Model,
   to_original = results_model.get_layer(TO_ORIGINAL)
   networks = [layer for layer in results_model.layers
               if isinstance(layer, tf_keras.Model)]
+  test_time = None
+  if any(layer.name == TEST_TIME for layer in results_model.layers):
+    augmentation = results_model.get_layer(TEST_TIME)
+    networks = [augmentation.layer.layer
+                if isinstance(augmentation.layer, EachImageAlone)
+                else augmentation.layer]
+    test_time = tta.Settings(
+        augmentation.scales, augmentation.flip, augmentation.box_voting,
+        augmentation.padding_multiple, augmentation.max_detections,
+        augmentation.nms_iou)
   if len(networks) != 1:
     raise ValueError(f'{results_model.name}: not a build_results_model '
                      'model (one inference graph)')
   return build_results_model(networks[0], to_original.full_image_masks,
                              to_original.mask_voting, to_original.panoptic,
-                             padding_multiple, to_original.portable)
+                             padding_multiple, to_original.portable,
+                             test_time)

@@ -18,6 +18,7 @@ import tf_keras
 from masklab_tf import config as config_lib
 from masklab_tf.modeling import factory
 from masklab_tf.postprocess import image_results
+from masklab_tf.postprocess import test_time_augmentation as tta
 from masklab_tf.serving import preprocess
 
 RESIZE_AND_PAD = 'resize_and_pad'
@@ -34,7 +35,8 @@ def build_serving_model(inference_model: tf_keras.Model,
 
   Args:
     inference_model: Models.inference_model (modeling/systems/base.py).
-    configs: the run's configs (the input policy and the output stride).
+    configs: the run's configs (the input policy, the output stride and
+      test-time augmentation: --test_scales, --test_flip).
     full_image_masks, mask_voting, panoptic: optional outputs
       (image_results.to_original).
     portable: the resize in the ops ONNX computes exactly and the fusion in
@@ -53,7 +55,7 @@ def build_serving_model(inference_model: tf_keras.Model,
       data.pad_to, portable, name=RESIZE_AND_PAD)(images)
   detect = image_results.build_results_model(
       inference_model, full_image_masks, mask_voting, panoptic,
-      portable=portable)
+      portable=portable, test_time=tta.settings(configs))
   outputs = detect({'image': resized, 'image_size': size, 'scale': scale,
                     'original_size': original})
   return tf_keras.Model(images, outputs, name='masklab_serving')

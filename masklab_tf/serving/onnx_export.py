@@ -31,6 +31,7 @@ import tf_keras
 
 from masklab_tf import config as config_lib
 from masklab_tf import files
+from masklab_tf.postprocess import test_time_augmentation as tta
 from masklab_tf.serving import export as saved_model_export
 from masklab_tf.serving import model as model_lib
 
@@ -84,8 +85,13 @@ def export_onnx(inference_model: tf_keras.Model,
     verbose: let tf2onnx log its progress.
 
   Raises:
-    ExportError: the graph holds ops without an ONNX form.
+    ExportError: the graph holds ops without an ONNX form, or `configs`
+      ask for test-time augmentation (not given a portable form).
   """
+  if tta.settings(configs) is not None:
+    raise ExportError('test-time augmentation (--test_scales, --test_flip) '
+                      'has no portable form: export without it, or export '
+                      'a SavedModel')
   import onnx  # pylint: disable=g-import-not-at-top
   import tf2onnx  # pylint: disable=g-import-not-at-top
   if not verbose:

@@ -3,7 +3,8 @@
 Usage:
   bin/evaluate --flagfile=configs/shapes_cpu.flags --model_dir=runs/shapes \
       --annotations=demo_data/val/annotations.json \
-      --images=demo_data/val/images [--checkpoint=PATH] [--output_dir=DIR]
+      --images=demo_data/val/images [--checkpoint=PATH] [--output_dir=DIR] \
+      [--test_scales=0.8,1,1.2] [--test_flip] [--test_box_voting]
 
   bin/evaluate --flagfile=configs/shapes_cpu.flags \
       --saved_model=demo_data/export/1 --output_dir=DIR \
@@ -16,7 +17,10 @@ writes DIR/results.json (COCO results with RLE masks) and DIR/metrics.json,
 and prints box and mask AP, AP50, AP75, APs, APm, APl from pycocotools
 COCOeval. A checkpoint is restored into the run's model, built from
 --model_dir's configs.json (flags named on the command line override it,
-with a warning where they differ; a --flagfile's do not).
+with a warning where they differ; a --flagfile's do not). --test_scales,
+--test_flip and --test_box_voting evaluate with test-time augmentation
+(postprocess/test_time_augmentation.py); a SavedModel runs what it was
+exported with.
 """
 
 import os
@@ -63,6 +67,14 @@ def main(argv):
     raise app.UsageError('--output_dir (or --model_dir) says where results '
                          'go')
   if FLAGS.saved_model:
+    given = [f'--{name}' for name in ('test_scales', 'test_flip',
+                                      'test_box_voting')
+             if FLAGS[name].present]
+    if given:
+      raise app.UsageError(
+          f'{", ".join(given)}: a SavedModel runs the test-time '
+          'augmentation it was exported with (bin/export --test_scales); '
+          'these apply to --model_dir')
     if not os.path.exists(os.path.join(FLAGS.saved_model, 'saved_model.pb')):
       raise app.UsageError(f'{FLAGS.saved_model}: no saved_model.pb')
     path, inference_model = FLAGS.saved_model, None

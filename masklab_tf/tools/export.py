@@ -5,7 +5,8 @@ Usage:
   bin/export --flagfile=configs/shapes_cpu.flags --model_dir=runs/shapes \
       --export_dir=exported/shapes/1 [--checkpoint=PATH] \
       [--full_image_masks] [--mask_voting] [--panoptic] \
-      [--categories=annotations.json] [--max_image_pixels=40000000]
+      [--categories=annotations.json] [--max_image_pixels=40000000] \
+      [--test_scales=0.8,1,1.2] [--test_flip] [--test_box_voting]
 
   bin/export --format=onnx --model_dir=runs/shapes \
       --export_dir=exported/shapes/onnx [--mask_voting] [--panoptic] \
@@ -26,7 +27,10 @@ strings [batch]; batch and size are dynamic; images over --max_image_pixels
 are refused (encoded ones sized from their headers, never decoded). The
 model is the run's: its configs.json (flags named on the command line
 override it, with a warning where they differ; a --flagfile's do not).
-Class names come from --categories (a COCO json or a TFRecord
+--test_scales, --test_flip and --test_box_voting build test-time
+augmentation into both signatures (postprocess/test_time_augmentation.py):
+each request then costs one network pass per scale and mirror. Class
+names come from --categories (a COCO json or a TFRecord
 `.categories.json`; default: the run's categories.json, else the training
 data's) and travel in the SavedModel's assets.
 """
@@ -41,6 +45,7 @@ from masklab_tf import config
 from masklab_tf.data import tfrecord
 from masklab_tf.modeling import factory
 from masklab_tf.modeling.systems import registry
+from masklab_tf.postprocess import test_time_augmentation as tta
 from masklab_tf.serving import export
 from masklab_tf.serving import onnx_export
 from masklab_tf.serving import preprocess
@@ -111,12 +116,17 @@ def main(argv):
   path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
   if not path:
     raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to export')
+  if onnx and tta.settings(configs) is not None:
+    raise app.UsageError('--format=onnx takes no test-time augmentation '
+                         '(--test_scales, --test_flip): it has no portable '
+                         'form; a SavedModel does')
   models = factory.restore_models(configs, path, portable=onnx)
   categories = categories_for(configs, FLAGS.model_dir)
   if onnx:
     model_path = onnx_export.export_onnx(
         models.inference_model, configs, FLAGS.export_dir, categories,
-        FLAGS.mask_voting, FLAGS.panoptic, FLAGS.onnx_opset, verbose='verbose' in FLAGS and FLAGS.verbose)
+        FLAGS.mask_voting, FLAGS.panoptic, FLAGS.onnx_opset,
+        verbose='verbose' in FLAGS and FLAGS.verbose)
     print(f'exported {path} to {model_path} (input images uint8 [batch, '
           f'height, width, 3]; {len(categories) if categories else "no"} '
           'class names)')

@@ -1,5 +1,7 @@
-"""An exported model as bin/predict runs it: the SavedModel's
-`serving_encoded` signature in TensorFlow, or model.onnx in ONNX Runtime.
+"""A model as bin/predict runs it: an exported SavedModel's
+`serving_encoded` signature in TensorFlow, model.onnx in ONNX Runtime, or
+a training directory's checkpoint in TensorFlow (where test-time
+augmentation is chosen at run time).
 
 This module imports no TensorFlow at its top: the ONNX path runs without
 it (tests/serving/test_golden_checkpoint.py blocks its import); the SavedModel path
@@ -9,6 +11,7 @@ imports it when it loads one.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import json
 import os
@@ -23,6 +26,9 @@ from masklab_tf.tools import image_files
 SIGNATURE = 'serving_encoded'
 MASK_THRESHOLD = 0.5
 ONNX_CATEGORIES = onnx_model.CATEGORIES_FILE
+# What bin/train writes beside its checkpoints (training/trainer.py, which
+# this TensorFlow-free module does not import).
+CATEGORIES_FILE = 'categories.json'
 # One decoded input: its path, raw bytes, uint8 [H, W, 3] pixels, image id.
 Item = collections.namedtuple('Item', ['path', 'data', 'image', 'image_id'])
 # An exported model: run(items) -> one prediction dict per item (raises
@@ -88,6 +94,58 @@ def load_onnx(path: str) -> Model:
     return predictions
 
   return Model(run, model.categories, tensorflow_decoder=False)
+
+
+def load_checkpoint(model_dir: str, checkpoint: str = '',
+                    test_scales=(), test_flip: bool = False,
+                    test_box_voting: bool = False) -> Model:
+  """A bin/train directory's serving model (serving/model.load_model:
+  its configs.json and the latest checkpoint, or `checkpoint`) as a Model,
+  with the test-time augmentation asked for (postprocess/
+  test_time_augmentation.py); images of one size share a call."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from masklab_tf import config  # pylint: disable=g-import-not-at-top
+  from masklab_tf.serving import model as model_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(model_dir, config.CONFIGS_FILE)
+  if not os.path.exists(path):
+    raise app.UsageError(f'--model_dir={model_dir}: no {config.CONFIGS_FILE}'
+                         ' (not a bin/train model directory?)')
+  try:
+    configs = config.from_json(path)
+  except (OSError, ValueError, TypeError) as e:
+    raise app.UsageError(f'{path}: cannot read the run\'s configs: {e}')
+  configs = configs._replace(data=dataclasses.replace(
+      configs.data, test_scales=tuple(float(s) for s in test_scales),
+      test_flip=test_flip, test_box_voting=test_box_voting))
+  checkpoint = checkpoint or tf.train.latest_checkpoint(model_dir)
+  if not checkpoint:
+    raise app.UsageError(f'--model_dir={model_dir}: no checkpoint')
+  try:
+    serving = model_lib.load_model(model_dir, checkpoint, configs,
+                                   full_image_masks=True)
+  except ValueError as e:  # E.g. --test_scales out of range.
+    raise app.UsageError(str(e)) from e
+  call = tf.function(lambda images: serving(images, training=False),
+                     autograph=False, reduce_retracing=True)
+  categories = None
+  recorded = os.path.join(model_dir, CATEGORIES_FILE)
+  if os.path.exists(recorded):
+    with open(recorded) as f:
+      categories = json.load(f)
+
+  def run(items):
+    predictions = []
+    for _, group in itertools.groupby(items, key=lambda i: i.image.shape):
+      group = list(group)
+      try:
+        outputs = call(tf.constant(np.stack([item.image for item in group])))
+      except tf.errors.OpError as e:
+        raise ModelFailed(image_files.error_message(e)) from e
+      predictions.extend(split_outputs(
+          {k: v.numpy() for k, v in outputs.items()}, group))
+    return predictions
+
+  return Model(run, categories, tensorflow_decoder=True)
 
 
 def split_outputs(outputs: dict, items: list[Item]) -> list[dict]:

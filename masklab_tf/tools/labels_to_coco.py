@@ -3,7 +3,7 @@
 Usage:
   bin/labels_to_coco --images=IMAGE_OR_DIR --labels=LABELS_OR_DIR \
       --output_dir=DIR [--category=object] [--tile_size=N] [--tiles=0,1,2] \
-      [--min_area=1]
+      [--columns=START:END] [--cut_instances=clip|crowd|drop] [--min_area=1]
 
 A label image holds one integer per pixel: 0 is background, every other
 value one instance (the format of microscopy annotation tools, StarDist and
@@ -15,7 +15,14 @@ microscopy) and
 DIR/annotations.json (one category, RLE masks). --tile_size cuts each image
 and its labels into N x N tiles (smaller at the right and bottom edges),
 numbered row by row; --tiles keeps only those numbers, so that one image
-can give a train set and a held-out val set. Prints per set the counts,
+can give a train set and a held-out val set; --columns keeps a range of
+columns (0:256 and 256: cut an image into a left and a right half). An
+instance cut by the edge of what is kept (a tile's or the columns') is
+--cut_instances: `clip`, its part inside is an instance; `crowd`, its part
+inside is an iscrowd region, which COCOeval ignores (a detection on it is
+neither a hit nor a false positive) and training does not learn as
+background; `drop`, it is not annotated (its pixels then teach
+background). Prints per set the counts,
 the most instances in one image (max_instances, max_detections) and the
 box sides and aspect ratios (anchors) that docs/own-data.md uses.
 """
@@ -31,6 +38,7 @@ from pycocotools import mask as mask_utils
 from masklab_tf import files
 
 FLAGS = flags.FLAGS
+CUT_POLICIES = ('clip', 'crowd', 'drop')
 
 
 def define_flags() -> None:
@@ -47,6 +55,14 @@ def define_flags() -> None:
                        'whole images).')
   flags.DEFINE_list('tiles', [], 'Keep only these tile numbers (row by row '
                     'within each image; default: all).')
+  flags.DEFINE_string('columns', '', 'Keep columns START:END of each image '
+                      '(END may be left out: to the last column; default: '
+                      'all).')
+  flags.DEFINE_enum('cut_instances', 'clip', list(CUT_POLICIES),
+                    'An instance cut by the edge of a tile or of --columns: '
+                    'clip: its part inside is an instance; crowd: an '
+                    'iscrowd region (ignored by COCOeval and training); '
+                    'drop: not annotated.')
   flags.DEFINE_integer('min_area', 1, 'Drop instances (or their parts in a '
                        'tile) of fewer pixels.')
   flags.mark_flags_as_required(['images', 'labels', 'output_dir'])
@@ -89,30 +105,64 @@ def tile_windows(height: int, width: int, tile_size: int
           for x in range(0, width, tile_size)]
 
 
-def annotations_of(labels: np.ndarray, min_area: int = 1) -> list[dict]:
-  """One COCO annotation (RLE, bbox, area; no ids) per label value > 0."""
+def parse_columns(columns: str) -> tuple[int, int | None]:
+  """'START:END' -> (START, END or None); '' -> (0, None)."""
+  if not columns:
+    return 0, None
+  start, sep, end = columns.partition(':')
+  try:
+    if not sep:
+      raise ValueError('no ":"')
+    span = int(start or 0), (int(end) if end else None)
+  except ValueError as e:
+    raise app.UsageError(f'--columns={columns}: not START:END ({e})') from e
+  if span[0] < 0 or (span[1] is not None and span[1] <= span[0]):
+    raise app.UsageError(f'--columns={columns}: want 0 <= START < END')
+  return span
+
+
+def annotations_of(labels: np.ndarray, min_area: int = 1,
+                   whole_areas: dict | None = None,
+                   cut_instances: str = 'clip') -> list[dict]:
+  """One COCO annotation (RLE, bbox, area; no ids) per label value > 0.
+
+  Args:
+    labels: the label image, or the part of it being converted.
+    min_area: smaller instances (parts) are left out.
+    whole_areas: label value -> its pixels in the whole label image; an
+      instance with fewer here is cut, and `cut_instances` says what it
+      becomes ('clip': an instance; 'crowd': an iscrowd region; 'drop':
+      nothing).
+  """
   found = []
   for value in np.unique(labels):
     if value == 0:
       continue
     mask = np.asfortranarray((labels == value).astype(np.uint8))
     area = int(mask.sum())
-    if area < min_area:
+    cut = whole_areas is not None and area < whole_areas[value]
+    if area < min_area or (cut and cut_instances == 'drop'):
       continue
     rle = mask_utils.encode(mask)
     rle['counts'] = rle['counts'].decode('ascii')
-    found.append({'segmentation': rle, 'area': area, 'iscrowd': 0,
+    found.append({'segmentation': rle, 'area': area,
+                  'iscrowd': int(cut and cut_instances == 'crowd'),
                   'bbox': [float(v) for v in mask_utils.toBbox(rle)]})
   return found
 
 
 def convert(image_label_pairs, output_dir: str, category: str = 'object',
-            tile_size: int = 0, tiles=(), min_area: int = 1) -> dict:
+            tile_size: int = 0, tiles=(), min_area: int = 1,
+            columns: str = '', cut_instances: str = 'clip') -> dict:
   """Writes output_dir/images/*.png and output_dir/annotations.json;
-  returns the COCO dict."""
+  returns the COCO dict. Arguments: the flags of the same names."""
   keep = {int(number) for number in tiles}
   if keep and tile_size <= 0:
     raise app.UsageError('--tiles numbers the tiles of --tile_size')
+  if cut_instances not in CUT_POLICIES:
+    raise app.UsageError(f'--cut_instances={cut_instances}: one of '
+                         f'{", ".join(CUT_POLICIES)}')
+  first, last = parse_columns(columns)
   os.makedirs(os.path.join(output_dir, 'images'), exist_ok=True)
   data = {'images': [], 'annotations': [],
           'categories': [{'id': 1, 'name': category}]}
@@ -122,6 +172,12 @@ def convert(image_label_pairs, output_dir: str, category: str = 'object',
     if labels.shape != pixels.shape[:2]:
       raise app.UsageError(f'{labels_path}: {labels.shape} labels for a '
                            f'{pixels.shape[:2]} image')
+    if first >= labels.shape[1]:
+      raise app.UsageError(f'--columns={columns}: {image_path} has '
+                           f'{labels.shape[1]} columns')
+    values, counts = np.unique(labels, return_counts=True)
+    whole_areas = dict(zip(values, counts))
+    pixels, labels = pixels[:, first:last], labels[:, first:last]
     stem = os.path.splitext(os.path.basename(image_path))[0]
     size = tile_size if tile_size > 0 else max(labels.shape)
     windows = tile_windows(*labels.shape, tile_size)
@@ -137,7 +193,8 @@ def convert(image_label_pairs, output_dir: str, category: str = 'object',
       data['images'].append({'id': image_id, 'file_name': name,
                              'height': tile.shape[0], 'width': tile.shape[1]})
       for annotation in annotations_of(labels[y:y + size, x:x + size],
-                                       min_area):
+                                       min_area, whole_areas,
+                                       cut_instances):
         annotation.update(id=len(data['annotations']) + 1, image_id=image_id,
                           category_id=1)
         data['annotations'].append(annotation)
@@ -146,13 +203,17 @@ def convert(image_label_pairs, output_dir: str, category: str = 'object',
 
 
 def summary_lines(data: dict) -> list[str]:
-  """Counts and the box statistics the config is chosen from."""
-  per_image = np.bincount([a['image_id'] for a in data['annotations']],
+  """Counts and the box statistics the config is chosen from (of the
+  instances; crowd regions are counted apart)."""
+  instances = [a for a in data['annotations'] if not a['iscrowd']]
+  crowd = len(data['annotations']) - len(instances)
+  per_image = np.bincount([a['image_id'] for a in instances],
                           minlength=len(data['images']) + 1)[1:]
   lines = [f'images={len(data["images"])} '
-           f'instances={len(data["annotations"])} '
-           f'most in one image={int(per_image.max(initial=0))}']
-  boxes = np.array([a['bbox'] for a in data['annotations']]).reshape(-1, 4)
+           f'instances={len(instances)} '
+           f'most in one image={int(per_image.max(initial=0))}' +
+           (f' crowd regions={crowd}' if crowd else '')]
+  boxes = np.array([a['bbox'] for a in instances]).reshape(-1, 4)
   if len(boxes):
     sides = np.sqrt(boxes[:, 2] * boxes[:, 3])
     ratios = boxes[:, 2] / np.maximum(boxes[:, 3], 1e-9)
@@ -168,7 +229,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   data = convert(pairs(FLAGS.images, FLAGS.labels), FLAGS.output_dir,
-                 FLAGS.category, FLAGS.tile_size, FLAGS.tiles, FLAGS.min_area)
+                 FLAGS.category, FLAGS.tile_size, FLAGS.tiles, FLAGS.min_area,
+                 FLAGS.columns, FLAGS.cut_instances)
   for line in summary_lines(data):
     print(line)
   print(f'-> {os.path.join(FLAGS.output_dir, "annotations.json")}')

@@ -8,6 +8,10 @@ Usage:
   bin/predict --onnx=exported/shapes/onnx/model.onnx --images=photos/ \
       --output_dir=predictions [same options]
 
+  bin/predict --model_dir=runs/shapes --images=photos/ \
+      --output_dir=predictions --test_scales=0.8,1,1.2 --test_flip \
+      [--checkpoint=PATH] [same options]
+
 --images is a file, a folder (its .png / .jpg / .jpeg / .bmp / .gif / .webp
 files) or a glob ('photos/*.jpg', quoted). With --saved_model the raw file
 bytes go to the SavedModel's `serving_encoded` signature, so images keep
@@ -16,7 +20,11 @@ With --onnx (bin/export --format=onnx) ONNX Runtime runs the model on the
 pixels Pillow decodes, consecutive files of one size in one call, and
 TensorFlow is never imported: the path a deployment without it takes. The
 model runs from its export alone; masklab_tf only supplies the numpy
-helpers for pictures and COCO results.
+helpers for pictures and COCO results. With --model_dir a training
+directory's checkpoint runs (its configs.json), test-time augmentation
+chosen here (--test_scales, --test_flip, --test_box_voting: postprocess/
+test_time_augmentation.py); an export carries the augmentation it was
+exported with (bin/export --test_scales ...).
 
 Writes to --output_dir:
   results.json              COCO results of every detection (any score):
@@ -81,6 +89,17 @@ def define_flags() -> None:
   flags.DEFINE_string('onnx', None, 'model.onnx of bin/export --format=onnx '
                       '(instead of --saved_model): runs in ONNX Runtime '
                       'without TensorFlow.')
+  flags.DEFINE_string('model_dir', None, 'A bin/train directory whose '
+                      'checkpoint runs (instead of an export).')
+  flags.DEFINE_string('checkpoint', '', 'With --model_dir: this checkpoint '
+                      '(default: the latest).')
+  flags.DEFINE_list('test_scales', [], 'With --model_dir: test-time '
+                    'augmentation, factors of the eval size, a pass each '
+                    '(e.g. 0.8,1,1.2).')
+  flags.DEFINE_bool('test_flip', False, 'With --model_dir: also a mirrored '
+                    'pass at each scale.')
+  flags.DEFINE_bool('test_box_voting', False, 'With --model_dir: merged '
+                    'boxes are their cluster\'s score-weighted mean.')
   flags.DEFINE_string('images', None, 'An image file, a folder of images or a '
                       'glob.')
   flags.DEFINE_string('output_dir', None, 'Where results.json and the '
@@ -101,7 +120,7 @@ def define_flags() -> None:
                     'kernels (masklab_tf/determinism.py), as bin/train '
                     '--deterministic uses.')
   flags.mark_flags_as_required(['images', 'output_dir'])
-  flags.mark_flags_as_mutual_exclusive(['saved_model', 'onnx'],
+  flags.mark_flags_as_mutual_exclusive(['saved_model', 'onnx', 'model_dir'],
                                        required=True)
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
@@ -203,15 +222,34 @@ def main(argv):
                            'ONNX Runtime\'s CPU kernels are deterministic')
     from masklab_tf import determinism  # pylint: disable=g-import-not-at-top
     determinism.enable()
+  test_time = [name for name in ('test_scales', 'test_flip',
+                                  'test_box_voting', 'checkpoint')
+               if FLAGS[name].present]
+  if test_time and not FLAGS.model_dir:
+    raise app.UsageError(
+        f'--{test_time[0]} applies to --model_dir; an exported model runs '
+        'the test-time augmentation it was exported with (bin/export '
+        '--test_scales, --test_flip)')
+  try:
+    scales = [float(s) for s in FLAGS.test_scales]
+  except ValueError as e:
+    raise app.UsageError(f'--test_scales={",".join(FLAGS.test_scales)}: '
+                         f'not numbers ({e})') from e
   paths = list_images(FLAGS.images)
   ids = read_image_ids(FLAGS.image_ids_from) if FLAGS.image_ids_from else None
-  model = (exported_models.load_onnx(FLAGS.onnx) if FLAGS.onnx else
-           exported_models.load_saved_model(FLAGS.saved_model))
+  if FLAGS.onnx:
+    model = exported_models.load_onnx(FLAGS.onnx)
+  elif FLAGS.model_dir:
+    model = exported_models.load_checkpoint(
+        FLAGS.model_dir, FLAGS.checkpoint, scales, FLAGS.test_flip,
+        FLAGS.test_box_voting)
+  else:
+    model = exported_models.load_saved_model(FLAGS.saved_model)
   categories = model.categories
   if categories is None:
-    print(f'{FLAGS.onnx or FLAGS.saved_model}: no categories (asset or '
-          f'{exported_models.ONNX_CATEGORIES}); category ids are the class '
-          'indices 1..K', file=sys.stderr)
+    print(f'{FLAGS.onnx or FLAGS.saved_model or FLAGS.model_dir}: no '
+          f'categories (asset or {exported_models.ONNX_CATEGORIES}); '
+          'category ids are the class indices 1..K', file=sys.stderr)
   names = [c['name'] for c in categories or []]
   os.makedirs(FLAGS.output_dir, exist_ok=True)
 

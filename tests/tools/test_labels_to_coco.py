@@ -90,3 +90,38 @@ def test_folders_pair_by_name(tmp_path):
   (tmp_path / 'images' / 'c.png').write_bytes(b'')
   with pytest.raises(Exception, match='no label image for c.png'):
     labels_to_coco.pairs(str(tmp_path / 'images'), str(tmp_path / 'labels'))
+
+
+@pytest.mark.parametrize('policy,want_left,want_right', [
+    # Label 7 (x 3..5) is cut by the column 4: clipped, a crowd region on
+    # both sides, or gone.
+    ('clip', [(4, 0), (2, 0)], [(1, 0), (4, 0)]),
+    ('crowd', [(4, 0), (2, 1)], [(1, 0), (4, 1)]),
+    ('drop', [(4, 0)], [(1, 0)]),
+])
+def test_columns_cut_halves_and_cut_instances_follow_the_policy(
+    label_pair, tmp_path, policy, want_left, want_right):
+  halves = {}
+  for name, columns in (('left', '0:4'), ('right', '4:')):
+    out = str(tmp_path / name)
+    data = labels_to_coco.convert([label_pair], out, columns=columns,
+                                  cut_instances=policy)
+    assert data['images'][0]['width'] == 4
+    halves[name] = sorted((a['area'], a['iscrowd'])
+                          for a in data['annotations'])
+    dataset = coco.read_coco(f'{out}/annotations.json', f'{out}/images',
+                             verify_images='full')
+    assert not dataset.problems
+  assert halves['left'] == sorted(want_left)
+  assert halves['right'] == sorted(want_right)
+  if policy == 'crowd':
+    assert labels_to_coco.summary_lines(data)[0] == (
+        'images=1 instances=1 most in one image=1 crowd regions=1')
+
+
+def test_columns_are_checked(label_pair, tmp_path):
+  for columns, why in (('4', 'not START:END'), ('5:2', 'START < END'),
+                       ('9:', 'has 8 columns')):
+    with pytest.raises(Exception, match=why):
+      labels_to_coco.convert([label_pair], str(tmp_path / 'out'),
+                             columns=columns)

@@ -1,0 +1,119 @@
+"""Test-time augmentation on one trained checkpoint: pycocotools AP and the
+time of each set of passes (postprocess/test_time_augmentation.py).
+
+Every variant scores the same restored model on the same set through the
+evaluator (what bin/evaluate --test_scales ... --test_flip runs). Time: the
+median of --runs calls of the results model on the set's first batch after
+one warm-up call, per image; the evaluation's wall time, tracing included,
+beside it.
+"""
+
+import dataclasses
+import os
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+from benchmarks.harness import results
+from benchmarks.harness import suite
+from benchmarks.harness import timing
+from masklab_tf import config
+from masklab_tf.evaluation import evaluator as evaluator_lib
+from masklab_tf.modeling import factory
+from masklab_tf.postprocess import image_results
+from masklab_tf.postprocess import test_time_augmentation as tta
+
+# name -> (scales, flip, box voting).
+VARIANTS = {
+    'none': ((), False, False),
+    'flip': ((), True, False),
+    'scales 0.8,1,1.2': ((0.8, 1.0, 1.2), False, False),
+    'scales 0.8,1,1.2 + flip': ((0.8, 1.0, 1.2), True, False),
+    'scales 0.8,1,1.2 + flip + box voting': ((0.8, 1.0, 1.2), True, True),
+    'scales 1,1.25,1.5 + flip': ((1.0, 1.25, 1.5), True, False),
+}
+QUICK = {'variants': ['none', 'flip'], 'runs': 1}
+
+
+def define_flags():
+  flags.DEFINE_string('model_dir', None, 'A bin/train directory (its '
+                      'configs.json and latest checkpoint).')
+  flags.DEFINE_string('annotations', None, 'COCO json of the set scored.')
+  flags.DEFINE_string('images', None, 'Its images.')
+  flags.DEFINE_list('variants', list(VARIANTS), 'Of: ' + '; '.join(VARIANTS))
+  flags.DEFINE_integer('runs', 3, 'Timed calls per variant.')
+
+
+def measure(configs, inference_model, name, s) -> dict:
+  scales, flip, voting = VARIANTS[name]
+  configs = configs._replace(data=dataclasses.replace(
+      configs.data, test_scales=scales, test_flip=flip,
+      test_box_voting=voting))
+  evaluator = evaluator_lib.Evaluator(configs, s['annotations'], s['images'])
+  start = time.perf_counter()
+  metrics = evaluator.run(inference_model)
+  wall = time.perf_counter() - start
+  settings = tta.settings(configs)
+  model = image_results.build_results_model(
+      inference_model, full_image_masks=True,
+      padding_multiple=evaluator.padding_multiple, test_time=settings)
+  call = tf.function(lambda x: model(x, training=False), autograph=False)
+  batch = next(iter(evaluator.batches))
+  inputs = {k: batch[k] for k in model.input_names}
+  run = lambda: {k: v.numpy() for k, v in call(inputs).items()}  # noqa: E731
+  run()
+  seconds = statistics.median(timing.seconds(run, ()) for _ in
+                              range(s['runs']))
+  row = {'variant': name,
+         'passes': len(scales or (1,)) * (2 if flip else 1),
+         'ms_per_image': 1000 * seconds / int(batch['image'].shape[0]),
+         'eval_s': wall,
+         **{f'{kind}_ap{at}': metrics[kind][f'AP{at}']
+            for kind in ('box', 'mask') for at in ('', '50', '75')}}
+  print(row, flush=True)
+  return row
+
+
+def main(argv):
+  del argv
+  s = {name: suite.chosen(name, QUICK) for name in
+       ('model_dir', 'annotations', 'images', 'variants', 'runs')}
+  unknown = set(s['variants']) - set(VARIANTS)
+  if unknown:
+    raise app.UsageError(f'--variants: not one of {", ".join(VARIANTS)}: '
+                         f'{", ".join(sorted(unknown))}')
+  if not (s['model_dir'] and s['annotations'] and s['images']):
+    raise app.UsageError('--model_dir, --annotations and --images name the '
+                         'checkpoint and the set')
+  configs = config.from_json(os.path.join(s['model_dir'],
+                                          config.CONFIGS_FILE))
+  checkpoint = tf.train.latest_checkpoint(s['model_dir'])
+  inference_model = factory.restore_models(configs,
+                                           checkpoint).inference_model
+  rows = [measure(configs, inference_model, name, s)
+          for name in s['variants']]
+  images = len(evaluator_lib.Evaluator(configs, s['annotations'],
+                                       s['images']).dataset.records)
+  column = results.column
+  suite.publish(results.new('test_time', 'Test-time augmentation', [
+      results.text(
+          f'Checkpoint `{os.path.basename(checkpoint)}` of '
+          f'{results.relative_paths(s["model_dir"])} '
+          f'(--mask_head={configs.model.mask_head}, eval size '
+          f'{configs.data.eval_min_size}), scored on {images} '
+          f'images of {results.relative_paths(s["annotations"])} through '
+          'the evaluator (what `bin/evaluate --test_scales ... --test_flip` '
+          'runs). ms / image: median of calls on the first eval batch after '
+          'a warm-up; eval s: the whole evaluation, tracing included.'),
+      results.table('variants', [
+          column('variant', 'passes merged'), column('passes', 'passes', 'd'),
+          *(column(f'{kind}_ap{at}', f'{kind} AP{at}', '.1f')
+            for kind in ('mask', 'box') for at in ('', '50', '75')),
+          column('ms_per_image', 'ms / image', '.0f'),
+          column('eval_s', 'eval s', '.0f')], rows)],
+      {**s, 'model_dir': results.relative_paths(s['model_dir']),
+       'annotations': results.relative_paths(s['annotations']),
+       'images': results.relative_paths(s['images'])}))

@@ -27,7 +27,7 @@ SIGNATURE = 'serving_encoded'
 MASK_THRESHOLD = 0.5
 ONNX_CATEGORIES = onnx_model.CATEGORIES_FILE
 # What bin/train writes beside its checkpoints (training/trainer.py, which
-# this TensorFlow-free module does not import).
+# this TensorFlow-free module does not import), in a TFRecord set's layout.
 CATEGORIES_FILE = 'categories.json'
 # One decoded input: its path, raw bytes, uint8 [H, W, 3] pixels, image id.
 Item = collections.namedtuple('Item', ['path', 'data', 'image', 'image_id'])
@@ -105,6 +105,7 @@ def load_checkpoint(model_dir: str, checkpoint: str = '',
   test_time_augmentation.py); images of one size share a call."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from masklab_tf import config  # pylint: disable=g-import-not-at-top
+  from masklab_tf.data import tfrecord  # pylint: disable=g-import-not-at-top
   from masklab_tf.serving import model as model_lib  # pylint: disable=g-import-not-at-top
   path = os.path.join(model_dir, config.CONFIGS_FILE)
   if not os.path.exists(path):
@@ -130,8 +131,10 @@ def load_checkpoint(model_dir: str, checkpoint: str = '',
   categories = None
   recorded = os.path.join(model_dir, CATEGORIES_FILE)
   if os.path.exists(recorded):
-    with open(recorded) as f:
-      categories = json.load(f)
+    try:
+      categories = tfrecord.read_categories(recorded)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from e
 
   def run(items):
     predictions = []

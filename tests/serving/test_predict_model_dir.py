@@ -28,6 +28,11 @@ def golden_run(tmp_path_factory):
   names = [n for n in golden.record()['images'] if n.endswith('.png')]
   for name in names:
     shutil.copy(os.path.join(golden.GOLDEN, name), images)
+  # The class names as bin/train records them, under other ids than the
+  # class indices: results must carry these.
+  with open(work / 'model' / 'categories.json', 'w') as f:
+    json.dump({'categories': [{'id': 10 + c['id'], 'name': c['name']}
+                              for c in golden.record()['categories']]}, f)
   return {'model_dir': str(work / 'model'), 'images': str(images),
           'names': sorted(names)}
 
@@ -72,8 +77,9 @@ def test_a_checkpoint_predicts_what_its_savedmodel_recorded_and_tta_changes_it(
   assert len(augmented) == len(plain)  # max_detections each
   assert sorted(r['score'] for r in augmented) != sorted(
       r['score'] for r in plain)
+  assert {r['category_id'] for r in plain} <= {11, 12, 13, 14}
   for r in augmented:
-    assert 1 <= r['category_id'] <= 4 and 0 <= r['score'] <= 1
+    assert 11 <= r['category_id'] <= 14 and 0 <= r['score'] <= 1
 
 
 def test_test_time_flags_need_a_model_dir(golden_run, tmp_path):

@@ -157,20 +157,23 @@ def model_garden(settings: dict, data: str, model_dir: str) -> dict:
 
 
 def data_recipe(settings: dict, data: str) -> dict:
-  """Model Garden's settings from --config and the data: the classes, the
-  smallest anchor (Model Garden's anchor_size is in units of the level-2
-  stride, 4 px), the detections, the instances kept per image, and an input
-  size per split at its largest image side, so that both splits keep their
-  native scale (Model Garden's parser fits images into the input size)."""
+  """Model Garden's settings from --config and the data: the classes (its
+  labels are the raw category ids: the largest id + 1, background
+  included), the smallest anchor (Model Garden's anchor_size is in units of
+  the level-2 stride, 4 px), the detections, the instances kept per image,
+  and an input size per split at its largest image side: its largest images
+  keep their native scale (Model Garden's parser fits each image into the
+  input size, enlarging smaller ones)."""
   from masklab_tf import config
   configs = config.from_flagfile(os.path.join(results.REPO,
                                               settings['config']))
-  sides = {}
+  sides, largest_id = {}, 0
   for split in ('train', 'val'):
-    records = coco.read_coco(f'{data}/{split}/annotations.json',
-                             f'{data}/{split}/images').records
-    sides[split] = max(max(r.height, r.width) for r in records)
-  model = {'num_classes': configs.model.num_classes + 1,
+    dataset = coco.read_coco(f'{data}/{split}/annotations.json',
+                             f'{data}/{split}/images')
+    sides[split] = max(max(r.height, r.width) for r in dataset.records)
+    largest_id = max([largest_id] + [c.id for c in dataset.categories])
+  model = {'num_classes': largest_id + 1,
            'anchor': {'anchor_size': min(configs.model.anchor_sizes) / 4},
            'detection_generator': {
                'max_num_detections': configs.model.max_detections}}

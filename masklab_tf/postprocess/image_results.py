@@ -259,7 +259,8 @@ def build_results_model(inference_model: tf_keras.Model,
     portable: the fusion in the ops an ONNX export takes (to_original).
     test_time: test-time augmentation (postprocess/
       test_time_augmentation.py; tta.settings(configs)): the network runs
-      once per scale and mirror and the passes are merged; None: once.
+      once per scale and mirror, each image alone (EachImageAlone, whatever
+      `padding_multiple` says), and the passes are merged; None: once.
   """
   inputs = {
       'image': tf_keras.Input([None, None, 3], dtype=tf.uint8, name='image'),
@@ -268,6 +269,10 @@ def build_results_model(inference_model: tf_keras.Model,
       'original_size': tf_keras.Input([2], dtype=tf.int32,
                                       name='original_size')}
   network = inference_model
+  if test_time is not None and not padding_multiple:
+    # A pass pads each image by its own scaled size, not the batch's or
+    # pad_to's: run each alone, so that companions change nothing.
+    padding_multiple = test_time.padding_multiple
   if padding_multiple:
     network = EachImageAlone(inference_model, padding_multiple,
                              name='each_image_alone')

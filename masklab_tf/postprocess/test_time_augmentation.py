@@ -38,6 +38,10 @@ import tf_keras
 from masklab_tf.ops import image_policy
 from masklab_tf.postprocess import mask_voting
 
+# Box-relative distance (in box sizes) under which a target edge past the
+# source box's edge counts as on it, in resample_masks.
+EDGE_TOLERANCE = 1e-3
+
 
 class Settings(NamedTuple):
   """What a TestTimeAugmentation layer does (`settings(configs)`).
@@ -61,10 +65,17 @@ class Settings(NamedTuple):
 
 def settings(configs) -> Settings | None:
   """The Settings a run's configs (config.Configs) ask for; None when they
-  ask for one plain pass (no --test_scales beyond 1, no --test_flip)."""
+  ask for one plain pass (no --test_scales beyond 1, no --test_flip).
+
+  Raises:
+    ValueError: --test_box_voting without passes to merge.
+  """
   data, model = configs.data, configs.model
   scales = tuple(float(s) for s in data.test_scales) or (1.0,)
   if scales == (1.0,) and not data.test_flip:
+    if data.test_box_voting:
+      raise ValueError('--test_box_voting merges the passes of --test_scales '
+                       'or --test_flip; give one of them')
     return None
   return Settings(scales, bool(data.test_flip), bool(data.test_box_voting),
                   int(model.output_stride), int(model.max_detections),
@@ -122,18 +133,27 @@ def unaugment_boxes(boxes, pass_size, image_size, flip: bool):
 
 
 def semantic_probabilities(logits, pass_image_shape, pass_size, image_size,
-                           padded_size, flip: bool):
+                           padded_size, flip: bool, padding_multiple: int):
   """A pass's semantic logits [B, h, w, C] -> class probabilities [B, Hp,
   Wp, C] over the unaugmented model input (zero beyond each image).
 
-  The logits are upsampled to the pass's padded input as SemanticMap does,
-  cropped to each image, mirrored back and resized to its unaugmented size,
-  both bilinearly, before the softmax."""
-  logits = tf.image.resize(tf.cast(logits, tf.float32), pass_image_shape,
-                           method='bilinear')
+  Each image's logits are cut to the cells of its own padded area (what
+  the network saw of it when it ran alone: EachImageAlone leaves zero
+  cells beyond) and upsampled to that area as SemanticMap does, then
+  cropped to the image, mirrored back and resized to its unaugmented size,
+  all bilinearly, before the softmax."""
+  logits = tf.cast(logits, tf.float32)
+  cells_per_pixel = (tf.cast(tf.shape(logits)[1:3], tf.float32) /
+                     tf.cast(pass_image_shape, tf.float32))
 
   def one(args):
     logit, size, original = args
+    own = tf.minimum(image_policy.own_padded_size(size, padding_multiple),
+                     pass_image_shape)
+    cells = tf.cast(tf.round(tf.cast(own, tf.float32) * cells_per_pixel),
+                    tf.int32)
+    logit = tf.image.resize(logit[:cells[0], :cells[1]], own,
+                            method='bilinear')
     logit = logit[:size[0], :size[1]]
     if flip:
       logit = logit[:, ::-1]
@@ -160,6 +180,13 @@ def resample_masks(masks, boxes, target_boxes):
   starts = (target_boxes[:, :2] - boxes[:, :2]) / extent
   ends = (target_boxes[:, 2:] - boxes[:, :2]) / extent
   normalised = tf.concat([starts, ends], axis=-1)
+  # A target edge past the source edge by float rounding only (a voted box
+  # of one member is (w b) / w) reads the edge, not crop_and_resize's 0 for
+  # positions outside.
+  normalised = tf.where((normalised < 0.0) & (normalised > -EDGE_TOLERANCE),
+                        0.0, normalised)
+  normalised = tf.where((normalised > 1.0) &
+                        (normalised < 1.0 + EDGE_TOLERANCE), 1.0, normalised)
   crops = tf.image.crop_and_resize(
       tf.cast(masks, tf.float32)[..., tf.newaxis], normalised,
       tf.range(tf.shape(masks)[0]), [size, size], extrapolation_value=0.0)
@@ -286,7 +313,7 @@ class TestTimeAugmentation(tf_keras.layers.Wrapper):
       if 'semantic_logits' in outputs:
         probabilities.append(semantic_probabilities(
             outputs['semantic_logits'], tf.shape(pass_images)[1:3],
-            pass_size, image_size, padded, flip))
+            pass_size, image_size, padded, flip, self.padding_multiple))
     joined = {name: tf.concat(values, axis=1)
               for name, values in detections.items()}
 

@@ -33,6 +33,7 @@ from masklab_tf import config
 from masklab_tf import determinism
 from masklab_tf.evaluation import evaluator as evaluator_lib
 from masklab_tf.modeling import factory
+from masklab_tf.postprocess import test_time_augmentation as tta
 from masklab_tf.tools import common_flags
 
 FLAGS = flags.FLAGS
@@ -57,6 +58,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   configs = (config.all_from_flags() if FLAGS.saved_model else
              common_flags.run_configs(FLAGS.model_dir))
+  try:
+    tta.settings(configs)  # Refuses --test_box_voting without passes.
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   if configs.train.deterministic:
     determinism.enable()
   if not FLAGS.annotations:

@@ -116,7 +116,11 @@ def main(argv):
   path = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
   if not path:
     raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to export')
-  if onnx and tta.settings(configs) is not None:
+  try:
+    test_time = tta.settings(configs)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  if onnx and test_time is not None:
     raise app.UsageError('--format=onnx takes no test-time augmentation '
                          '(--test_scales, --test_flip): it has no portable '
                          'form; a SavedModel does')

@@ -106,6 +106,7 @@ def load_checkpoint(model_dir: str, checkpoint: str = '',
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from masklab_tf import config  # pylint: disable=g-import-not-at-top
   from masklab_tf.data import tfrecord  # pylint: disable=g-import-not-at-top
+  from masklab_tf.modeling.systems import registry  # pylint: disable=g-import-not-at-top
   from masklab_tf.serving import model as model_lib  # pylint: disable=g-import-not-at-top
   path = os.path.join(model_dir, config.CONFIGS_FILE)
   if not os.path.exists(path):
@@ -130,7 +131,9 @@ def load_checkpoint(model_dir: str, checkpoint: str = '',
                      autograph=False, reduce_retracing=True)
   categories = None
   recorded = os.path.join(model_dir, CATEGORIES_FILE)
-  if os.path.exists(recorded):
+  if registry.get_system(configs.model, configs.geometry).class_agnostic:
+    categories = [{'id': 1, 'name': 'object'}]  # InstanceFCN: any object.
+  elif os.path.exists(recorded):
     try:
       categories = tfrecord.read_categories(recorded)
     except ValueError as e:

@@ -141,12 +141,14 @@ def annotations_of(labels: np.ndarray, min_area: int = 1,
     mask = np.asfortranarray((labels == value).astype(np.uint8))
     area = int(mask.sum())
     cut = whole_areas is not None and area < whole_areas[value]
-    if area < min_area or (cut and cut_instances == 'drop'):
+    crowd = cut and cut_instances == 'crowd'
+    # A crowd region is kept however small: its pixels are not background.
+    if (area < min_area and not crowd) or (cut and cut_instances == 'drop'):
       continue
     rle = mask_utils.encode(mask)
     rle['counts'] = rle['counts'].decode('ascii')
     found.append({'segmentation': rle, 'area': area,
-                  'iscrowd': int(cut and cut_instances == 'crowd'),
+                  'iscrowd': int(crowd),
                   'bbox': [float(v) for v in mask_utils.toBbox(rle)]})
   return found
 
@@ -172,7 +174,7 @@ def convert(image_label_pairs, output_dir: str, category: str = 'object',
     if labels.shape != pixels.shape[:2]:
       raise app.UsageError(f'{labels_path}: {labels.shape} labels for a '
                            f'{pixels.shape[:2]} image')
-    if first >= labels.shape[1]:
+    if first >= labels.shape[1] or (last or 0) > labels.shape[1]:
       raise app.UsageError(f'--columns={columns}: {image_path} has '
                            f'{labels.shape[1]} columns')
     values, counts = np.unique(labels, return_counts=True)

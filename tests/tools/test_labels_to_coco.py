@@ -117,11 +117,18 @@ def test_columns_cut_halves_and_cut_instances_follow_the_policy(
   if policy == 'crowd':
     assert labels_to_coco.summary_lines(data)[0] == (
         'images=1 instances=1 most in one image=1 crowd regions=1')
+    # A cut part under --min_area is still a crowd region (not background);
+    # label 3 (one pixel, whole) is dropped.
+    data = labels_to_coco.convert([label_pair], str(tmp_path / 'small'),
+                                  columns='0:4', cut_instances='crowd',
+                                  min_area=3)
+    assert [(a['area'], a['iscrowd']) for a in data['annotations']] == [
+        (4, 0), (2, 1)]
 
 
 def test_columns_are_checked(label_pair, tmp_path):
   for columns, why in (('4', 'not START:END'), ('5:2', 'START < END'),
-                       ('9:', 'has 8 columns')):
+                       ('9:', 'has 8 columns'), ('0:9', 'has 8 columns')):
     with pytest.raises(Exception, match=why):
       labels_to_coco.convert([label_pair], str(tmp_path / 'out'),
                              columns=columns)

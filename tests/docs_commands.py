@@ -188,33 +188,24 @@ COMMANDS = {
     "unzip -o -j /tmp/sd/stardist-0.9.2-*.whl 'stardist/data/images/*2d.tif' "
     '-d nuclei_raw': NotExecuted(_STARDIST),
     ".venv/bin/python bin/labels_to_coco --images=nuclei_raw/img2d.tif "
-    "--labels=nuclei_raw/mask2d.tif --category=nucleus --tile_size=256 "
-    "--tiles=0,1,2 --output_dir=nuclei/train": NotExecuted(_STARDIST),
+    "--labels=nuclei_raw/mask2d.tif --category=nucleus --columns=0:256 "
+    "--tile_size=256 --cut_instances=clip --output_dir=nuclei/train":
+        NotExecuted(_STARDIST + '; tests/tools/test_labels_to_coco.py runs '
+                    '--columns and --cut_instances on a label image of its '
+                    'own'),
     ".venv/bin/python bin/labels_to_coco --images=nuclei_raw/img2d.tif "
-    "--labels=nuclei_raw/mask2d.tif --category=nucleus --tile_size=256 "
-    "--tiles=3 --output_dir=nuclei/val": NotExecuted(_STARDIST),
-    '.venv/bin/python bin/check_dataset '
-    '--annotations=nuclei/train/annotations.json --images=nuclei/train/images':
-        NotExecuted(_STARDIST),
-    'nice -n 5 .venv/bin/python bin/train '
-    '--flagfile=configs/nuclei_example.flags --model_dir=runs/nuclei '
-    '--train_annotations=nuclei/train/annotations.json '
-    '--train_images=nuclei/train/images '
-    '--val_annotations=nuclei/val/annotations.json '
-    '--val_images=nuclei/val/images': NotExecuted(
-        _STARDIST + '; trains for about 20 minutes'),
-    '.venv/bin/python bin/evaluate --flagfile=configs/nuclei_example.flags '
-    '--model_dir=runs/nuclei --annotations=nuclei/val/annotations.json '
-    '--images=nuclei/val/images --output_dir=runs/nuclei/val':
-        NotExecuted(_STARDIST),
-    '.venv/bin/python bin/evaluate --flagfile=configs/nuclei_example.flags '
-    '--model_dir=runs/nuclei --annotations=nuclei/train/annotations.json '
-    '--images=nuclei/train/images --output_dir=runs/nuclei/train':
-        NotExecuted(_STARDIST),
-    '.venv/bin/python bin/export --flagfile=configs/nuclei_example.flags '
-    '--model_dir=runs/nuclei --export_dir=exported/nuclei/1':
-        NotExecuted(_STARDIST),
-    '.venv/bin/python bin/predict --saved_model=exported/nuclei/1 '
-    '--images=nuclei/val/images --output_dir=runs/nuclei/pictures':
-        NotExecuted(_STARDIST),
+    "--labels=nuclei_raw/mask2d.tif --category=nucleus --columns=256: "
+    "--cut_instances=crowd --output_dir=nuclei/val": NotExecuted(
+        _STARDIST + '; tests/tools/test_labels_to_coco.py runs --columns and '
+        '--cut_instances on a label image of its own'),
+    '.venv/bin/python -m benchmarks accuracy --data_dir=nuclei '
+    '--config=configs/nuclei_cpu.flags '
+    '--systems=masklab,semantic_components,connected_components,'
+    'model_garden --model_garden_recipe=data --budget_s=1500 '
+    '--budget_mode=cpu --work_dir=runs/nuclei_bench': NotExecuted(
+        _STARDIST + '; trains two systems for 25 CPU minutes each'),
+    '.venv/bin/python bin/predict --model_dir=runs/nuclei_bench/models/'
+    'masklab --images=nuclei/val/images --output_dir=nuclei/pictures':
+        NotExecuted(_STARDIST + '; tests/serving/test_predict_model_dir.py '
+                    'runs bin/predict --model_dir on the golden checkpoint'),
 }

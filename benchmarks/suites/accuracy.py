@@ -194,19 +194,27 @@ def connected_components(data: str) -> dict:
     class_map = np.zeros((record.height, record.width), np.int32)
     for index in np.argsort([-int(m.sum(dtype=np.int64)) for m in masks]):
       class_map[masks[index] > 0] = record.instances[index].category_id
-    for category in np.unique(class_map[class_map > 0]):
-      components = skimage.measure.label(class_map == category,
-                                         connectivity=2)
-      for label in range(1, components.max() + 1):
-        rle = mask_api.encode(np.asfortranarray(components == label,
-                                                np.uint8))
-        rle['counts'] = rle['counts'].decode('ascii')
-        found.append({'image_id': record.image_id, 'score': 1.0,
-                      'category_id': int(category), 'segmentation': rle,
-                      'bbox': [float(v) for v in mask_api.toBbox(rle)]})
+    found += components_as_results(record.image_id, class_map, int)
   return {'steps': 0, 'detections': len(found), 'metrics': evaluator_lib.
           coco_metrics(dataset.to_coco_dict(), found,
                        dataset.max_instances_per_image)}
+
+
+def components_as_results(image_id: int, class_map: np.ndarray,
+                          category_of) -> list[dict]:
+  """COCO results, score 1, of the 8-connected components of each class
+  k > 0 of `class_map` [H, W] (category id: category_of(k))."""
+  found = []
+  for category in np.unique(class_map[class_map > 0]):
+    components = skimage.measure.label(class_map == category, connectivity=2)
+    for label in range(1, components.max() + 1):
+      rle = mask_api.encode(np.asfortranarray(components == label, np.uint8))
+      rle['counts'] = rle['counts'].decode('ascii')
+      found.append({'image_id': image_id, 'score': 1.0,
+                    'category_id': category_of(int(category)),
+                    'segmentation': rle,
+                    'bbox': [float(v) for v in mask_api.toBbox(rle)]})
+  return found
 
 
 def semantic_components(data: str, work_dir: str) -> dict:
@@ -235,19 +243,10 @@ def semantic_components(data: str, work_dir: str) -> dict:
     outputs = model({k: batch[k] for k in model.input_names})
     for i, image_id in enumerate(batch['image_id'].numpy()):
       height, width = batch['original_size'][i].numpy()
-      class_map = outputs['semantic_map'][i, :height, :width].numpy()
-      for category in np.unique(class_map[class_map > 0]):
-        components = skimage.measure.label(class_map == category,
-                                           connectivity=2)
-        for label in range(1, components.max() + 1):
-          rle = mask_api.encode(np.asfortranarray(components == label,
-                                                  np.uint8))
-          rle['counts'] = rle['counts'].decode('ascii')
-          found.append({
-              'image_id': int(image_id), 'score': 1.0,
-              'category_id': evaluator.category_ids[int(category) - 1],
-              'segmentation': rle,
-              'bbox': [float(v) for v in mask_api.toBbox(rle)]})
+      found += components_as_results(
+          int(image_id),
+          outputs['semantic_map'][i, :height, :width].numpy(),
+          lambda k: evaluator.category_ids[k - 1])
   return {'steps': 0, 'detections': len(found), 'metrics': evaluator_lib.
           coco_metrics(evaluator.ground_truth, found,
                        evaluator.dataset.max_instances_per_image)}

@@ -5,35 +5,11 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+import reference
 from masklab_tf.ops import roi_crop
 
 
-def numpy_crop(features, box, crop_size, stride):
-  """Independent model of the convention for one [H, W, C] map and one box.
-
-  S samples per axis include both box edges; pixel k has its centre at
-  continuous k + 0.5; a sample outside the hull of the pixel centres is 0.
-  """
-  height, width, channels = features.shape
-  ymin, xmin, ymax, xmax = np.asarray(box, np.float64) / stride
-  steps = np.arange(crop_size) / max(crop_size - 1, 1)
-  if crop_size == 1:
-    steps = np.array([0.5])
-  ys = ymin + steps * (ymax - ymin) - 0.5
-  xs = xmin + steps * (xmax - xmin) - 0.5
-  out = np.zeros((crop_size, crop_size, channels))
-  for i, y in enumerate(ys):
-    for j, x in enumerate(xs):
-      if not (0 <= y <= height - 1 and 0 <= x <= width - 1):
-        continue
-      y0, x0 = int(np.floor(y)), int(np.floor(x))
-      y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
-      wy, wx = y - y0, x - x0
-      out[i, j] = ((1 - wy) * (1 - wx) * features[y0, x0] +
-                   (1 - wy) * wx * features[y0, x1] +
-                   wy * (1 - wx) * features[y1, x0] +
-                   wy * wx * features[y1, x1])
-  return out
+numpy_crop = reference.crop_np
 
 
 def numpy_sub_box_crop(features, box, crop_size, sub_box_size, stride,

@@ -17,24 +17,17 @@ from masklab_tf.postprocess import test_time_augmentation as tta
 
 def _resample_np(mask, box, target):
   """Mask [S, S] over `box` read at `target`'s S x S sample positions
-  (sample i at min + i (max - min) / (S - 1)), bilinear, 0 outside."""
+  (sample i at min + i (max - min) / (S - 1)), bilinear, 0 outside: the
+  crop convention's numpy model on the mask as a map whose cell k sits at
+  k + 0.5."""
   size = mask.shape[0]
-  samples = np.arange(size) / (size - 1)
-  ys = (target[0] + samples * (target[2] - target[0]) - box[0]) / (
-      box[2] - box[0]) * (size - 1)
-  xs = (target[1] + samples * (target[3] - target[1]) - box[1]) / (
-      box[3] - box[1]) * (size - 1)
-  out = np.zeros([size, size], np.float64)
-  for i, y in enumerate(ys):
-    for j, x in enumerate(xs):
-      if not (0 <= y <= size - 1 and 0 <= x <= size - 1):
-        continue
-      y0, x0 = int(np.floor(y)), int(np.floor(x))
-      y1, x1 = min(y0 + 1, size - 1), min(x0 + 1, size - 1)
-      wy, wx = y - y0, x - x0
-      out[i, j] = ((mask[y0, x0] * (1 - wx) + mask[y0, x1] * wx) * (1 - wy) +
-                   (mask[y1, x0] * (1 - wx) + mask[y1, x1] * wx) * wy)
-  return out
+  extent = np.maximum(np.asarray(box[2:], np.float64) - box[:2], 1e-12)
+  start = (np.asarray(target[:2], np.float64) - box[:2]) / extent * (
+      size - 1) + 0.5
+  end = start + (np.asarray(target[2:], np.float64) - target[:2]) / extent * (
+      size - 1)
+  return reference.crop_np(mask[..., None], np.concatenate([start, end]),
+                           size, 1)[..., 0]
 
 
 def _merge_np(boxes, scores, classes, masks, max_detections, iou):

@@ -89,15 +89,18 @@ def test_quick_run_to_the_end(tmp_path):
   """`python -m benchmarks accuracy --quick` trains, scores and publishes."""
   subprocess.run(
       [sys.executable, '-m', 'benchmarks', 'accuracy', '--quick',
-       '--systems=masklab,connected_components', f'--work_dir={tmp_path}',
+       '--systems=masklab,connected_components,semantic_components',
+       f'--work_dir={tmp_path}',
        '--publish=quick', f'--results_dir={tmp_path}/results'],
       check=True, cwd=results.REPO, env=dict(
           os.environ, PYTHONPATH=results.REPO), capture_output=True)
   published = results.load_all(str(tmp_path / 'results'))['accuracy/quick']
   rows = results.find_table(published, 'systems')['rows']
-  assert [row['system'] for row in rows] == ['masklab',
-                                             'connected_components']
+  assert [row['system'] for row in rows] == [
+      'masklab', 'connected_components', 'semantic_components']
   assert rows[0]['steps'] >= 1 and 'semantic_miou' in rows[0]
+  # The trained model's semantic map, in components: scored, untrained.
+  assert 'steps' not in rows[2] and 'mask_ap' in rows[2]
 
 
 @pytest.mark.slow

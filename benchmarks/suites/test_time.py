@@ -26,14 +26,14 @@ from masklab_tf.modeling import factory
 from masklab_tf.postprocess import image_results
 from masklab_tf.postprocess import test_time_augmentation as tta
 
-# name -> (scales, flip, box voting).
+# --variants name -> (scales, flip, box voting).
 VARIANTS = {
     'none': ((), False, False),
     'flip': ((), True, False),
-    'scales 0.8,1,1.2': ((0.8, 1.0, 1.2), False, False),
-    'scales 0.8,1,1.2 + flip': ((0.8, 1.0, 1.2), True, False),
-    'scales 0.8,1,1.2 + flip + box voting': ((0.8, 1.0, 1.2), True, True),
-    'scales 1,1.25,1.5 + flip': ((1.0, 1.25, 1.5), True, False),
+    'scales_0.8-1.2': ((0.8, 1.0, 1.2), False, False),
+    'scales_0.8-1.2_flip': ((0.8, 1.0, 1.2), True, False),
+    'scales_0.8-1.2_flip_voting': ((0.8, 1.0, 1.2), True, True),
+    'scales_1-1.5_flip': ((1.0, 1.25, 1.5), True, False),
 }
 QUICK = {'variants': ['none', 'flip'], 'runs': 1}
 
@@ -43,8 +43,16 @@ def define_flags():
                       'configs.json and latest checkpoint).')
   flags.DEFINE_string('annotations', None, 'COCO json of the set scored.')
   flags.DEFINE_string('images', None, 'Its images.')
-  flags.DEFINE_list('variants', list(VARIANTS), 'Of: ' + '; '.join(VARIANTS))
+  flags.DEFINE_list('variants', list(VARIANTS), 'Of: ' + ', '.join(
+      f'{name} ({describe(*value)})' for name, value in VARIANTS.items()))
   flags.DEFINE_integer('runs', 3, 'Timed calls per variant.')
+
+
+def describe(scales, flip, voting) -> str:
+  """The bin/evaluate flags of a variant."""
+  words = [f'--test_scales={",".join(f"{x:g}" for x in scales)}'] * bool(
+      scales) + ['--test_flip'] * flip + ['--test_box_voting'] * voting
+  return ' '.join(words) or 'one pass'
 
 
 def measure(configs, inference_model, name, s) -> dict:
@@ -67,7 +75,7 @@ def measure(configs, inference_model, name, s) -> dict:
   run()
   seconds = statistics.median(timing.seconds(run, ()) for _ in
                               range(s['runs']))
-  row = {'variant': name,
+  row = {'variant': describe(scales, flip, voting),
          'passes': len(scales or (1,)) * (2 if flip else 1),
          'ms_per_image': 1000 * seconds / int(batch['image'].shape[0]),
          'eval_s': wall,

@@ -24,7 +24,7 @@ HEADLINE_END = '<!-- headline-table:end -->'
 # Sections of docs/benchmarks.md, in this order; a suite not named here
 # comes after them under its own name.
 SUITE_TITLES = {
-    'accuracy': 'Accuracy at equal training time (hard shapes set)',
+    'accuracy': 'Accuracy at equal training time',
     'speed': "Speed against Model Garden's and torchvision's Mask R-CNN",
     'assembling': 'The assembling layer',
     'model_cost': 'Model cost by part',

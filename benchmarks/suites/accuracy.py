@@ -10,6 +10,7 @@ trained from scratch to one budget."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
@@ -359,10 +360,20 @@ def report(store: jobs.Store, settings: dict, systems: list[str]) -> dict:
       store.result(jobs.Job('rescore', system), settings) or {})))
           for system in systems
           if (result := store.result(jobs.Job('accuracy', system), settings))]
-  return results.new('accuracy', 'Systems at equal training time', [
-      results.text('{budget_s:g} {budget_mode} s of training each; {num_val} '
-                   'val images of the hard shapes set (seed {data_seed}).'
-                   .format(**settings)), systems_table(rows)],
+  scored = ('{num_val} val images of the hard shapes set (seed '
+            '{data_seed})'.format(**settings))
+  if settings['data_dir']:
+    with open(os.path.join(settings['data_dir'], 'val',
+                           'annotations.json')) as f:
+      scored = (f'the {len(json.load(f)["images"])} val image(s) of '
+                f'--data_dir, with --config={settings["config"]}')
+  title = 'Systems at equal training time' + (
+      f' ({os.path.basename(settings["config"])}, --data_dir)'
+      if settings['data_dir'] else '')
+  return results.new('accuracy', title, [
+      results.text('{budget_s:g} {budget_mode} s of training each; '
+                   .format(**settings) + scored + '.'),
+      systems_table(rows)],
       dict(settings, data_dir=results.relative_paths(settings['data_dir'])))
 
 

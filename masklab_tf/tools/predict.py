@@ -235,6 +235,9 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(f'--test_scales={",".join(FLAGS.test_scales)}: '
                          f'not numbers ({e})') from e
+  if any(scale <= 0 for scale in scales):
+    raise app.UsageError(f'--test_scales={",".join(FLAGS.test_scales)}: '
+                         'give positive factors of the eval size')
   paths = list_images(FLAGS.images)
   ids = read_image_ids(FLAGS.image_ids_from) if FLAGS.image_ids_from else None
   if FLAGS.onnx:

@@ -61,10 +61,11 @@ def test_a_checkpoint_predicts_what_its_savedmodel_recorded_and_tta_changes_it(
     num = int(expected[f'{i}/num_detections'])
     assert len(got) == num > 0
     boxes = expected[f'{i}/detection_boxes'][:num]  # ymin, xmin, ymax, xmax
+    # The golden test's tolerance: recorded on a Zen 4 (AVX-512 kernels).
     np.testing.assert_allclose(
         [r['bbox'] for r in got],
         np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1],
-                  boxes[:, 2] - boxes[:, 0]], -1), atol=1e-3)
+                  boxes[:, 2] - boxes[:, 0]], -1), atol=5e-4, rtol=1e-3)
     np.testing.assert_allclose([r['score'] for r in got],
                                expected[f'{i}/detection_scores'][:num],
                                atol=5e-4)
@@ -89,7 +90,7 @@ def test_test_time_flags_need_a_model_dir(golden_run, tmp_path):
                     f'--images={golden_run["images"]}',
                     f'--output_dir={tmp_path}', '--test_flip') as argv:
       predict.main(argv)
-  with pytest.raises(app.UsageError, match='--test_scales=0.0,1.0: give '
+  with pytest.raises(app.UsageError, match='--test_scales=0,1: give '
                      'positive factors'):
     _predict(golden_run, tmp_path, '--test_scales=0,1')
   with pytest.raises(app.UsageError, match='no configs.json'):

@@ -98,9 +98,12 @@ def main(argv):
   metrics = evaluator.run(inference_model,
                           os.path.join(output_dir, 'results.json'),
                           saved_model=saved_model)
-  evaluator_lib.write_metrics(os.path.join(output_dir, 'metrics.json'), metrics,
-                         **{'saved_model' if saved_model else 'checkpoint':
-                            path})
+  info = {'saved_model' if saved_model else 'checkpoint': path}
+  test_time = tta.settings(configs)
+  if test_time and not saved_model:
+    info['test_time'] = test_time._asdict()  # What the scores are of.
+  evaluator_lib.write_metrics(os.path.join(output_dir, 'metrics.json'),
+                              metrics, **info)
   print(f'model: {path}')
   print(evaluator_lib.format_table({os.path.basename(path): metrics}))
 

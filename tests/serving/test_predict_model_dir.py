@@ -49,8 +49,8 @@ def _predict(run, output_dir, *extra):
 def test_a_checkpoint_predicts_what_its_savedmodel_recorded_and_tta_changes_it(
     golden_run, tmp_path):
   """Without augmentation: the golden SavedModel's recorded outputs, image
-  by image (ids are the files' positions). With --test_scales=1,1.5
-  --test_flip: other detections, every one a valid result."""
+  by image (ids are the files' positions). With --test_flip: other
+  detections, every one a valid result."""
   expected = np.load(os.path.join(golden.GOLDEN, 'expected_outputs.npz'))
   order = [n for n in golden.record()['images'] if n.endswith('.png')]
   plain = _predict(golden_run, tmp_path / 'plain')
@@ -73,8 +73,7 @@ def test_a_checkpoint_predicts_what_its_savedmodel_recorded_and_tta_changes_it(
       ['results.json'] + [f'{n[:-4]}_{kind}.png' for n in golden_run['names']
                           for kind in ('predictions', 'semantic')])
 
-  augmented = _predict(golden_run, tmp_path / 'tta', '--test_scales=1,1.5',
-                       '--test_flip')
+  augmented = _predict(golden_run, tmp_path / 'tta', '--test_flip')
   assert len(augmented) == len(plain)  # max_detections each
   assert sorted(r['score'] for r in augmented) != sorted(
       r['score'] for r in plain)
@@ -102,24 +101,24 @@ def test_test_time_flags_need_a_model_dir(golden_run, tmp_path):
 
 def test_evaluate_scores_the_merged_passes(golden_run, shapes_dir,
                                            tmp_path, monkeypatch):
-  """bin/evaluate --test_flip: pycocotools scores the merged detections
-  (other results than without), and a SavedModel refuses the flag."""
+  """bin/evaluate --test_flip: pycocotools scores the merged passes, and
+  metrics.json says so; a SavedModel refuses the flag."""
   from masklab_tf.tools import evaluate  # pylint: disable=g-import-not-at-top
   val = os.path.join(shapes_dir, 'val')
-  written = {}
-  for name, extra in (('plain', ()), ('flip', ('--test_flip',))):
-    args = (f'--model_dir={golden_run["model_dir"]}',
-            f'--annotations={val}/annotations.json', f'--images={val}/images',
-            f'--output_dir={tmp_path / name}', *extra)
-    # The run's configs take the flags typed on the command line.
-    monkeypatch.setattr(sys, 'argv', ['bin/evaluate', *args])
-    with tool_flags(evaluate, *args) as argv:
-      evaluate.main(argv)
-    with open(tmp_path / name / 'results.json') as f:
-      written[name] = json.load(f)
-    with open(tmp_path / name / 'metrics.json') as f:
-      assert 'AP' in json.load(f)['mask']
-  assert written['flip'] and written['flip'] != written['plain']
+  args = (f'--model_dir={golden_run["model_dir"]}',
+          f'--annotations={val}/annotations.json', f'--images={val}/images',
+          f'--output_dir={tmp_path / "flip"}', '--test_flip')
+  # The run's configs take the flags typed on the command line.
+  monkeypatch.setattr(sys, 'argv', ['bin/evaluate', *args])
+  with tool_flags(evaluate, *args) as argv:
+    evaluate.main(argv)
+  with open(tmp_path / 'flip' / 'metrics.json') as f:
+    metrics = json.load(f)
+  assert 'AP' in metrics['mask']
+  assert metrics['test_time']['flip'] and metrics['test_time']['scales'] == [
+      1.0]
+  with open(tmp_path / 'flip' / 'results.json') as f:
+    assert json.load(f)
   with pytest.raises(app.UsageError, match='--test_flip: a SavedModel runs '
                      'the test-time augmentation it was exported with'):
     with tool_flags(evaluate, '--saved_model=/nonexistent',

@@ -6,10 +6,9 @@ import pytest
 
 # Several xdist workers (make test: two on two cores): one TensorFlow
 # intra-op thread each, for them and the processes they start. Each would
-# otherwise take a thread per core and oversubscribe the cores: the suite
-# took 10:28 in CI with TensorFlow's default and 9:39 with this (both on a
-# 2-core Zen 3, 2026-12-06; docs/perf-notes.md's machine). Set before any
-# test imports TensorFlow, which reads it when it starts its thread pools.
+# otherwise take a thread per core and oversubscribe the cores (measured in
+# docs/perf-notes.md, "The test suite's threads"). Set before any test
+# imports TensorFlow, which reads it when it starts its thread pools.
 if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1:
   os.environ.setdefault('TF_NUM_INTRAOP_THREADS', '1')
 

@@ -4,14 +4,6 @@ import os
 
 import pytest
 
-# Several xdist workers (make test: two on two cores): one TensorFlow
-# intra-op thread each, for them and the processes they start. Each would
-# otherwise take a thread per core and oversubscribe the cores (measured in
-# docs/perf-notes.md, "The test suite's threads"). Set before any test
-# imports TensorFlow, which reads it when it starts its thread pools.
-if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1:
-  os.environ.setdefault('TF_NUM_INTRAOP_THREADS', '1')
-
 
 @pytest.fixture(scope='session')
 def shapes_dir(tmp_path_factory):

@@ -82,18 +82,14 @@ def load_onnx(path: str) -> Model:
     raise app.UsageError(f'--onnx={path}: no detection_masks_full output '
                          '(not a bin/export --format=onnx model?)')
 
-  def run(items):
-    predictions = []
-    for _, group in itertools.groupby(items, key=lambda i: i.image.shape):
-      group = list(group)
-      try:
-        outputs = model(np.stack([item.image for item in group]))
-      except onnx_model.ModelError as e:
-        raise ModelFailed(str(e)) from e
-      predictions.extend(split_outputs(outputs, group))
-    return predictions
+  def call(pixels):
+    try:
+      return model(pixels)
+    except onnx_model.ModelError as e:
+      raise ModelFailed(str(e)) from e
 
-  return Model(run, model.categories, tensorflow_decoder=False)
+  return Model(by_image_shape(call), model.categories,
+               tensorflow_decoder=False)
 
 
 def load_checkpoint(model_dir: str, checkpoint: str = '',
@@ -127,8 +123,8 @@ def load_checkpoint(model_dir: str, checkpoint: str = '',
                                    full_image_masks=True)
   except ValueError as e:  # E.g. --test_scales out of range.
     raise app.UsageError(str(e)) from e
-  call = tf.function(lambda images: serving(images, training=False),
-                     autograph=False, reduce_retracing=True)
+  serve = tf.function(lambda images: serving(images, training=False),
+                      autograph=False, reduce_retracing=True)
   categories = None
   recorded = os.path.join(model_dir, CATEGORIES_FILE)
   if registry.get_system(configs.model, configs.geometry).class_agnostic:
@@ -139,19 +135,28 @@ def load_checkpoint(model_dir: str, checkpoint: str = '',
     except ValueError as e:
       raise app.UsageError(str(e)) from e
 
+  def call(pixels):
+    try:
+      return {k: v.numpy() for k, v in serve(tf.constant(pixels)).items()}
+    except tf.errors.OpError as e:
+      raise ModelFailed(image_files.error_message(e)) from e
+
+  return Model(by_image_shape(call), categories, tensorflow_decoder=True)
+
+
+def by_image_shape(call):
+  """run(items) for a model of uint8 pixels [B, H, W, 3] -> numpy
+  outputs: consecutive items of one shape share a call (a tensor holds one
+  size), and each call's outputs are split per item."""
   def run(items):
     predictions = []
     for _, group in itertools.groupby(items, key=lambda i: i.image.shape):
       group = list(group)
-      try:
-        outputs = call(tf.constant(np.stack([item.image for item in group])))
-      except tf.errors.OpError as e:
-        raise ModelFailed(image_files.error_message(e)) from e
       predictions.extend(split_outputs(
-          {k: v.numpy() for k, v in outputs.items()}, group))
+          call(np.stack([item.image for item in group])), group))
     return predictions
 
-  return Model(run, categories, tensorflow_decoder=True)
+  return run
 
 
 def split_outputs(outputs: dict, items: list[Item]) -> list[dict]:

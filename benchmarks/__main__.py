@@ -16,6 +16,9 @@ SUITES = {
              "Model Garden's and torchvision's Mask R-CNN, size by size",
     'accuracy': 'systems, ablations and baselines trained on the hard '
                 'shapes set to one time budget, scored with pycocotools',
+    'ablations': "the paper's ablation tables (2-6) and the semantic-"
+                 'segmentation pretraining at small scale, with the seed '
+                 'spread',
     'input_pipeline': 'tf.data images/s of the training pipeline',
     'assembling': 'the assembling layer: gather (XLA, plain) against '
                   'crop_and_resize, forward and backward',

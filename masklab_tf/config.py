@@ -295,7 +295,12 @@ class TrainConfig:
     log_every: a progress line every this many steps.
     image_summary_every: TensorBoard images with predictions (0 = off).
     eval_every: COCO evaluation on the val set (0 = only at the end).
-    init_checkpoint: ImageNet ResNet checkpoint for the backbone.
+    init_checkpoint: weights to start from (a checkpoint prefix or its
+      folder): a Model Garden ImageNet ResNet (backbone and the box
+      classifier's conv5) or a bin/train run's checkpoint (every weight
+      whose name and shape agree, e.g. the semantic-segmentation stage's
+      backbone and semantic logits: --mask_head=semantic_segmentation);
+      the run writes what matched into MODEL_DIR/init_checkpoint.json.
     seed: global seed: weight initialisation, the samplers' generators,
       shuffling and augmentation.
     deterministic: repeatable runs (masklab_tf/determinism.py): the same

@@ -25,6 +25,7 @@ HEADLINE_END = '<!-- headline-table:end -->'
 # comes after them under its own name.
 SUITE_TITLES = {
     'accuracy': 'Accuracy at equal training time',
+    'ablations': "The paper's ablations at small scale",
     'speed': "Speed against Model Garden's and torchvision's Mask R-CNN",
     'assembling': 'The assembling layer',
     'model_cost': 'Model cost by part',

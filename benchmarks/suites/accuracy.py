@@ -96,29 +96,47 @@ def define_flags() -> None:
                     '(native scale).')
 
 
-def train(system: str, settings: dict, data: str, model_dir: str) -> dict:
-  """Trains a MaskLab system to the budget in `model_dir`; scores it."""
+def configs_for(settings: dict, data: str, *overrides: str):
+  """--config's Configs training on `data`'s train split, with the dense
+  semantic loss if set, then `overrides` (flags), the seed and a cosine
+  schedule ending where the time budget does."""
   from masklab_tf import config
-  from masklab_tf.training import trainer as trainer_lib
-  configs = config.from_flagfile(
+  return config.from_flagfile(
       os.path.join(results.REPO, settings['config']),
-      DENSE_SEMANTIC * settings['dense_semantic_loss']
-      + tuple(f'--mask_head={SYSTEMS[system]}'.split()) + (
+      DENSE_SEMANTIC * settings['dense_semantic_loss'] + overrides + (
           f'--train_annotations={data}/train/annotations.json',
           f'--train_images={data}/train/images', '--lr_schedule=cosine',
           '--checkpoint_every=1000000', '--image_summary_every=0',
           f'--seed={settings["seed"]}',
           f'--deterministic={settings["deterministic"]}'))
+
+
+def train_to_budget(configs, model_dir: str, budget_s: float,
+                    budget_mode: str):
+  """Trains `configs` in `model_dir` until the budget is spent; returns
+  (the trainer, {steps, wall_s, cpu_s, final_loss, initialised})."""
+  from masklab_tf.training import trainer as trainer_lib
   trainer = trainer_lib.Trainer(configs, model_dir)
-  trainer.restore_or_initialise()
+  initialised = trainer.restore_or_initialise()
   wall, cpu = time.time(), time.process_time()
-  losses = trainer.train(hooks=[budget.TimeBudget(settings['budget_s'],
-                                                  settings['budget_mode'])])
+  losses = trainer.train(hooks=[budget.TimeBudget(budget_s, budget_mode)])
+  return trainer, {'steps': trainer.current_step,
+                   'wall_s': time.time() - wall,
+                   'cpu_s': time.process_time() - cpu,
+                   'final_loss': losses.get('total'),
+                   'initialised': initialised}
+
+
+def train(system: str, settings: dict, data: str, model_dir: str) -> dict:
+  """Trains a MaskLab system to the budget in `model_dir`; scores it."""
+  configs = configs_for(settings, data,
+                        *f'--mask_head={SYSTEMS[system]}'.split())
+  trainer, trained = train_to_budget(configs, model_dir, settings['budget_s'],
+                                     settings['budget_mode'])
   head = trainer.models.train_model.get_layer(
       'instancefcn_head' if system == 'instancefcn' else 'mask_head')
-  return {'steps': trainer.current_step, 'wall_s': time.time() - wall,
-          'cpu_s': time.process_time() - cpu, 'final_loss': losses.get(
-              'total'), 'mask_head_params': int(head.count_params()),
+  trained.pop('initialised')
+  return {**trained, 'mask_head_params': int(head.count_params()),
           **score(configs, trainer.models.inference_model, data, model_dir),
           'model': dataclasses.asdict(configs.model)}
 
@@ -253,19 +271,6 @@ def semantic_components(data: str, work_dir: str) -> dict:
                        evaluator.dataset.max_instances_per_image)}
 
 
-def confusion(predicted, labels, k: int):
-  """[k+1, k+1] pixel counts by (truth, prediction); label 255 ignored."""
-  valid = labels != 255
-  return np.bincount(labels[valid].astype(np.int64) * (k + 1) + np.clip(
-      predicted[valid], 0, k), minlength=(k + 1) ** 2).reshape(k + 1, k + 1)
-
-
-def mean_iou(counts) -> float:
-  hits = np.diag(counts).astype(np.float64)
-  union = counts.sum(0) + counts.sum(1) - hits
-  return float(np.mean(hits[union > 0] / union[union > 0]) * 100)
-
-
 def semantic_scores(inference_model, batches, num_classes,
                     threshold=0.5) -> dict:
   """mIoU of the semantic head's map, of the detections >= threshold alone
@@ -273,6 +278,8 @@ def semantic_scores(inference_model, batches, num_classes,
   class: the semantic head's; its gain is over the instances alone), at the
   model's input resolution (None without classes); inference ms/image."""
   import tensorflow as tf
+  from masklab_tf.evaluation.semantic_metrics import confusion
+  from masklab_tf.evaluation.semantic_metrics import mean_iou
   from masklab_tf.postprocess import masks as masks_lib
   from masklab_tf.postprocess import output_fusion
   call = tf.function(lambda x: inference_model(x, training=False))
@@ -305,11 +312,17 @@ def semantic_scores(inference_model, batches, num_classes,
                           *mious]))
 
 
-def run_job(job: jobs.Job, settings: dict, work_dir: str) -> dict:
+def shapes_data(settings: dict, work_dir: str) -> str:
+  """--data_dir, else the hard shapes set in the work folder (made once)."""
   data = settings['data_dir'] or os.path.join(work_dir, 'data')
   if not os.path.exists(f'{data}/train/annotations.json'):
     synthetic.make_shapes(data, settings['num_train'], settings['num_val'],
                           seed=settings['data_seed'])
+  return data
+
+
+def run_job(job: jobs.Job, settings: dict, work_dir: str) -> dict:
+  data = shapes_data(settings, work_dir)
   model_dir = os.path.join(work_dir, 'models', job.system)
   if job.kind == 'rescore':
     import tensorflow as tf

@@ -25,7 +25,9 @@ Why pycocotools directly rather than Model Garden's COCOEvaluator
 Every model is also scored as a source of segment proposals: average recall
 AR@10 and AR@100 over mask IoU 0.5:0.95 (proposal_recall.py, InstanceFCN's
 metric), classes ignored. Class-agnostic models (InstanceFCN) get only
-that: COCO AP needs classes.
+that: COCO AP needs classes. A model without detections (the
+semantic-segmentation pretraining stage) gets the mean IoU of its semantic
+map instead (semantic_metrics.py).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pycocotools import cocoeval
 from masklab_tf import files
 from masklab_tf.evaluation import coco_results
 from masklab_tf.evaluation import proposal_recall
+from masklab_tf.evaluation import semantic_metrics
 from masklab_tf.data import coco
 from masklab_tf.data import pipeline
 from masklab_tf.data import sources
@@ -252,9 +255,12 @@ def proposal_metrics(ground_truth: dict, predictions: list[dict],
 
 
 def headline(metrics: dict) -> tuple[str, float]:
-  """The one number a run is ranked by: mask AP, or AR@100 for proposals."""
+  """The one number a run is ranked by: mask AP, AR@100 for proposals,
+  mean IoU for a semantic segmentation."""
   if 'mask' in metrics:
     return 'mask AP', metrics['mask']['AP']
+  if 'semantic' in metrics:
+    return 'semantic mIoU', metrics['semantic']['mIoU']
   return 'AR@100', metrics['proposals']['AR@100']
 
 
@@ -262,8 +268,10 @@ def format_table(rows: dict[str, dict]) -> str:
   """Markdown table of several runs' box and mask AP and proposal AR; '-'
   where a run has no such metric."""
   recall = [f'AR@{n}' for n in RECALL_LIMITS]
+  semantic = any('semantic' in metrics for metrics in rows.values())
   headers = (['run', 'box AP', 'box AP50', 'box AP75'] +
-             [f'mask {name}' for name in METRIC_NAMES] + recall)
+             [f'mask {name}' for name in METRIC_NAMES] + recall +
+             ['semantic mIoU'] * semantic)
   # The separator row is derived from the headers: one cell each.
   lines = ['| ' + ' | '.join(headers) + ' |', '|---' * len(headers) + '|']
   def cell(value):
@@ -275,13 +283,23 @@ def format_table(rows: dict[str, dict]) -> str:
     proposals = metrics.get('proposals', {})
     values = ([box.get(k) for k in ('AP', 'AP50', 'AP75')] +
               [mask.get(k) for k in METRIC_NAMES] +
-              [proposals.get(k) for k in recall])
+              [proposals.get(k) for k in recall] +
+              [metrics.get('semantic', {}).get('mIoU')] * semantic)
     lines.append(f'| {name} | ' + ' | '.join(cell(v) for v in values) + ' |')
   return '\n'.join(lines)
 
 
+class SettingError(ValueError):
+  """The configs ask the evaluation for something the system cannot do."""
+
+
 class Evaluator:
-  """COCO evaluation of an inference model on one annotated set."""
+  """COCO evaluation of an inference model on one annotated set (mean IoU
+  for a system without detections).
+
+  Raises (from the constructor):
+    SettingError: test-time augmentation of a system without detections.
+  """
 
   def __init__(self, configs, annotations: str, images: str,
                batch_size: int = 4):
@@ -295,17 +313,28 @@ class Evaluator:
         output_stride=configs.model.output_stride, seed=configs.train.seed)
     self.ground_truth = self.dataset.to_coco_dict()
     self.category_ids = [c.id for c in self.dataset.categories]
-    self.class_agnostic = registry.get_system(
-        configs.model, configs.geometry).class_agnostic
+    system = registry.get_system(configs.model, configs.geometry)
+    self.class_agnostic = system.class_agnostic
+    self.has_detections = system.has_detections
+    self.num_classes = configs.model.num_classes
     # Eval batches pad to their largest image unless pad_to fixes the size.
     self.padding_multiple = (0 if configs.data.pad_to
                              else configs.model.output_stride)
     self.test_time = tta.settings(configs)
+    if self.test_time and not self.has_detections:
+      raise SettingError(
+          f'--test_scales/--test_flip: --mask_head={configs.model.mask_head}'
+          ' has no detections to merge; its semantic map is scored as the '
+          'model returns it')
 
   def run(self, inference_model, results_path: str | None = None,
           saved_model=None) -> dict:
     """Scores `inference_model` on the eval pipeline's batches, or a loaded
     SavedModel (then inference_model is unused) on the raw images."""
+    if not self.has_detections:
+      return {'semantic': semantic_metrics.semantic_metrics(
+          inference_model, self.batches, self.num_classes,
+          [c.name for c in self.dataset.categories])}
     if saved_model is not None:
       predictions = predict_saved_model(saved_model, self.dataset)
     else:

@@ -1,11 +1,22 @@
-"""Weights from files: ImageNet ResNets into the backbone and the box
-classifier, and training checkpoints into a system's models.
+"""Weights from files (--init_checkpoint): ImageNet ResNets into the
+backbone and the box classifier, and bin/train checkpoints of any system
+into another's models.
+
+A bin/train checkpoint (a configs.json beside it, or one folder up for
+MODEL_DIR/best) loads weight by weight where the name and the shape agree:
+the semantic-segmentation pretraining stage's backbone and semantic logits
+into MaskLab (paper Table 6 "Seg"), a MaskLab trained on one set into a
+MaskLab for another (the class-sized layers then start fresh), MaskLab's
+backbone into FCIS. Anything else is read as a Model Garden ImageNet
+ResNet. Either way the report lists what matched and what did not.
 
 Nothing is downloaded: every path is the user's.
 """
 
 from __future__ import annotations
 
+import collections
+import os
 from typing import Sequence
 
 from absl import logging
@@ -14,8 +25,13 @@ import tf_keras
 from official.vision.modeling import backbones as mg_backbones
 
 from masklab_tf import config as config_lib
+from masklab_tf import files
+from masklab_tf.modeling import factory
 from masklab_tf.modeling.backbones import resnet as resnet_lib
 from masklab_tf.modeling.systems import base
+
+# What load_init_checkpoint writes into the run it initialises.
+REPORT_FILE = 'init_checkpoint.json'
 
 
 def _weighted_layers(model: tf_keras.Model) -> list:
@@ -149,8 +165,165 @@ def load_imagenet_checkpoint(models: base.Models, checkpoint_path: str,
   """ImageNet ResNet weights into the backbone and the box classifier's
   duplicated conv5 block (paper Table 6 "BC": initialise the box classifier
   from the same checkpoint). Returns load_resnet_checkpoint's report."""
-  names = {layer.name for layer in models.train_model.layers}
-  conv5_blocks = ([models.train_model.get_layer('box_classifier').conv5]
-                  if 'box_classifier' in names else [])  # InstanceFCN: none.
+  conv5 = _box_classifier_conv5(models)  # InstanceFCN: none.
+  conv5_blocks = [conv5] if conv5 is not None else []
   return load_resnet_checkpoint(models.backbone, checkpoint_path,
                                 cfg.backbone_depth, conv5_blocks=conv5_blocks)
+
+
+def training_run_configs(checkpoint_path: str) -> config_lib.Configs | None:
+  """The configs of the bin/train run that wrote `checkpoint_path` (its
+  configs.json, beside it or, for MODEL_DIR/best, one folder up); None for
+  a checkpoint no bin/train run wrote."""
+  folder = os.path.dirname(os.path.abspath(checkpoint_path))
+  for candidate in (folder, os.path.dirname(folder)):
+    path = os.path.join(candidate, config_lib.CONFIGS_FILE)
+    if os.path.exists(path):
+      return config_lib.from_json(path)
+  return None
+
+
+def _named_weights(models: base.Models) -> dict[str, tuple[str, tf.Variable]]:
+  """{weight name in the common namespace: (its top-level layer, weight)}.
+
+  Weight names are the layers' (unique within a model, the same in every
+  system that builds the part with the same builder); a system's
+  checkpoint_aliases rename the few it keeps elsewhere.
+  """
+  aliases = models.system.checkpoint_aliases
+  named = {}
+  for layer in models.train_model.layers:
+    for weight in layer.weights:
+      name = weight.name.removesuffix(':0')
+      for old, new in aliases.items():
+        if name.startswith(old):
+          name = new + name[len(old):]
+          break
+      named[name] = (layer.name, weight)
+  return named
+
+
+def load_training_checkpoint(models: base.Models, checkpoint_path: str,
+                             run_configs: config_lib.Configs
+                             ) -> dict[str, list[str]]:
+  """Copies a bin/train checkpoint's weights into `models` by name.
+
+  Builds the models of the run that wrote the checkpoint (`run_configs`),
+  restores the checkpoint into them, and copies every weight whose name
+  (after each system's checkpoint_aliases) and shape agree with one of
+  ours. The optimizer's slots and the step are not read: the run that
+  loads starts its own schedule.
+
+  Args:
+    models: the models to initialise (their weights exist: built).
+    checkpoint_path: the checkpoint prefix.
+    run_configs: the configs of the run that wrote it
+      (training_run_configs).
+
+  Returns:
+    {'matched': [...], 'unmatched_ours': [...], 'unmatched_checkpoint':
+     [...]}: 'layer/weight' names, ours with the reason where the
+    checkpoint had the weight in another shape.
+
+  Raises:
+    ValueError: the checkpoint does not hold the weights of the run its
+      configs.json describes.
+  """
+  source = factory.build_models(run_configs.model, run_configs.geometry,
+                                run_configs.data.max_instances)
+  try:
+    tf.train.Checkpoint(model=source.train_model).read(
+        checkpoint_path).expect_partial().assert_existing_objects_matched()
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    raise ValueError(
+        f'Checkpoint {checkpoint_path!r} does not hold the weights of the '
+        f'{run_configs.model.mask_head} run its configs.json describes: '
+        f'{str(e).splitlines()[0][:300]}') from None
+  theirs = _named_weights(source)
+  report = {'matched': [], 'unmatched_ours': [], 'unmatched_checkpoint': []}
+  used = set()
+  ours = _named_weights(models)
+  # A checkpoint without a box classifier (the semantic-segmentation
+  # stage's) still initialises its duplicated conv5 from res5, as an
+  # ImageNet checkpoint does (paper Table 6 "BC").
+  conv5 = _box_classifier_conv5(models)
+  if conv5 is not None and _box_classifier_conv5(source) is None:
+    num_res5_units = resnet_lib.RESNET_SPECS[
+        run_configs.model.backbone_depth][-1][2]
+    conv5_report = {'matched': [], 'unmatched_ours': []}
+    _copy_layers(_weighted_layers(conv5),
+                 _weighted_layers(source.backbone)[-num_res5_units:],
+                 'box_classifier', conv5_report, set())
+    copied = {w.ref() for w in conv5.weights}
+    if conv5_report['unmatched_ours']:
+      copied = set()
+    else:
+      report['matched'].extend(f'{e} (from res5)'
+                               for e in conv5_report['matched'])
+    ours = {name: (layer, weight) for name, (layer, weight) in ours.items()
+            if weight.ref() not in copied}
+  for name, (layer, weight) in ours.items():
+    entry = name if name.startswith(layer + '/') else f'{layer}/{name}'
+    if name not in theirs:
+      report['unmatched_ours'].append(entry)
+      continue
+    source_weight = theirs[name][1]
+    if source_weight.shape != weight.shape:
+      report['unmatched_ours'].append(
+          f'{entry} (checkpoint: {source_weight.shape.as_list()}, ours: '
+          f'{weight.shape.as_list()})')
+      continue
+    weight.assign(source_weight)
+    used.add(name)
+    report['matched'].append(entry)
+  report['unmatched_checkpoint'] = [
+      name if name.startswith(layer + '/') else f'{layer}/{name}'
+      for name, (layer, _) in theirs.items() if name not in used]
+  return report
+
+
+def _box_classifier_conv5(models: base.Models):
+  """The box classifier's duplicated conv5 block; None without one."""
+  names = {layer.name for layer in models.train_model.layers}
+  if 'box_classifier' not in names:
+    return None
+  return models.train_model.get_layer('box_classifier').conv5
+
+
+def load_init_checkpoint(models: base.Models, checkpoint_path: str,
+                         cfg: config_lib.ModelConfig) -> dict:
+  """--init_checkpoint: a bin/train checkpoint by weight name, else an
+  ImageNet ResNet (module docstring). `checkpoint_path`: a prefix or a
+  folder (its latest checkpoint). Returns the report of the loader used,
+  with 'source' added: 'bin/train <system>' or 'ImageNet ResNet-<depth>'."""
+  path = _resolve_checkpoint_path(checkpoint_path)
+  run_configs = training_run_configs(path)
+  if run_configs is None:
+    report = load_imagenet_checkpoint(models, path, cfg)
+    report['source'] = f'ImageNet ResNet-{cfg.backbone_depth}'
+  else:
+    report = load_training_checkpoint(models, path, run_configs)
+    report['source'] = f'bin/train {run_configs.model.mask_head}'
+  report['checkpoint'] = path
+  return report
+
+
+def summarize(report: dict) -> str:
+  """One line per list of the report, counted by top-level layer."""
+  def counts(entries):
+    by_layer = collections.Counter(e.split('/', 1)[0] for e in entries)
+    return ', '.join(f'{layer}: {n}' for layer, n in by_layer.items()) or (
+        'none')
+
+  return (f'{report["source"]} checkpoint {report["checkpoint"]}\n'
+          f'  loaded: {counts(report["matched"])}\n'
+          f'  ours not in it (start fresh): '
+          f'{counts(report["unmatched_ours"])}\n'
+          f'  its own not used: {counts(report["unmatched_checkpoint"])}')
+
+
+def write_report(report: dict, model_dir: str) -> str:
+  """The whole report as MODEL_DIR/init_checkpoint.json; returns the path."""
+  path = os.path.join(model_dir, REPORT_FILE)
+  files.write_json(path, report, indent=1)
+  return path

@@ -17,12 +17,25 @@ import tf_keras
 
 from masklab_tf import config as config_lib
 from masklab_tf.modeling import factory
+from masklab_tf.modeling.systems import registry
 from masklab_tf.postprocess import image_results
 from masklab_tf.postprocess import test_time_augmentation as tta
 from masklab_tf.serving import preprocess
 
 RESIZE_AND_PAD = 'resize_and_pad'
 DETECT = image_results.RESULTS_MODEL
+
+
+def check_servable(configs: config_lib.Configs) -> None:
+  """Raises ValueError for a system that returns no detections: a
+  pretraining stage, whose checkpoint initialises another system."""
+  cfg = configs.model
+  if not registry.get_system(cfg, configs.geometry).has_detections:
+    raise ValueError(
+        f'--mask_head={cfg.mask_head} is a pretraining stage: it returns a '
+        'semantic map and no detections, so it is neither exported nor '
+        'served; train a system from its checkpoint (bin/train '
+        '--init_checkpoint=ITS_MODEL_DIR) and serve that')
 
 
 def build_serving_model(inference_model: tf_keras.Model,
@@ -47,7 +60,11 @@ def build_serving_model(inference_model: tf_keras.Model,
     A functional tf_keras Model whose layers 'resize_and_pad' and 'detect'
     (image_results.build_results_model) the SavedModel's signatures
     reuse.
+
+  Raises:
+    ValueError: the system returns no detections (check_servable).
   """
+  check_servable(configs)
   data = configs.data
   images = tf_keras.Input([None, None, 3], dtype=tf.uint8, name='images')
   resized, size, scale, original = preprocess.ResizeAndPad(

@@ -93,8 +93,11 @@ def main(argv):
     models = factory.restore_models(configs, path)
     inference_model, saved_model = models.inference_model, None
   os.makedirs(output_dir, exist_ok=True)
-  evaluator = evaluator_lib.Evaluator(configs, FLAGS.annotations,
-                                      FLAGS.images)
+  try:
+    evaluator = evaluator_lib.Evaluator(configs, FLAGS.annotations,
+                                        FLAGS.images)
+  except evaluator_lib.SettingError as e:
+    raise app.UsageError(str(e)) from e
   metrics = evaluator.run(inference_model,
                           os.path.join(output_dir, 'results.json'),
                           saved_model=saved_model)

@@ -47,6 +47,7 @@ from masklab_tf.modeling import factory
 from masklab_tf.modeling.systems import registry
 from masklab_tf.postprocess import test_time_augmentation as tta
 from masklab_tf.serving import export
+from masklab_tf.serving import model as model_lib
 from masklab_tf.serving import onnx_export
 from masklab_tf.serving import preprocess
 from masklab_tf.tools import common_flags
@@ -117,6 +118,7 @@ def main(argv):
   if not path:
     raise app.UsageError(f'{FLAGS.model_dir}: no checkpoint to export')
   try:
+    model_lib.check_servable(configs)
     test_time = tta.settings(configs)
   except ValueError as e:
     raise app.UsageError(str(e)) from e

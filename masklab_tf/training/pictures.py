@@ -34,12 +34,16 @@ def prediction_pictures(inference_call, batch: dict, num_classes: int,
   outputs = {k: v.numpy() for k, v in outputs.items()}
   pictures = []
   for i, image in enumerate(images.numpy()):
-    num = int(outputs['num_detections'][i])
-    boxes = outputs['detection_boxes'][i, :num]
-    masks = masks_lib.paste_masks(outputs['detection_masks'][i, :num],
-                                  boxes, image.shape[0], image.shape[1])
+    height, width = image.shape[:2]
+    # A pretraining stage (semantic_segmentation) has its map alone.
+    num = int(outputs['num_detections'][i]) if 'num_detections' in outputs \
+        else 0
+    boxes = outputs['detection_boxes'][i, :num] if num else np.zeros([0, 4])
+    masks = (masks_lib.paste_masks(outputs['detection_masks'][i, :num],
+                                   boxes, height, width).numpy()
+             if num else np.zeros([0, height, width]))
     pictures.append(visualize.prediction_panel(
-        image, boxes, masks.numpy() >= image_results.MASK_THRESHOLD,
+        image, boxes, masks >= image_results.MASK_THRESHOLD,
         outputs['semantic_map'][i] if 'semantic_map' in outputs else None,
         num_classes))
   return np.stack(pictures)

@@ -206,7 +206,10 @@ class Trainer:
     return int(self.step.numpy())
 
   def restore_or_initialise(self) -> str:
-    """Resumes from the latest checkpoint, else loads init_checkpoint."""
+    """Resumes from the latest checkpoint, else loads init_checkpoint
+    (modeling/checkpoints.py: an ImageNet ResNet or another bin/train run,
+    e.g. the semantic-segmentation stage's); returns what it did, with
+    the matched/unmatched report."""
     latest = tf.train.latest_checkpoint(self.model_dir)
     if latest:
       saved = {name for name, _ in tf.train.list_variables(latest)}
@@ -220,12 +223,15 @@ class Trainer:
                         'goes on with fresh ones', latest)
       return f'resumed from {latest} at step {self.current_step}'
     if self.configs.train.init_checkpoint:
-      report = checkpoints.load_imagenet_checkpoint(
+      report = checkpoints.load_init_checkpoint(
           self.models, self.configs.train.init_checkpoint,
           self.configs.model)
-      return (f'initialised from {self.configs.train.init_checkpoint}: '
-              f'{len(report["matched"])} variables matched, '
-              f'{len(report["unmatched_ours"])} of ours unmatched')
+      written = ''
+      if self.is_chief:
+        written = '\n  (every weight: ' + checkpoints.write_report(
+            report, self.model_dir) + ')'
+      return (f'initialised from the {checkpoints.summarize(report)}'
+              f'{written}')
     return 'initialised from scratch'
 
   def _replica_gradients(self, batch):

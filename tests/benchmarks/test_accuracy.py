@@ -63,16 +63,6 @@ def test_report_rows_from_a_store_rescored_scores_win(tmp_path):
       'mask_ap50', 'mask_ap75']
 
 
-def test_mean_iou_of_class_maps():
-  labels = np.array([[0, 1], [1, 255]])
-  predicted = np.array([[0, 1], [0, 1]])
-  counts = accuracy.confusion(predicted, labels, 1)
-  # Rows: truth; columns: prediction; the ignored pixel counts nowhere.
-  np.testing.assert_array_equal(counts, [[1, 0], [1, 1]])
-  assert accuracy.mean_iou(counts) == pytest.approx((1 / 2 + 1 / 2) * 50)
-  assert accuracy.mean_iou(accuracy.confusion(labels, labels, 1)) == 100
-
-
 def test_connected_components_merge_touching_instances(tmp_path):
   synthetic.make_shapes(str(tmp_path), num_train=1, num_val=4, seed=1)
   with open(tmp_path / 'val' / 'annotations.json') as f:

@@ -1,6 +1,7 @@
 """The contract between a system of the paper family and the common tools.
 
-A system (MaskLab and its ablations, FCIS, BiSeg, InstanceFCN) is what the
+A system (MaskLab and its ablations, FCIS, BiSeg, InstanceFCN, and the
+semantic-segmentation pretraining stage) is what the
 trainer, the evaluator and serving hold without knowing which one it is.
 It builds two functional graphs over shared layers:
 
@@ -10,6 +11,8 @@ It builds two functional graphs over shared layers:
   detection_classes [B, D], detection_scores [B, D], detection_masks
   [B, D, S, S] box-relative probabilities, and, where the system has one,
   semantic_logits and semantic_map. postprocess/ takes them to image pixels.
+  A pretraining stage (`has_detections` False) returns the semantic
+  outputs alone.
 
 Images enter as uint8 (or float 0..255) [B, H, W, 3], padded to a multiple
 of the output stride; `image_size` [B, 2] is the valid (unpadded) size.
@@ -64,12 +67,17 @@ class System(abc.ABC):
       which the input pipeline then emits.
     train_inputs: the batch entries the training graph takes.
     inference_outputs: the keys of the inference graph's outputs.
+    checkpoint_aliases: {prefix of this system's weight names: the prefix
+      the same weights have in the systems it initialises}, for
+      --init_checkpoint (modeling/checkpoints.py); most systems name their
+      weights as the others do and need none.
   """
 
   class_agnostic: bool = False
   needs_full_masks: bool = False
   train_inputs: tuple[str, ...] = ()
   inference_outputs: tuple[str, ...] = DETECTION_OUTPUTS
+  checkpoint_aliases: dict[str, str] = {}
 
   def __init__(self, name: str, cfg: config_lib.ModelConfig,
                geometry: config_lib.GeometryConfig | None = None):
@@ -82,6 +90,13 @@ class System(abc.ABC):
   @property
   def has_semantic_map(self) -> bool:
     return 'semantic_map' in self.inference_outputs
+
+  @property
+  def has_detections(self) -> bool:
+    """False for a pretraining stage (semantic_segmentation), whose
+    graph returns the semantic map alone: it is scored by mean IoU and
+    neither exported nor served."""
+    return 'detection_boxes' in self.inference_outputs
 
   @abc.abstractmethod
   def build(self, max_instances: int = 100,

@@ -2,8 +2,9 @@
 
 Each mask head of heads/registry.py is a Faster R-CNN system of its own,
 looked up when a system is asked for (so a head added to that table is a
-system at once); MaskLab's feature ablations (paper Table 2) and
-InstanceFCN, which has no box branch, are listed here. This is the one
+system at once); MaskLab's feature ablations (paper Table 2),
+InstanceFCN, which has no box branch, and the semantic-segmentation
+pretraining stage (paper Table 6 "Seg") are listed here. This is the one
 place that decides what runs.
 """
 
@@ -17,6 +18,7 @@ from masklab_tf.modeling.heads import registry as heads_registry
 from masklab_tf.modeling.systems import base
 from masklab_tf.modeling.systems import instancefcn
 from masklab_tf.modeling.systems import masklab
+from masklab_tf.modeling.systems import semantic_segmentation
 
 # Systems that are not simply "Faster R-CNN with the head of that name".
 OTHER_SYSTEMS: dict[str, Callable[..., base.System]] = {
@@ -25,6 +27,8 @@ OTHER_SYSTEMS: dict[str, Callable[..., base.System]] = {
     'masklab_direction_only': functools.partial(
         masklab.MaskLabSystem, head='masklab', mask_features='direction'),
     'instancefcn': instancefcn.InstanceFcnSystem,
+    semantic_segmentation.NAME:
+        semantic_segmentation.SemanticSegmentationSystem,
 }
 
 

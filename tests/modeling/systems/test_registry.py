@@ -4,6 +4,7 @@ it declares; the class attributes the tools read; InstanceFCN's refusals."""
 import pytest
 import tf_keras
 
+from masklab_tf import config
 from masklab_tf.modeling import factory
 from masklab_tf.modeling.heads import head_config
 from masklab_tf.modeling.heads import masklab_head
@@ -11,9 +12,11 @@ from masklab_tf.modeling.heads import registry as heads_registry
 from masklab_tf.modeling.systems import registry
 
 # The paper family (modeling/systems/registry.py's docstring): three mask
-# heads, MaskLab's two feature ablations and InstanceFCN.
+# heads, MaskLab's two feature ablations and InstanceFCN; and the
+# semantic-segmentation pretraining stage, which detects nothing.
 SIX_SYSTEMS = ['biseg', 'fcis', 'instancefcn', 'masklab',
                'masklab_direction_only', 'masklab_semantic_only']
+STAGES = ['semantic_segmentation']
 # The mask head (and MaskLab's features) inside each Faster R-CNN system.
 MASK_HEADS = {
     'masklab': ('masklab', 'both'), 'fcis': ('fcis', None),
@@ -23,8 +26,11 @@ MASK_HEADS = {
 }
 
 
-def test_the_six_systems_are_registered():
-  assert registry.available_systems() == SIX_SYSTEMS
+def test_the_six_systems_and_the_stage_are_registered():
+  assert registry.available_systems() == sorted(SIX_SYSTEMS + STAGES)
+  assert [name for name in registry.available_systems()
+          if not registry.get_system(config.ModelConfig(mask_head=name))
+          .has_detections] == STAGES
 
 
 @pytest.fixture(scope='module')
@@ -37,7 +43,7 @@ def built(tiny):
           for name in registry.available_systems()}
 
 
-@pytest.mark.parametrize('name', SIX_SYSTEMS)
+@pytest.mark.parametrize('name', SIX_SYSTEMS + STAGES)
 def test_every_system_builds_with_its_declared_outputs(built, name):
   """build_models(--mask_head=name) builds that system, and its inference
   graph's outputs are exactly system.inference_outputs (the keys serving
@@ -56,7 +62,7 @@ def test_every_system_builds_with_its_declared_outputs(built, name):
   assert {id(w) for w in models.inference_model.weights} <= train_weights
   assert system.has_semantic_map == ('semantic_map' in
                                      system.inference_outputs)
-  if name == 'instancefcn':
+  if name in ['instancefcn'] + STAGES:
     assert not [layer for layer in models.train_model.layers
                 if layer.name == 'mask_head']
   else:

@@ -173,9 +173,13 @@ class ModelConfig:
       'direction' (paper Table 2); other heads refuse anything but 'both'.
     refine: the masklab head's hypercolumn refinement on or off (paper
       Table 4); heads without refinement refuse --refine=false.
-    hypercolumn_channels: if > 0, a 1x1 conv reduces conv1 and res2 to this
-      many channels each on the whole image before cropping (cheaper
-      refinement at many detections); 0 crops them whole (paper).
+    refine_features: the backbone endpoints whose features the masklab
+      head's refinement crops beside the coarse mask, of conv1, res2, res3
+      (paper Table 4: conv1 + res2 best, res3 adds nothing); other heads
+      refuse anything but the default.
+    hypercolumn_channels: if > 0, a 1x1 conv reduces each refine_features
+      endpoint to this many channels on the whole image before cropping
+      (cheaper refinement at many detections); 0 crops them whole (paper).
     refine_filters: filters of the three 5x5 refinement convs (paper: 64).
     semantic_head: 'conv1x1' (MaskLab) or 'aspp' (the output-fusion paper's
       atrous pyramid, rates 6, 12, 18, 128 filters) for the semantic logits.
@@ -238,6 +242,7 @@ class ModelConfig:
   mask_head: str = 'masklab'
   mask_features: str = 'both'
   refine: bool = True
+  refine_features: tuple[str, ...] = ('conv1', 'res2')
   hypercolumn_channels: int = 0
   refine_filters: int = 64
   semantic_head: str = 'conv1x1'

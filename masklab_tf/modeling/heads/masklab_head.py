@@ -13,6 +13,9 @@ from masklab_tf.ops import assemble
 from masklab_tf.ops import roi_crop
 
 MASK_FEATURES = ('both', 'semantic', 'direction')
+# Endpoints the refinement may crop (paper Table 4: conv1, conv2 = res2,
+# conv3 = res3).
+REFINE_FEATURES = ('conv1', 'res2', 'res3')
 
 
 @tf_keras.utils.register_keras_serializable(package='masklab')
@@ -38,7 +41,9 @@ class MaskLabHead(tf_keras.layers.Layer):
   def __init__(self, num_classes: int, endpoint_strides: dict,
                crop_size: int = 41, num_directions: int = 8,
                num_distance_bins: int = 4, features: str = 'both',
-               refine: bool = True, hypercolumn_channels: int = 0,
+               refine: bool = True,
+               refine_features: tuple[str, ...] = ('conv1', 'res2'),
+               hypercolumn_channels: int = 0,
                refine_filters: int = 64, semantic_head: str = 'conv1x1',
                use_xla: bool = True, gather_crops: bool = False, **kwargs):
     """Builds the head (sublayers are made in `build`).
@@ -53,8 +58,12 @@ class MaskLabHead(tf_keras.layers.Layer):
       features: 'both', 'semantic' or 'direction': which crops the coarse
         mask fuses (paper Table 2).
       refine: hypercolumn refinement on or off (paper Table 4).
-      hypercolumn_channels: > 0 reduces conv1 and res2 to this many channels
-        by 1x1 convs before cropping; 0 crops them whole (paper).
+      refine_features: the endpoints of REFINE_FEATURES whose features the
+        refinement crops beside the coarse mask (paper Table 4: conv1 and
+        res2).
+      hypercolumn_channels: > 0 reduces each refine_features endpoint to
+        this many channels by 1x1 convs before cropping; 0 crops them whole
+        (paper).
       refine_filters: filters of the three 5x5 refinement convs (paper: 64).
       semantic_head: 'conv1x1' (MaskLab) or 'aspp' (semantic_head.py).
       use_xla: compile the assembling layer's core with XLA.
@@ -66,6 +75,10 @@ class MaskLabHead(tf_keras.layers.Layer):
     if features not in MASK_FEATURES:
       raise ValueError(f'features must be one of {MASK_FEATURES}, got '
                        f'{features!r}')
+    unknown = set(refine_features) - set(REFINE_FEATURES)
+    if unknown or len(set(refine_features)) != len(refine_features):
+      raise ValueError(f'refine_features: distinct endpoints of '
+                       f'{REFINE_FEATURES}, got {tuple(refine_features)}')
     self.num_classes = num_classes
     self.endpoint_strides = dict(endpoint_strides)
     self.crop_size = crop_size
@@ -73,6 +86,7 @@ class MaskLabHead(tf_keras.layers.Layer):
     self.num_distance_bins = num_distance_bins
     self.features = features
     self.refine = refine
+    self.refine_features = tuple(refine_features)
     self.hypercolumn_channels = hypercolumn_channels
     self.refine_filters = refine_filters
     self.semantic_head = semantic_head
@@ -96,6 +110,7 @@ class MaskLabHead(tf_keras.layers.Layer):
                num_directions=geometry.num_directions,
                num_distance_bins=geometry.num_distance_bins,
                features=features or cfg.mask_features, refine=cfg.refine,
+               refine_features=tuple(cfg.refine_features),
                hypercolumn_channels=cfg.hypercolumn_channels,
                refine_filters=cfg.refine_filters,
                semantic_head=cfg.semantic_head, use_xla=use_xla,
@@ -131,12 +146,12 @@ class MaskLabHead(tf_keras.layers.Layer):
         kernel_initializer=tf_keras.initializers.Constant(
             init[self.features]))
     if self.hypercolumn_channels:
-      self.reduce_conv1 = tf_keras.layers.Conv2D(
-          self.hypercolumn_channels, 1, activation='relu',
-          name='reduce_conv1')
-      self.reduce_res2 = tf_keras.layers.Conv2D(
-          self.hypercolumn_channels, 1, activation='relu',
-          name='reduce_res2')
+      # Attributes reduce_<endpoint>, as checkpoints of the conv1 + res2
+      # head have always named them.
+      for endpoint in self.refine_features:
+        setattr(self, f'reduce_{endpoint}', tf_keras.layers.Conv2D(
+            self.hypercolumn_channels, 1, activation='relu',
+            name=f'reduce_{endpoint}'))
     if self.refine:
       self.refine_convs = [
           tf_keras.layers.Conv2D(self.refine_filters, 5, padding='same',
@@ -173,16 +188,14 @@ class MaskLabHead(tf_keras.layers.Layer):
     return outputs
 
   def _refine(self, endpoints, boxes, coarse):
-    conv1, res2 = endpoints['conv1'], endpoints['res2']
-    if self.hypercolumn_channels:
-      conv1, res2 = self.reduce_conv1(conv1), self.reduce_res2(res2)
-    hyper = [
-        roi_crop.crop_rois(conv1, boxes, self.crop_size,
-                           self.endpoint_strides['conv1'],
-                           gather=self.gather_crops),
-        roi_crop.crop_rois(res2, boxes, self.crop_size,
-                           self.endpoint_strides['res2'],
-                           gather=self.gather_crops)]
+    hyper = []
+    for endpoint in self.refine_features:
+      features = endpoints[endpoint]
+      if self.hypercolumn_channels:
+        features = getattr(self, f'reduce_{endpoint}')(features)
+      hyper.append(roi_crop.crop_rois(
+          features, boxes, self.crop_size, self.endpoint_strides[endpoint],
+          gather=self.gather_crops))
     hyper = [tf.cast(h, self.compute_dtype) for h in hyper]
     net = tf.concat([coarse[..., tf.newaxis]] + hyper, axis=-1)
     shape = tf.shape(net)
@@ -201,6 +214,7 @@ class MaskLabHead(tf_keras.layers.Layer):
         'num_directions': self.num_directions,
         'num_distance_bins': self.num_distance_bins,
         'features': self.features, 'refine': self.refine,
+        'refine_features': self.refine_features,
         'hypercolumn_channels': self.hypercolumn_channels,
         'refine_filters': self.refine_filters,
         'semantic_head': self.semantic_head, 'use_xla': self.use_xla,

@@ -98,6 +98,10 @@ class PositionSensitiveHead(tf_keras.layers.Layer):
         cfg, 'refine', (True,), owner,
         'has no refinement stage to turn off (--refine applies to the '
         'masklab heads)')
+    head_config.require(
+        cfg, 'refine_features', (config_lib.ModelConfig.refine_features,), owner,
+        'has no refinement stage to feed (--refine_features applies to the '
+        'masklab heads)')
 
   @classmethod
   def from_model_config(cls, cfg: config_lib.ModelConfig,

@@ -61,6 +61,9 @@ class InstanceFcnSystem(base.System):
                         "has no MaskLab feature crops to ablate")
     head_config.require(cfg, 'refine', (True,), _OWNER,
                         'has no refinement stage to turn off')
+    head_config.require(cfg, 'refine_features',
+                        (config_lib.ModelConfig.refine_features,), _OWNER,
+                        'has no refinement stage to feed')
     head_config.require(cfg, 'deformable_crop', (False,), _OWNER,
                         'has no box classifier to crop for')
     head_config.require(cfg, 'semantic_head', ('conv1x1',), _OWNER,

@@ -76,6 +76,9 @@ def test_heads_train_in_the_whole_model(name, tiny):
      'inside/outside score maps'),
     (dict(refine=False),
      '--refine=false: the {} mask head has no refinement stage to turn off'),
+    (dict(refine_features=('conv1',)),
+     '--refine_features=conv1: the {} mask head has no refinement stage to '
+     'feed'),
     (dict(direction_loss_weight=1.0),
      '--direction_loss_weight=1.0: the {} mask head predicts no '
      'direction_logits; set --direction_loss_weight=0 \\(heads with '

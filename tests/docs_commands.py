@@ -48,7 +48,23 @@ _ONNX = ('tests/serving/test_golden_checkpoint.py::'
 
 _TTA = 'tests/serving/test_predict_model_dir.py::'
 
+_PRETRAINING = 'tests/training/test_semantic_pretraining.py::'
+
 COMMANDS = {
+    # docs/training.md: semantic-segmentation pretraining.
+    '.venv/bin/python bin/train --flagfile=configs/shapes_cpu.flags '
+    '--model_dir=runs/shapes_seg --mask_head=semantic_segmentation '
+    '--train_steps=100 --train_annotations=demo_data/train/annotations.json '
+    '--train_images=demo_data/train/images '
+    '--val_annotations=demo_data/val/annotations.json '
+    '--val_images=demo_data/val/images': Executed(
+        _PRETRAINING + 'test_bin_train_runs_the_stage_and_scores_it_by_mean_'
+        'iou'),
+    '.venv/bin/python bin/train --flagfile=configs/shapes_cpu.flags '
+    '--model_dir=runs/shapes_from_seg --init_checkpoint=runs/shapes_seg '
+    '--train_annotations=demo_data/train/annotations.json '
+    '--train_images=demo_data/train/images': Executed(
+        _PRETRAINING + 'test_masklab_from_the_stage_has_its_semantic_map'),
     # docs/training.md: test-time augmentation.
     '.venv/bin/python bin/evaluate --model_dir=runs/shapes '
     '--annotations=demo_data/val/annotations.json '

@@ -2,6 +2,8 @@
 --init_checkpoint from bin/train runs: the stage's loss against numpy, its
 mean-IoU evaluation, and MaskLab starting from its weights."""
 
+import contextlib
+import io
 import json
 import os
 
@@ -21,38 +23,44 @@ from masklab_tf.training import trainer as trainer_lib
 STEPS = 6
 
 
+def _bin_train(*args):
+  """bin/train's main in this process; returns what it printed."""
+  out = io.StringIO()
+  with tool_flags(train_tool, '--flagfile=configs/shapes_cpu.flags',
+                  *args) as argv, contextlib.redirect_stdout(out):
+    train_tool.main(argv)
+  return out.getvalue()
+
+
 @pytest.fixture(scope='module')
 def pretrained(shapes_dir, tmp_path_factory, tiny_training_flags):
   """bin/train --mask_head=semantic_segmentation, STEPS steps with a val
   set: (model_dir, the printed lines)."""
   model_dir = tmp_path_factory.mktemp('pretrained') / 'seg'
-  lines = []
-  with tool_flags(
-      train_tool, '--flagfile=configs/shapes_cpu.flags',
+  printed = _bin_train(
       f'--model_dir={model_dir}', *tiny_training_flags,
       '--mask_head=semantic_segmentation', f'--train_steps={STEPS}',
       '--checkpoint_every=100', '--learning_rate=0.05',
       f'--train_annotations={shapes_dir}/train/annotations.json',
       f'--train_images={shapes_dir}/train/images',
       f'--val_annotations={shapes_dir}/val/annotations.json',
-      f'--val_images={shapes_dir}/val/images') as argv:
-    import contextlib
-    import io
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-      train_tool.main(argv)
-    lines = out.getvalue().splitlines()
-  return model_dir, lines
+      f'--val_images={shapes_dir}/val/images')
+  return model_dir, printed.splitlines()
 
 
 @pytest.fixture(scope='module')
-def initialised(pretrained, shapes_configs, tmp_path_factory):
-  """A MaskLab trainer initialised from the stage, and what it printed."""
+def initialised(pretrained, shapes_dir, tmp_path_factory,
+                tiny_training_flags):
+  """bin/train of MaskLab from the stage, 0 steps: (its model_dir, what it
+  printed); its checkpoint holds the weights it started from."""
   seg_dir, _ = pretrained
-  trainer = trainer_lib.Trainer(
-      shapes_configs(f'--init_checkpoint={seg_dir}', '--train_steps=1'),
-      str(tmp_path_factory.mktemp('initialised')))
-  return trainer, trainer.restore_or_initialise()
+  model_dir = tmp_path_factory.mktemp('initialised') / 'masklab'
+  printed = _bin_train(
+      f'--model_dir={model_dir}', *tiny_training_flags,
+      f'--init_checkpoint={seg_dir}', '--train_steps=0',
+      f'--train_annotations={shapes_dir}/train/annotations.json',
+      f'--train_images={shapes_dir}/train/images')
+  return model_dir, printed
 
 
 def _restored(model_dir):
@@ -102,17 +110,15 @@ def test_bin_train_runs_the_stage_and_scores_it_by_mean_iou(pretrained):
 
 
 def test_masklab_from_the_stage_has_its_semantic_map(pretrained,
-                                                     initialised,
-                                                     shapes_configs):
+                                                     initialised):
   """The backbone and the semantic logits load (the box classifier's conv5
   from res5): MaskLab's semantic map before any step is the stage's. One
   started from scratch has another (the test can fail)."""
   seg_dir, _ = pretrained
-  trainer, printed = initialised
+  model_dir, printed = initialised
   assert 'bin/train semantic_segmentation checkpoint' in printed
   assert 'its own not used: none' in printed
-  report = json.load(open(os.path.join(trainer.model_dir,
-                                       checkpoints.REPORT_FILE)))
+  report = json.load(open(model_dir / checkpoints.REPORT_FILE))
   assert 'mask_head/semantic_logits/kernel' in report['matched']
   assert sum(e.endswith('(from res5)') for e in report['matched']) > 0
   fresh = {e.split('/')[0] for e in report['unmatched_ours']}
@@ -120,19 +126,19 @@ def test_masklab_from_the_stage_has_its_semantic_map(pretrained,
   assert 'mask_head/semantic_logits/kernel' not in report['unmatched_ours']
 
   _, stage = _restored(seg_dir)
+  configs, masklab = _restored(model_dir)
   image = np.random.default_rng(1).uniform(0, 255, [1, 96, 96, 3])
   inputs = {'image': tf.constant(image, tf.float32),
             'image_size': tf.constant([[96, 96]])}
   expected = stage.inference_model(inputs)
-  got = trainer.models.inference_model(inputs)
+  got = masklab.inference_model(inputs)
   np.testing.assert_allclose(got['semantic_logits'],
                              expected['semantic_logits'], atol=1e-4)
-  scratch = factory.build_models(trainer.configs.model,
-                                 trainer.configs.geometry)
+  scratch = factory.build_models(configs.model, configs.geometry)
   assert not np.allclose(scratch.inference_model(inputs)['semantic_logits'],
                          expected['semantic_logits'], atol=1e-2)
   # The duplicated conv5 starts as the stage's res5.
-  conv5 = trainer.models.train_model.get_layer('box_classifier').conv5
+  conv5 = masklab.train_model.get_layer('box_classifier').conv5
   res5 = [layer for layer in stage.backbone.layers if layer.weights][-1]
   assert conv5.weights[0].shape == res5.weights[0].shape
   np.testing.assert_array_equal(conv5.weights[0].numpy(),
@@ -141,16 +147,14 @@ def test_masklab_from_the_stage_has_its_semantic_map(pretrained,
 
 def test_a_run_with_other_classes_keeps_what_fits(initialised,
                                                   shapes_configs, tmp_path):
-  """MaskLab into MaskLab with 7 classes (its best/ checkpoint, configs one
+  """MaskLab into MaskLab with 7 classes (from a best/ folder, configs one
   folder up): the class-sized weights start fresh, with both shapes."""
-  trainer, _ = initialised
-  trainer.train()
-  best = os.path.join(trainer.model_dir, 'best')
-  os.makedirs(best)
-  for name in os.listdir(trainer.model_dir):
-    if name.startswith('ckpt-1.') or name == 'checkpoint':
-      os.link(os.path.join(trainer.model_dir, name),
-              os.path.join(best, name))
+  model_dir, _ = initialised
+  best = model_dir / 'best'
+  best.mkdir()
+  for name in os.listdir(model_dir):
+    if name.startswith('ckpt-0.') or name == 'checkpoint':
+      os.link(model_dir / name, best / name)
   other = trainer_lib.Trainer(
       shapes_configs(f'--init_checkpoint={best}', '--num_classes=7'),
       str(tmp_path))

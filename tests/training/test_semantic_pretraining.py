@@ -35,12 +35,12 @@ def _bin_train(*args):
 @pytest.fixture(scope='module')
 def pretrained(shapes_dir, tmp_path_factory, tiny_training_flags):
   """bin/train --mask_head=semantic_segmentation, STEPS steps with a val
-  set: (model_dir, the printed lines)."""
+  set evaluated every 4 steps: (model_dir, the printed lines)."""
   model_dir = tmp_path_factory.mktemp('pretrained') / 'seg'
   printed = _bin_train(
       f'--model_dir={model_dir}', *tiny_training_flags,
       '--mask_head=semantic_segmentation', f'--train_steps={STEPS}',
-      '--checkpoint_every=100', '--learning_rate=0.05',
+      '--checkpoint_every=100', '--learning_rate=0.05', '--eval_every=4',
       f'--train_annotations={shapes_dir}/train/annotations.json',
       f'--train_images={shapes_dir}/train/images',
       f'--val_annotations={shapes_dir}/val/annotations.json',
@@ -93,7 +93,13 @@ def test_the_stage_loss_is_softmax_over_cells_against_numpy(shapes_configs):
 
 
 def test_bin_train_runs_the_stage_and_scores_it_by_mean_iou(pretrained):
+  """It learns; it is evaluated on its cadence and at the end (which
+  --eval_every need not divide; the last step is scored once) by mean IoU,
+  which also picks MODEL_DIR/best."""
   model_dir, lines = pretrained
+  evals = [line.split(':')[0] for line in lines
+           if line.startswith('eval at step')]
+  assert evals == ['eval at step 4', f'eval at step {STEPS}']
   losses = [float(line.split('loss ')[1].split()[0]) for line in lines
             if line.startswith('step ')]
   assert len(losses) == STEPS and losses[-1] < 0.75 * losses[0]
@@ -106,7 +112,12 @@ def test_bin_train_runs_the_stage_and_scores_it_by_mean_iou(pretrained):
   assert any(line.startswith(f'eval at step {STEPS}: semantic mIoU')
              for line in lines)
   best = json.load(open(model_dir / 'best' / 'best.json'))
-  assert best['semantic']['mIoU'] == metrics['semantic']['mIoU']
+  scores = {int(line.split(':')[0].split()[-1]):
+            float(line.split('semantic mIoU ')[1]) for line in lines
+            if line.startswith('eval at step')}
+  best_step = max(scores, key=scores.get)
+  assert best['step'] == best_step
+  assert round(best['semantic']['mIoU'], 1) == scores[best_step]
 
 
 def test_masklab_from_the_stage_has_its_semantic_map(pretrained,

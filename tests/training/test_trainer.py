@@ -88,32 +88,6 @@ def test_non_finite_steps_are_skipped_then_stop(two_steps, tmp_path):
   assert trainer.manager.latest_checkpoint
 
 
-def test_train_tool_evaluates_on_its_own_cadence(shapes_dir, tmp_path,
-                                                 capsys, tiny_training_flags):
-  """--eval_every need not divide --log_every; the last step is scored once."""
-  import json
-  from in_process import tool_flags
-  from masklab_tf.tools import train as train_tool
-  model_dir = tmp_path / 'model'
-  # In this process (bin/train is this main behind absl's app.run).
-  with tool_flags(
-      train_tool, '--flagfile=configs/shapes_cpu.flags',
-      f'--model_dir={model_dir}', *tiny_training_flags, '--log_every=3',
-      '--train_steps=3', '--eval_every=2',
-      f'--train_annotations={shapes_dir}/train/annotations.json',
-      f'--train_images={shapes_dir}/train/images',
-      f'--val_annotations={shapes_dir}/val/annotations.json',
-      f'--val_images={shapes_dir}/val/images') as argv:
-    train_tool.main(argv)
-  evals = [line for line in capsys.readouterr().out.splitlines()
-           if line.startswith('eval at step')]
-  assert [line.split(':')[0] for line in evals] == ['eval at step 2',
-                                                    'eval at step 3']
-  metrics = json.load(open(model_dir / 'metrics.json'))
-  assert metrics['step'] == 3 and 'AP' in metrics['mask']
-  assert os.path.exists(model_dir / 'best' / 'best.json')
-
-
 def test_kill_during_save_leaves_a_restorable_latest(shapes_train, tmp_path):
   """SIGKILL a process that saves back to back, twice at random moments:
   every restart restores "latest" (all objects matched) at the last save

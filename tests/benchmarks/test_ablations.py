@@ -1,0 +1,88 @@
+"""The ablations suite: every row's flags are real settings, each table's
+rows exist, the report's mean and spread, and a quick run to the end."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.harness import jobs
+from benchmarks.harness import results
+from benchmarks.suites import ablations
+from benchmarks.suites import accuracy
+from masklab_tf import config
+
+SETTINGS = {'budget_s': 10.0, 'budget_mode': 'cpu', 'num_train': 8,
+            'num_val': 8, 'data_seed': 1, 'config': 'configs/shapes_cpu.flags',
+            'data_dir': ''}
+
+
+@pytest.mark.parametrize('name', list(ablations.ROWS))
+def test_every_row_is_a_config_that_differs_from_the_baseline(name):
+  """The flags parse (a renamed flag fails here, not after an hour), and
+  each row but the baseline changes the config or the pretraining."""
+  row = ablations.ROWS[name]
+  path = os.path.join(results.REPO, SETTINGS['config'])
+  configs = config.from_flagfile(path, accuracy.DENSE_SEMANTIC + row.flags)
+  baseline = config.from_flagfile(path, accuracy.DENSE_SEMANTIC)
+  assert bool(configs != baseline or row.pretrain) is (name != 'baseline')
+  assert 0 <= row.pretrain < 1
+
+
+def test_every_table_names_rows_that_exist():
+  for _, rows in ablations.TABLES.values():
+    assert set(rows) <= set(ablations.ROWS)
+  assert {n for _, rows in ablations.TABLES.values() for n in rows} == set(
+      ablations.ROWS)
+
+
+def _outcome(name, mask_ap, steps=100):
+  row = ablations.ROWS[name]
+  metrics = {kind: {f'AP{at}': mask_ap for at in ('', '50', '75')}
+             for kind in ('mask', 'box')}
+  outcome = {'flags': list(row.flags), 'pretrain': row.pretrain,
+             'steps': steps, 'metrics': metrics}
+  if row.pretrain:
+    outcome['pretraining'] = {'steps': 40,
+                              'metrics': {'semantic': {'mIoU': 50.0}}}
+  return outcome
+
+
+def test_report_gives_each_rows_mean_and_spread_and_skips_stale_rows(
+    tmp_path):
+  store = jobs.Store(str(tmp_path / 'results.json'))
+  record = lambda name, seed, outcome: store.record(
+      jobs.Job('ablation', f'{name}-seed{seed}'), SETTINGS,
+      jobs.Outcome(outcome))
+  for seed, ap in enumerate([50.0, 54.0, 58.0]):
+    record('baseline', seed, _outcome('baseline', ap))
+  record('seg_0.25', 0, _outcome('seg_0.25', 60.0))
+  stale = dict(_outcome('bins_2', 10.0), flags=['--num_distance_bins=3'])
+  record('bins_2', 0, stale)
+  plan = {'seg': {'baseline': ['0', '1', '2'], 'seg_0.25': ['0']},
+          'table3': {'bins_2': ['0']}}
+  result = ablations.report(store, SETTINGS, plan)
+  table = results.find_table(result, 'seg')
+  baseline, seg = table['rows']
+  assert baseline['mask_ap'] == 54.0 and baseline['mask_ap_sd'] == 4.0
+  assert baseline['seeds'] == 3 and 'pretrain_steps' not in baseline
+  assert seg['pretrain_steps'] == 40 and seg['pretrain_miou'] == 50.0
+  assert 'mask_ap_sd' not in seg  # One seed: no spread.
+  with pytest.raises(KeyError):
+    results.find_table(result, 'table3')  # Its one row is stale.
+
+
+@pytest.mark.slow
+def test_quick_run_to_the_end(tmp_path):
+  """`python -m benchmarks ablations --quick` of a pretraining row."""
+  subprocess.run(
+      [sys.executable, '-m', 'benchmarks', 'ablations', '--quick',
+       '--tables=seg', '--rows=seg_0.25', f'--work_dir={tmp_path}/work',
+       '--publish=quick', f'--results_dir={tmp_path}/results'],
+      check=True, cwd=results.REPO, env=dict(
+          os.environ, PYTHONPATH=results.REPO), capture_output=True)
+  published = results.load_all(str(tmp_path / 'results'))['ablations/quick']
+  row, = results.find_table(published, 'seg')['rows']
+  assert row['row'] == 'seg_0.25' and row['pretrain_steps'] > 0
+  assert 0 <= row['pretrain_miou'] <= 100 and 'mask_ap' in row

@@ -14,6 +14,9 @@ logits load by name, the rest starts fresh.
 
 The inference graph returns the semantic logits and map only; bin/train and
 bin/evaluate score it by mean IoU (evaluation/semantic_metrics.py).
+MaskLab's other settings (anchors, refinement, directions) describe the
+system this stage initialises, so one flags file serves both stages; they
+size nothing here.
 """
 
 from __future__ import annotations

@@ -56,8 +56,9 @@ _SCALE_AUGMENTATION = ('--min_sizes=128,160,184,208,240', '--max_size=240')
 # Table 5 runs on ResNet-18: two units in res5 and in the box classifier's
 # conv5, so the first two rates of each of the paper's triples act.
 _RESNET18 = ('--backbone_depth=18',)
-# The pretraining fraction Table 6's "Seg" rows use (the seg table's best).
-SEG_FRACTION = 0.25
+# The pretraining fraction Table 6's "Seg" rows use: the seg table's least
+# costly one (at 1500 CPU-s no fraction beat none: docs/benchmarks.md).
+SEG_FRACTION = 0.1
 
 ROWS = {
     'baseline': Row((), 'semantic + direction, 4 distance bins, 8 '

@@ -107,6 +107,29 @@ class Store:
       self.data['jobs'][job.name] = dict(stamp, result=outcome.result)
     self.save()
 
+  def measured(self, settings: dict) -> dict[str, dict]:
+    """{name: entry} of every job measured under `settings`."""
+    digest = settings_hash(settings)
+    return {name: entry for name, entry in self.data['jobs'].items()
+            if entry['settings_hash'] == digest}
+
+  def adopt(self, entries: dict[str, dict], settings: dict) -> list[str]:
+    """Takes over the entries (from a published result) measured under
+    `settings` that this store lacks; returns their names.
+
+    A suite that runs for longer than a machine lives (the ablations:
+    ~50 runs of 14 minutes) keeps its runs in the published result, and a
+    fresh work folder continues from them instead of measuring them again.
+    """
+    adopted = [name for name, entry in entries.items()
+               if entry['settings_hash'] == settings_hash(settings)
+               and not self.entry(name, settings)]
+    for name in adopted:
+      self.data['failed'].pop(name, None)
+      self.data['jobs'][name] = dict(entries[name], invocation='published')
+    self.save()
+    return adopted
+
   def forget(self, names: list[str]) -> None:
     """Drops the stored results of `names`: the next run measures them
     again."""

@@ -125,7 +125,11 @@ def docs_page(all_results: dict[str, dict]) -> str:
            'with `python -m benchmarks <suite>` (`--help` lists its flags). '
            'Speeds are of the machine named under each title: machines of '
            'this project differ (Zen 3, Zen 4, Sapphire Rapids), so compare '
-           'rows of one result only.', '']
+           'rows of one result only. A suite rerun with the same '
+           '`--work_dir` measures only what is missing; the ablations, more '
+           'machine-hours than one session, also keep each run in their '
+           'published JSON, and a rerun with the same `--publish` on a '
+           'fresh machine continues from those.', '']
   grouped = _by_suite(all_results)
   for suite, _ in grouped:
     title = SUITE_TITLES.get(suite, suite)

@@ -92,6 +92,17 @@ def relative_paths(value: str) -> str:
   return _ABSOLUTE_PATH.sub(replace, value)
 
 
+def without_machine_paths(value: Any) -> Any:
+  """`value` (JSON data) with `relative_paths` applied to every string."""
+  if isinstance(value, str):
+    return relative_paths(value)
+  if isinstance(value, dict):
+    return {key: without_machine_paths(item) for key, item in value.items()}
+  if isinstance(value, list):
+    return [without_machine_paths(item) for item in value]
+  return value
+
+
 def commit() -> str:
   """The checkout's short commit, '+changes' when its tracked files differ
   from it ('' outside git)."""

@@ -10,6 +10,7 @@ A suite is a module of benchmarks/suites/ with
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Callable
@@ -66,7 +67,8 @@ def run(suite: str, plan: list[jobs_lib.Job], settings: dict,
         report: Callable[[jobs_lib.Store, dict, str], dict],
         summary: Callable[[jobs_lib.Job, dict], str] = lambda j, r: '',
         command: Callable[[jobs_lib.Job, str], list[str] | None] =
-        lambda job, work_dir: None, redo: list[str] = ()) -> dict:
+        lambda job, work_dir: None, redo: list[str] = (),
+        keep_jobs: bool = False) -> dict:
   """Runs the missing jobs of `plan` in the work folder, then reports.
 
   Args:
@@ -78,6 +80,10 @@ def run(suite: str, plan: list[jobs_lib.Job], settings: dict,
     command: (job, work_dir) -> another command for that job, or None for
       the suite's own child process.
     redo: names of jobs measured again even if stored.
+    keep_jobs: whether the published result keeps every job's stored
+      entry, and a run with the same --publish continues from them (for a
+      suite of more machine-hours than one session has; the entries must
+      be small).
 
   Returns:
     The result; it is printed as markdown and, with --publish, stored and
@@ -87,6 +93,10 @@ def run(suite: str, plan: list[jobs_lib.Job], settings: dict,
     work_dir = os.path.abspath(work_dir)
     store = jobs_lib.Store(os.path.join(work_dir, 'results.json'))
     store.begin(results_lib.shown_command())
+    carried = _published_jobs(suite, store, settings)
+    if carried:
+      print(f'carried from the published result: {len(carried)} jobs',
+            flush=True)
     store.forget(redo)
     failed = jobs_lib.run_plan(
         plan, store, settings,
@@ -95,11 +105,30 @@ def run(suite: str, plan: list[jobs_lib.Job], settings: dict,
                                    command(job, work_dir)),
         summary=summary, log=lambda line: print(line, flush=True))
     result = report(store, settings, work_dir)
+    if keep_jobs:
+      result['jobs'] = results_lib.without_machine_paths(
+          store.measured(settings))
   publish(result)
   if failed:
     print(f'\nfailed jobs (rerun the command to retry): {", ".join(failed)}')
     sys.exit(1)
   return result
+
+
+def _published_jobs(suite: str, store: jobs_lib.Store,
+                    settings: dict) -> list[str]:
+  """Adopts into `store` the jobs kept in the result --publish names."""
+  if not FLAGS.publish:
+    return []
+  path = results_lib.path(suite, FLAGS.publish, FLAGS.results_dir)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    try:
+      published = json.load(f)
+    except json.JSONDecodeError as error:
+      raise ValueError(f'{path}: not JSON ({error})') from error
+  return store.adopt(published.get('jobs', {}), settings)
 
 
 def publish(result: dict) -> None:

@@ -10,6 +10,12 @@ spends f of the budget on the semantic-segmentation stage
 (--mask_head=semantic_segmentation) and the rest on MaskLab initialised
 from it (--init_checkpoint), so that it costs what the others do.
 
+The ~50 runs are more machine-hours than one session has, and a session's
+machine does not outlive it: the published result keeps every run, and a
+rerun with the same --publish continues from them in a fresh work folder
+(--report_only publishes without training). The report shows every row
+measured under the settings, whichever --tables planned it.
+
 What the small scale cannot reproduce is said in the rows' notes: ResNet-10
 has one unit in res5 and in the box classifier's conv5, so the multi-grid
 rates (one per unit) act only from ResNet-18 on (Table 5 runs there), and
@@ -140,6 +146,8 @@ def define_flags() -> None:
   flags.DEFINE_list('rows', [], 'Only these rows of --tables (default: all '
                     'of them).')
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds of each row.')
+  flags.DEFINE_bool('report_only', False, 'Train nothing: report (and '
+                    'with --publish, publish) what is measured.')
   flags.DEFINE_float('budget_s', 1500.0, 'Training budget of each run '
                      '(pretraining included).')
   flags.DEFINE_enum('budget_mode', 'cpu', ['wall', 'cpu'],
@@ -218,9 +226,10 @@ COLUMNS = [
     results.column('paper_ap75', 'paper mAP@0.75', '.2f')]
 
 
-def report(store: jobs.Store, settings: dict, plan: dict) -> dict:
-  """One table per paper table, of the rows measured (stale rows, whose
-  flags changed since, are left out)."""
+def report(store: jobs.Store, settings: dict) -> dict:
+  """One table per paper table, of every row the store holds under
+  `settings` (all its seeds; stale rows, whose flags changed since, are left
+  out)."""
   body = [results.text(
       '{budget_s:g} {budget_mode} s of training per run (pretraining '
       'included), --config={config} with the dense semantic loss, on the '
@@ -228,19 +237,15 @@ def report(store: jobs.Store, settings: dict, plan: dict) -> dict:
       'on its {num_val} val images; mean over the seeds, ± their sample '
       'standard deviation. The paper\'s numbers are COCO mAP^r at IoU 0.5 '
       'and 0.75 (ResNet-101, 800 px).'.format(**settings))]
+  runs = {}
+  for name, entry in sorted(store.measured(settings).items()):
+    row = jobs.Job.parse(name).system.rsplit('-seed', 1)[0]
+    outcome = entry['result']
+    if (row in ROWS and outcome['flags'] == list(ROWS[row].flags)
+        and outcome['pretrain'] == ROWS[row].pretrain):
+      runs.setdefault(row, []).append(outcome)
   for table, (title, rows) in TABLES.items():
-    if table not in plan:
-      continue
-    values = []
-    for name in rows:
-      outcomes = [r for seed in plan[table].get(name, ())
-                  if (r := store.result(jobs.Job('ablation',
-                                                 f'{name}-seed{seed}'),
-                                        settings))
-                  and r['flags'] == list(ROWS[name].flags)
-                  and r['pretrain'] == ROWS[name].pretrain]
-      if outcomes:
-        values.append(_row_values(name, outcomes))
+    values = [_row_values(name, runs[name]) for name in rows if name in runs]
     if values:
       used = {key for v in values for key in v}
       body.append(results.table(table, [c for c in COLUMNS
@@ -265,10 +270,11 @@ def main(argv) -> None:
       'budget_s', 'budget_mode', 'num_train', 'num_val', 'data_seed',
       'config')}
   settings['data_dir'] = FLAGS.data_dir and os.path.abspath(FLAGS.data_dir)
-  names = list(dict.fromkeys(
+  names = [] if FLAGS.report_only else list(dict.fromkeys(
       f'{name}-seed{seed}' for rows in plan.values()
       for name, row_seeds in rows.items() for seed in row_seeds))
   suite.run('ablations', [jobs.Job('ablation', n) for n in names], settings,
-            lambda store, settings, _: report(store, settings, plan),
+            lambda store, settings, _: report(store, settings),
             summary=lambda job, r: (
-                f'{r["steps"]} steps, mask AP {r["metrics"]["mask"]["AP"]:.1f}'))
+                f'{r["steps"]} steps, mask AP {r["metrics"]["mask"]["AP"]:.1f}'),
+            keep_jobs=True)

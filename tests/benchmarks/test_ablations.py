@@ -1,5 +1,8 @@
 """The ablations suite: every row's flags are real settings, each table's
-rows exist, the report's mean and spread, and a quick run to the end."""
+rows exist, the report's mean and spread, runs carried over from the
+published result, and a quick run to the end."""
+
+import json
 
 import os
 import subprocess
@@ -60,17 +63,60 @@ def test_report_gives_each_rows_mean_and_spread_and_skips_stale_rows(
   record('seg_0.25', 0, _outcome('seg_0.25', 60.0))
   stale = dict(_outcome('bins_2', 10.0), flags=['--num_distance_bins=3'])
   record('bins_2', 0, stale)
-  plan = {'seg': {'baseline': ['0', '1', '2'], 'seg_0.25': ['0']},
-          'table3': {'bins_2': ['0']}}
-  result = ablations.report(store, SETTINGS, plan)
+  store.record(jobs.Job('ablation', 'bins_1-seed0'),
+               dict(SETTINGS, budget_s=20.0),
+               jobs.Outcome(_outcome('bins_1', 10.0)))
+  result = ablations.report(store, SETTINGS)
   table = results.find_table(result, 'seg')
   baseline, seg = table['rows']
   assert baseline['mask_ap'] == 54.0 and baseline['mask_ap_sd'] == 4.0
   assert baseline['seeds'] == 3 and 'pretrain_steps' not in baseline
   assert seg['pretrain_steps'] == 40 and seg['pretrain_miou'] == 50.0
   assert 'mask_ap_sd' not in seg  # One seed: no spread.
+  # The baseline is every table's reference; table3's other rows are
+  # stale (bins_2: other flags) or of other settings (bins_1).
+  assert [row['row'] for row in
+          results.find_table(result, 'table3')['rows']] == ['baseline']
   with pytest.raises(KeyError):
-    results.find_table(result, 'table3')  # Its one row is stale.
+    results.find_table(result, 'table6')  # Nothing of it measured.
+
+
+def test_a_fresh_work_folder_continues_from_the_published_runs(tmp_path):
+  """The runs kept in the published result are adopted (those measured
+  under these settings), reported, and kept again; nothing is trained."""
+  settings = dict(SETTINGS, budget_s=1500.0, num_train=2000, num_val=200)
+  kept = {
+      'ablation-baseline-seed0': _entry(settings, _outcome('baseline', 50.0)),
+      'ablation-baseline-seed1': _entry(settings, dict(
+          _outcome('baseline', 60.0),
+          initialised='resumed from /work/me/ckpt-9 at step 9')),
+      'ablation-bins_1-seed0': _entry(dict(settings, budget_s=1.0),
+                                      _outcome('bins_1', 10.0))}
+  published = results.path('ablations', 'kept', str(tmp_path / 'results'))
+  os.makedirs(os.path.dirname(published))
+  with open(published, 'w') as f:
+    json.dump(dict(results.new('ablations', 'kept', []), jobs=kept), f)
+  run = subprocess.run(
+      [sys.executable, '-m', 'benchmarks', 'ablations', '--report_only',
+       f'--work_dir={tmp_path}/work', '--publish=kept',
+       f'--results_dir={tmp_path}/results'],
+      check=True, cwd=results.REPO, env=dict(
+          os.environ, PYTHONPATH=results.REPO), capture_output=True,
+      text=True)
+  assert 'carried from the published result: 2 jobs' in run.stdout
+  result = results.load_all(str(tmp_path / 'results'))['ablations/kept']
+  row, = results.find_table(result, 'table2')['rows']
+  assert row['row'] == 'baseline' and row['mask_ap'] == 55.0
+  assert sorted(result['jobs']) == ['ablation-baseline-seed0',
+                                    'ablation-baseline-seed1']
+  # Kept runs name no folder of the machine that measured them.
+  assert result['jobs']['ablation-baseline-seed1']['result'][
+      'initialised'] == 'resumed from <ckpt-9> at step 9'
+
+
+def _entry(settings, outcome):
+  return {'settings_hash': jobs.settings_hash(settings),
+          'settings': settings, 'result': outcome}
 
 
 @pytest.mark.slow

@@ -243,25 +243,9 @@ def load_training_checkpoint(models: base.Models, checkpoint_path: str,
   report = {'matched': [], 'unmatched_ours': [], 'unmatched_checkpoint': []}
   used = set()
   ours = _named_weights(models)
-  # A checkpoint without a box classifier (the semantic-segmentation
-  # stage's) still initialises its duplicated conv5 from res5, as an
-  # ImageNet checkpoint does (paper Table 6 "BC").
-  conv5 = _box_classifier_conv5(models)
-  if conv5 is not None and _box_classifier_conv5(source) is None:
-    num_res5_units = resnet_lib.RESNET_SPECS[
-        run_configs.model.backbone_depth][-1][2]
-    conv5_report = {'matched': [], 'unmatched_ours': []}
-    _copy_layers(_weighted_layers(conv5),
-                 _weighted_layers(source.backbone)[-num_res5_units:],
-                 'box_classifier', conv5_report, set())
-    copied = {w.ref() for w in conv5.weights}
-    if conv5_report['unmatched_ours']:
-      copied = set()
-    else:
-      report['matched'].extend(f'{e} (from res5)'
-                               for e in conv5_report['matched'])
-    ours = {name: (layer, weight) for name, (layer, weight) in ours.items()
-            if weight.ref() not in copied}
+  copied = _conv5_from_res5(models, source, run_configs, report)
+  ours = {name: (layer, weight) for name, (layer, weight) in ours.items()
+          if weight.ref() not in copied}
   for name, (layer, weight) in ours.items():
     entry = name if name.startswith(layer + '/') else f'{layer}/{name}'
     if name not in theirs:
@@ -280,6 +264,31 @@ def load_training_checkpoint(models: base.Models, checkpoint_path: str,
       name if name.startswith(layer + '/') else f'{layer}/{name}'
       for name, (layer, _) in theirs.items() if name not in used]
   return report
+
+
+def _conv5_from_res5(models: base.Models, source: base.Models,
+                     source_configs: config_lib.Configs,
+                     report: dict[str, list[str]]) -> set:
+  """Initialises our box classifier's duplicated conv5 from the source's
+  res5 when the source has no box classifier (the semantic-segmentation
+  stage), as an ImageNet checkpoint does (paper Table 6 "BC").
+
+  Returns the refs of the weights it set (none unless every one matched);
+  adds them to report['matched'].
+  """
+  conv5 = _box_classifier_conv5(models)
+  if conv5 is None or _box_classifier_conv5(source) is not None:
+    return set()
+  num_res5_units = resnet_lib.RESNET_SPECS[
+      source_configs.model.backbone_depth][-1][2]
+  conv5_report = {'matched': [], 'unmatched_ours': []}
+  _copy_layers(_weighted_layers(conv5),
+               _weighted_layers(source.backbone)[-num_res5_units:],
+               'box_classifier', conv5_report, set())
+  if conv5_report['unmatched_ours']:
+    return set()
+  report['matched'].extend(f'{e} (from res5)' for e in conv5_report['matched'])
+  return {w.ref() for w in conv5.weights}
 
 
 def _box_classifier_conv5(models: base.Models):

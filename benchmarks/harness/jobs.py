@@ -18,6 +18,7 @@ import os
 import time
 from typing import Callable
 
+from benchmarks.harness import machine
 from masklab_tf import files
 
 
@@ -97,6 +98,7 @@ class Store:
   def record(self, job: Job, settings: dict, outcome: Outcome) -> None:
     now = datetime.datetime.now()
     stamp = {'settings_hash': settings_hash(settings), 'settings': settings,
+             'machine': machine.describe(),
              'invocation': self.invocation, 'seconds': outcome.seconds,
              'peak_rss_mib': outcome.peak_rss_mib,
              'date': now.date().isoformat(), 'time': now.strftime('%H:%M')}

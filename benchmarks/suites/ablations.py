@@ -3,18 +3,21 @@ semantic-segmentation pretraining at one total budget.
 
 Every row is MaskLab as the accuracy suite trains it (--config, default
 configs/shapes_cpu.flags, with the dense semantic loss), with the flags of
-its row, trained from scratch on the hard shapes set to one CPU budget and
-scored on its val split with pycocotools. Rows run once per --seeds (the
-spread tells a difference from noise). A row with a pretraining fraction f
-spends f of the budget on the semantic-segmentation stage
-(--mask_head=semantic_segmentation) and the rest on MaskLab initialised
-from it (--init_checkpoint), so that it costs what the others do.
+its row, trained from scratch on the hard shapes set and scored on its val
+split with pycocotools. Rows run once per --seeds (the spread tells a
+difference from noise).
 
-The ~50 runs are more machine-hours than one session has, and a session's
-machine does not outlive it: the published result keeps every run, and a
-rerun with the same --publish continues from them in a fresh work folder
-(--report_only publishes without training). The report shows every row
-measured under the settings, whichever --tables planned it.
+The budget is a number of steps (--budget_mode=steps, the default): every
+row runs the same cosine schedule, as the paper's ablations share one, and
+a run means the same on every machine, so rows measured in different
+sessions on different CPUs form one table (a CPU-time budget gives a Xeon
+three times the steps of a Zen 3). A row with a pretraining fraction f
+first trains the semantic-segmentation stage (--mask_head=semantic_
+segmentation) for f times that many steps, then MaskLab initialised from it
+(--init_checkpoint) for the whole schedule: the paper's protocol. With a
+time budget (--budget_mode=cpu or wall, the `seg` table's first
+measurement) f is instead a part of the one budget, so that a row costs
+what the others do.
 
 What the small scale cannot reproduce is said in the rows' notes: ResNet-10
 has one unit in res5 and in the box classifier's conv5, so the multi-grid
@@ -25,6 +28,7 @@ there is no ImageNet checkpoint to initialise the box classifier from
 
 from __future__ import annotations
 
+import collections
 import os
 import statistics
 from typing import NamedTuple
@@ -62,9 +66,9 @@ _SCALE_AUGMENTATION = ('--min_sizes=128,160,184,208,240', '--max_size=240')
 # Table 5 runs on ResNet-18: two units in res5 and in the box classifier's
 # conv5, so the first two rates of each of the paper's triples act.
 _RESNET18 = ('--backbone_depth=18',)
-# The pretraining fraction Table 6's "Seg" rows use: the seg table's least
-# costly one (at 1500 CPU-s no fraction beat none: docs/benchmarks.md).
-SEG_FRACTION = 0.1
+# The pretraining Table 6's "Seg" rows add: a quarter of the MaskLab steps
+# (as stage steps cost about half a MaskLab step, an eighth more compute).
+SEG_FRACTION = 0.25
 
 ROWS = {
     'baseline': Row((), 'semantic + direction, 4 distance bins, 8 '
@@ -95,7 +99,7 @@ ROWS = {
     'refine_res3': Row(('--refine_features=conv1,res2,res3',),
                        'conv1 + res2 + res3', paper=(52.55, 32.88)),
     # Semantic-segmentation pretraining at one total budget (item 1).
-    **{f'seg_{f:g}': Row((), f'{f:.0%} of the budget pretraining', f)
+    **{f'seg_{f:g}': Row((), f'semantic-segmentation pretraining {f:g}', f)
        for f in (0.1, 0.25, 0.5)},
     # Table 5 (mAP@0.75 only), ResNet-18: box classifier x sem/dir rates.
     **{f'mg_box{box}_res5{res5}': Row(
@@ -136,7 +140,8 @@ TABLES = {
                ['chain_base', 'chain_seg', 'chain_anc', 'chain_dc',
                 'chain_rs']),
 }
-QUICK = {'num_train': 8, 'num_val': 8, 'budget_s': 10.0, 'seeds': ['0']}
+QUICK = {'num_train': 8, 'num_val': 8, 'budget_steps': 4, 'budget_s': 10.0,
+         'seeds': ['0']}
 METRICS = tuple((f'{kind}_ap{at}', kind, f'AP{at}')
                 for kind in ('mask', 'box') for at in ('', '50', '75'))
 
@@ -148,11 +153,12 @@ def define_flags() -> None:
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds of each row.')
   flags.DEFINE_bool('report_only', False, 'Train nothing: report (and '
                     'with --publish, publish) what is measured.')
-  flags.DEFINE_float('budget_s', 1500.0, 'Training budget of each run '
-                     '(pretraining included).')
-  flags.DEFINE_enum('budget_mode', 'cpu', ['wall', 'cpu'],
-                    'Process CPU seconds (robust to other work on the '
-                    'machine) or wall-clock seconds.')
+  flags.DEFINE_enum('budget_mode', 'steps', ['steps', 'cpu', 'wall'],
+                    'MaskLab steps per run (pretraining added), or process '
+                    'CPU seconds (robust to other work on the machine) or '
+                    'wall-clock seconds per run (pretraining included).')
+  flags.DEFINE_integer('budget_steps', 1000, 'With --budget_mode=steps.')
+  flags.DEFINE_float('budget_s', 1500.0, 'With --budget_mode=cpu or wall.')
   flags.DEFINE_string('data_dir', '', 'Hard shapes set; generated if '
                       'missing.')
   flags.DEFINE_integer('num_train', 2000, 'Training images to generate.')
@@ -171,24 +177,33 @@ def run_job(job: jobs.Job, settings: dict, work_dir: str) -> dict:
   print(f'earlier run set aside: {scratch.set_aside(model_dir)}', flush=True)
   run = dict(settings, seed=int(seed), dense_semantic_loss=True,
              deterministic=False)
-  budget, mode = settings['budget_s'], settings['budget_mode']
+  mode = settings['budget_mode']
+  if mode == 'steps':
+    stage_budget = max(1, round(row.pretrain * settings['budget_steps']))
+    masklab_budget = settings['budget_steps']
+  else:
+    stage_budget = row.pretrain * settings['budget_s']
+    masklab_budget = (1 - row.pretrain) * settings['budget_s']
+  schedule = lambda steps: (f'--train_steps={steps}',) * (mode == 'steps')
   result, init = {'flags': list(row.flags), 'pretrain': row.pretrain}, ()
   if row.pretrain:
     from masklab_tf.evaluation import evaluator as evaluator_lib
     stage_dir = os.path.join(model_dir, 'semantic_segmentation')
     configs = accuracy.configs_for(
-        run, data, *row.flags, '--mask_head=semantic_segmentation')
+        run, data, *row.flags, '--mask_head=semantic_segmentation',
+        *schedule(stage_budget))
     trainer, stage = accuracy.train_to_budget(configs, stage_dir,
-                                              row.pretrain * budget, mode)
+                                              stage_budget, mode)
     stage['metrics'] = evaluator_lib.Evaluator(
         configs, f'{data}/val/annotations.json', f'{data}/val/images').run(
             trainer.models.inference_model)
     result['pretraining'] = stage
     init = (f'--init_checkpoint={stage_dir}',)
-  configs = accuracy.configs_for(run, data, *row.flags, *init)
+  configs = accuracy.configs_for(run, data, *row.flags, *init,
+                                 *schedule(masklab_budget))
   masklab_dir = os.path.join(model_dir, 'masklab')
-  trainer, trained = accuracy.train_to_budget(
-      configs, masklab_dir, (1 - row.pretrain) * budget, mode)
+  trainer, trained = accuracy.train_to_budget(configs, masklab_dir,
+                                              masklab_budget, mode)
   scores = accuracy.score(configs, trainer.models.inference_model, data,
                           masklab_dir)
   return {**result, **trained, **scores}
@@ -230,20 +245,30 @@ def report(store: jobs.Store, settings: dict) -> dict:
   """One table per paper table, of every row the store holds under
   `settings` (all its seeds; stale rows, whose flags changed since, are left
   out)."""
+  if settings['budget_mode'] == 'steps':
+    budget = ('{budget_steps} MaskLab steps per run, one cosine schedule '
+              '(a row with pretraining trains the semantic-segmentation '
+              'stage for its fraction of that many steps first)')
+  else:
+    budget = ('{budget_s:g} {budget_mode} s of training per run '
+              '(pretraining included)')
   body = [results.text(
-      '{budget_s:g} {budget_mode} s of training per run (pretraining '
-      'included), --config={config} with the dense semantic loss, on the '
-      'hard shapes set ({num_train} train images, seed {data_seed}), scored '
-      'on its {num_val} val images; mean over the seeds, ± their sample '
-      'standard deviation. The paper\'s numbers are COCO mAP^r at IoU 0.5 '
-      'and 0.75 (ResNet-101, 800 px).'.format(**settings))]
-  runs = {}
+      (budget + ', --config={config} with the dense semantic loss, on the '
+       'hard shapes set ({num_train} train images, seed {data_seed}), '
+       'scored on its {num_val} val images; mean over the seeds, ± their '
+       'sample standard deviation. The paper\'s numbers are COCO mAP^r at '
+       'IoU 0.5 and 0.75 (ResNet-101, 800 px).').format(**settings))]
+  runs, machines = {}, collections.Counter()
   for name, entry in sorted(store.measured(settings).items()):
+    machines[entry.get('machine', 'machine not recorded')] += 1
     row = jobs.Job.parse(name).system.rsplit('-seed', 1)[0]
     outcome = entry['result']
     if (row in ROWS and outcome['flags'] == list(ROWS[row].flags)
         and outcome['pretrain'] == ROWS[row].pretrain):
       runs.setdefault(row, []).append(outcome)
+  if machines:
+    body.append(results.text('Runs made on: ' + '; '.join(
+        f'{machine} ({n})' for machine, n in machines.most_common()) + '.'))
   for table, (title, rows) in TABLES.items():
     values = [_row_values(name, runs[name]) for name in rows if name in runs]
     if values:
@@ -266,9 +291,9 @@ def main(argv) -> None:
   plan = {table: {name: seeds for name in TABLES[table][1]
                   if not FLAGS.rows or name in FLAGS.rows}
           for table in FLAGS.tables}
+  budget = ('budget_steps' if FLAGS.budget_mode == 'steps' else 'budget_s')
   settings = {name: suite.chosen(name, QUICK) for name in (
-      'budget_s', 'budget_mode', 'num_train', 'num_val', 'data_seed',
-      'config')}
+      budget, 'budget_mode', 'num_train', 'num_val', 'data_seed', 'config')}
   settings['data_dir'] = FLAGS.data_dir and os.path.abspath(FLAGS.data_dir)
   names = [] if FLAGS.report_only else list(dict.fromkeys(
       f'{name}-seed{seed}' for rows in plan.values()

@@ -114,12 +114,16 @@ def configs_for(settings: dict, data: str, *overrides: str):
 def train_to_budget(configs, model_dir: str, budget_s: float,
                     budget_mode: str):
   """Trains `configs` in `model_dir` until the budget is spent; returns
-  (the trainer, {steps, wall_s, cpu_s, final_loss, initialised})."""
+  (the trainer, {steps, wall_s, cpu_s, final_loss, initialised}).
+
+  budget_mode 'wall' or 'cpu': `budget_s` seconds of that clock; 'steps':
+  configs.train.train_steps (the schedule's own end; `budget_s` unused)."""
   from masklab_tf.training import trainer as trainer_lib
   trainer = trainer_lib.Trainer(configs, model_dir)
   initialised = trainer.restore_or_initialise()
   wall, cpu = time.time(), time.process_time()
-  losses = trainer.train(hooks=[budget.TimeBudget(budget_s, budget_mode)])
+  losses = trainer.train(hooks=[] if budget_mode == 'steps' else [
+      budget.TimeBudget(budget_s, budget_mode)])
   return trainer, {'steps': trainer.current_step,
                    'wall_s': time.time() - wall,
                    'cpu_s': time.process_time() - cpu,

@@ -84,13 +84,15 @@ def test_report_gives_each_rows_mean_and_spread_and_skips_stale_rows(
 def test_a_fresh_work_folder_continues_from_the_published_runs(tmp_path):
   """The runs kept in the published result are adopted (those measured
   under these settings), reported, and kept again; nothing is trained."""
-  settings = dict(SETTINGS, budget_s=1500.0, num_train=2000, num_val=200)
+  settings = {'budget_steps': 1000, 'budget_mode': 'steps',
+              'num_train': 2000, 'num_val': 200, 'data_seed': 1,
+              'config': 'configs/shapes_cpu.flags', 'data_dir': ''}
   kept = {
       'ablation-baseline-seed0': _entry(settings, _outcome('baseline', 50.0)),
       'ablation-baseline-seed1': _entry(settings, dict(
           _outcome('baseline', 60.0),
           initialised='resumed from /work/me/ckpt-9 at step 9')),
-      'ablation-bins_1-seed0': _entry(dict(settings, budget_s=1.0),
+      'ablation-bins_1-seed0': _entry(dict(settings, budget_steps=1),
                                       _outcome('bins_1', 10.0))}
   published = results.path('ablations', 'kept', str(tmp_path / 'results'))
   os.makedirs(os.path.dirname(published))
@@ -130,5 +132,7 @@ def test_quick_run_to_the_end(tmp_path):
           os.environ, PYTHONPATH=results.REPO), capture_output=True)
   published = results.load_all(str(tmp_path / 'results'))['ablations/quick']
   row, = results.find_table(published, 'seg')['rows']
-  assert row['row'] == 'seg_0.25' and row['pretrain_steps'] > 0
+  # Steps mode: the whole schedule, and a quarter of it pretraining first.
+  assert row['row'] == 'seg_0.25' and row['steps'] == 4
+  assert row['pretrain_steps'] == 1
   assert 0 <= row['pretrain_miou'] <= 100 and 'mask_ap' in row

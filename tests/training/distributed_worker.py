@@ -57,6 +57,7 @@ def mirrored_vs_one(annotations, images, out_path):
   for source, target in zip(one.models.train_model.weights,
                             mirrored.models.train_model.weights):
     target.assign(source)
+  before = [w.numpy() for w in one.models.train_model.weights]
   # The single-device pipeline's first global batch, halved by hand.
   batch = next(iter(one.make_dataset()))
   halves = [{k: v[i * 2:(i + 1) * 2] for k, v in batch.items()}
@@ -65,14 +66,18 @@ def mirrored_vs_one(annotations, images, out_path):
       lambda context: halves[context.replica_id_in_sync_group])
   one_losses, _ = one._train_step(batch)  # pylint: disable=protected-access
   mirrored_losses, _ = mirrored._train_step(split)  # pylint: disable=protected-access
-  weight_diff = max(
-      float(np.max(np.abs(a.numpy() - b.numpy())))
-      for a, b in zip(one.models.train_model.weights,
-                      mirrored.models.train_model.weights))
+  # Per weight: the largest difference between the two, and the largest
+  # change the step made to it (what the difference is measured against).
+  weights = {
+      a.path if hasattr(a, 'path') else a.name: (
+          float(np.max(np.abs(a.numpy() - b.numpy()))),
+          float(np.max(np.abs(a.numpy() - start))))
+      for a, b, start in zip(one.models.train_model.weights,
+                             mirrored.models.train_model.weights, before)}
   with open(out_path, 'w') as f:
     json.dump({'one': {k: float(v) for k, v in one_losses.items()},
                'mirrored': {k: float(v) for k, v in mirrored_losses.items()},
-               'max_weight_diff': weight_diff,
+               'weights': weights,
                'replicas': mirrored.strategy.num_replicas_in_sync}, f)
 
 

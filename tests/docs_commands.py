@@ -142,6 +142,13 @@ COMMANDS = {
     '--budget_mode=cpu --budget_s=1500 --work_dir=runs/spread': NotExecuted(
         'trains for 1500 CPU seconds on 2000 images for a spread; '
         'tests/benchmarks/test_accuracy.py runs the suite in --quick mode'),
+    # docs/ablations.md.
+    '.venv/bin/python -m benchmarks ablations --tables=table6 '
+    '--seeds=0,1,2 --work_dir=runs/ablations --publish=hard_shapes':
+        NotExecuted('15 runs of 1000 steps on 2000 images (2.5 hours on a '
+                    '2-core Xeon); tests/benchmarks/test_ablations.py '
+                    'continues from a published result and (make test-all) '
+                    'runs a pretraining row in --quick mode'),
     '.venv/bin/python bin/evaluate --flagfile=configs/shapes_cpu.flags '
     '--model_dir=runs/shapes --annotations=demo_data/val/annotations.json '
     '--images=demo_data/val/images': Executed(_EXPORT_AND_EVALUATE),

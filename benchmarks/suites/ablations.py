@@ -258,14 +258,15 @@ def report(store: jobs.Store, settings: dict) -> dict:
        'scored on its {num_val} val images; mean over the seeds, ± their '
        'sample standard deviation. The paper\'s numbers are COCO mAP^r at '
        'IoU 0.5 and 0.75 (ResNet-101, 800 px).').format(**settings))]
-  runs, machines = {}, collections.Counter()
+  runs, seeds, machines = {}, {}, collections.Counter()
   for name, entry in sorted(store.measured(settings).items()):
-    machines[entry.get('machine', 'machine not recorded')] += 1
-    row = jobs.Job.parse(name).system.rsplit('-seed', 1)[0]
+    row, seed = jobs.Job.parse(name).system.rsplit('-seed', 1)
     outcome = entry['result']
     if (row in ROWS and outcome['flags'] == list(ROWS[row].flags)
         and outcome['pretrain'] == ROWS[row].pretrain):
       runs.setdefault(row, []).append(outcome)
+      seeds.setdefault(row, []).append(seed)
+      machines[entry.get('machine', 'machine not recorded')] += 1
   if machines:
     body.append(results.text('Runs made on: ' + '; '.join(
         f'{machine} ({n})' for machine, n in machines.most_common()) + '.'))
@@ -277,7 +278,27 @@ def report(store: jobs.Store, settings: dict) -> dict:
                                         if c['key'] in used], values,
                                 title=title))
   return results.new('ablations', 'The paper\'s ablations at small scale',
-                     body, settings)
+                     body, settings, argv=_command(seeds, settings))
+
+
+def _command(seeds: dict[str, list[str]], settings: dict) -> list[str]:
+  """The arguments that measure the rows of `seeds` ({row: its seeds}):
+  one command per set of seeds, joined by ';' (the runs came from many
+  invocations, perhaps on many machines)."""
+  budget = ([f'--budget_steps={settings["budget_steps"]}']
+            if settings['budget_mode'] == 'steps' else
+            [f'--budget_mode={settings["budget_mode"]}',
+             f'--budget_s={settings["budget_s"]:g}'])
+  by_seeds = {}
+  for row, row_seeds in seeds.items():
+    by_seeds.setdefault(','.join(sorted(row_seeds, key=int)), []).append(row)
+  argv = []
+  for row_seeds, rows in by_seeds.items():
+    if argv:
+      argv += [';', 'python', '-m', 'benchmarks']
+    argv += ['ablations', f'--rows={",".join(rows)}', f'--seeds={row_seeds}',
+             *budget]
+  return argv or ['ablations', '--report_only']
 
 
 def main(argv) -> None:

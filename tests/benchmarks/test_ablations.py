@@ -73,6 +73,10 @@ def test_report_gives_each_rows_mean_and_spread_and_skips_stale_rows(
   assert baseline['seeds'] == 3 and 'pretrain_steps' not in baseline
   assert seg['pretrain_steps'] == 40 and seg['pretrain_miou'] == 50.0
   assert 'mask_ap_sd' not in seg  # One seed: no spread.
+  assert result['command'] == (
+      'python -m benchmarks ablations --rows=baseline --seeds=0,1,2 '
+      '--budget_mode=cpu --budget_s=10 ; python -m benchmarks ablations '
+      '--rows=seg_0.25 --seeds=0 --budget_mode=cpu --budget_s=10')
   # The baseline is every table's reference; table3's other rows are
   # stale (bins_2: other flags) or of other settings (bins_1).
   assert [row['row'] for row in
@@ -109,6 +113,10 @@ def test_a_fresh_work_folder_continues_from_the_published_runs(tmp_path):
   result = results.load_all(str(tmp_path / 'results'))['ablations/kept']
   row, = results.find_table(result, 'table2')['rows']
   assert row['row'] == 'baseline' and row['mask_ap'] == 55.0
+  # The command that measures what is reported, not the one that reported.
+  assert result['command'] == ('python -m benchmarks ablations '
+                               '--rows=baseline --seeds=0,1 '
+                               '--budget_steps=1000')
   assert sorted(result['jobs']) == ['ablation-baseline-seed0',
                                     'ablation-baseline-seed1']
   # Kept runs name no folder of the machine that measured them.

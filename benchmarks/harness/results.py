@@ -36,7 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 RESULTS_DIR = os.path.join(REPO, 'benchmarks', 'results')
 # Packages whose versions decide what a row measures.
 VERSIONED = ('tensorflow', 'tf-keras', 'tf-models-official', 'numpy')
-_ABSOLUTE_PATH = re.compile(r'(?<![\w.])/(?:[^\s,=:;\'"]+/)*[^\s,=:;\'"]*')
+_ABSOLUTE_PATH = re.compile(r'(?<![\w.])/(?:[^\s,=:;\'"()]+/)*[^\s,=:;\'"()]*')
 
 
 def column(key: str, header: str, fmt: str | None = None,

@@ -95,7 +95,8 @@ def test_a_fresh_work_folder_continues_from_the_published_runs(tmp_path):
       'ablation-baseline-seed0': _entry(settings, _outcome('baseline', 50.0)),
       'ablation-baseline-seed1': _entry(settings, dict(
           _outcome('baseline', 60.0),
-          initialised='resumed from /work/me/ckpt-9 at step 9')),
+          initialised='resumed from /work/me/ckpt-9 at step 9 (every '
+          'weight: /work/me/init_checkpoint.json)')),
       'ablation-bins_1-seed0': _entry(dict(settings, budget_steps=1),
                                       _outcome('bins_1', 10.0))}
   published = results.path('ablations', 'kept', str(tmp_path / 'results'))
@@ -121,7 +122,8 @@ def test_a_fresh_work_folder_continues_from_the_published_runs(tmp_path):
                                     'ablation-baseline-seed1']
   # Kept runs name no folder of the machine that measured them.
   assert result['jobs']['ablation-baseline-seed1']['result'][
-      'initialised'] == 'resumed from <ckpt-9> at step 9'
+      'initialised'] == ('resumed from <ckpt-9> at step 9 (every weight: '
+                         '<init_checkpoint.json>)')
 
 
 def _entry(settings, outcome):

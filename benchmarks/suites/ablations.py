@@ -272,7 +272,7 @@ def report(store: jobs.Store, settings: dict) -> dict:
         f'{machine} ({n})' for machine, n in machines.most_common()) + '.'))
   for table, (title, rows) in TABLES.items():
     values = [_row_values(name, runs[name]) for name in rows if name in runs]
-    if values:
+    if any(v['row'] != 'baseline' for v in values):  # not the reference alone
       used = {key for v in values for key in v}
       body.append(results.table(table, [c for c in COLUMNS
                                         if c['key'] in used], values,

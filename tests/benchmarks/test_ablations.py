@@ -77,10 +77,11 @@ def test_report_gives_each_rows_mean_and_spread_and_skips_stale_rows(
       'python -m benchmarks ablations --rows=baseline --seeds=0,1,2 '
       '--budget_mode=cpu --budget_s=10 ; python -m benchmarks ablations '
       '--rows=seg_0.25 --seeds=0 --budget_mode=cpu --budget_s=10')
-  # The baseline is every table's reference; table3's other rows are
-  # stale (bins_2: other flags) or of other settings (bins_1).
-  assert [row['row'] for row in
-          results.find_table(result, 'table3')['rows']] == ['baseline']
+  # The baseline is table2-4's reference, but alone it is no table:
+  # table3's other rows are stale (bins_2: other flags) or of other
+  # settings (bins_1).
+  with pytest.raises(KeyError):
+    results.find_table(result, 'table3')
   with pytest.raises(KeyError):
     results.find_table(result, 'table6')  # Nothing of it measured.
 
@@ -97,6 +98,8 @@ def test_a_fresh_work_folder_continues_from_the_published_runs(tmp_path):
           _outcome('baseline', 60.0),
           initialised='resumed from /work/me/ckpt-9 at step 9 (every '
           'weight: /work/me/init_checkpoint.json)')),
+      'ablation-semantic_only-seed0': _entry(
+          settings, _outcome('semantic_only', 40.0)),
       'ablation-bins_1-seed0': _entry(dict(settings, budget_steps=1),
                                       _outcome('bins_1', 10.0))}
   published = results.path('ablations', 'kept', str(tmp_path / 'results'))
@@ -110,16 +113,19 @@ def test_a_fresh_work_folder_continues_from_the_published_runs(tmp_path):
       check=True, cwd=results.REPO, env=dict(
           os.environ, PYTHONPATH=results.REPO), capture_output=True,
       text=True)
-  assert 'carried from the published result: 2 jobs' in run.stdout
+  assert 'carried from the published result: 3 jobs' in run.stdout
   result = results.load_all(str(tmp_path / 'results'))['ablations/kept']
-  row, = results.find_table(result, 'table2')['rows']
-  assert row['row'] == 'baseline' and row['mask_ap'] == 55.0
+  semantic_only, baseline = results.find_table(result, 'table2')['rows']
+  assert semantic_only['mask_ap'] == 40.0
+  assert baseline['row'] == 'baseline' and baseline['mask_ap'] == 55.0
   # The command that measures what is reported, not the one that reported.
-  assert result['command'] == ('python -m benchmarks ablations '
-                               '--rows=baseline --seeds=0,1 '
-                               '--budget_steps=1000')
+  assert result['command'] == (
+      'python -m benchmarks ablations --rows=baseline --seeds=0,1 '
+      '--budget_steps=1000 ; python -m benchmarks ablations '
+      '--rows=semantic_only --seeds=0 --budget_steps=1000')
   assert sorted(result['jobs']) == ['ablation-baseline-seed0',
-                                    'ablation-baseline-seed1']
+                                    'ablation-baseline-seed1',
+                                    'ablation-semantic_only-seed0']
   # Kept runs name no folder of the machine that measured them.
   assert result['jobs']['ablation-baseline-seed1']['result'][
       'initialised'] == ('resumed from <ckpt-9> at step 9 (every weight: '

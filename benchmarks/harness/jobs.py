@@ -119,8 +119,8 @@ class Store:
     """Takes over the entries (from a published result) measured under
     `settings` that this store lacks; returns their names.
 
-    A suite that runs for longer than a machine lives (the ablations:
-    ~50 runs of 14 minutes) keeps its runs in the published result, and a
+    A suite that runs for longer than a machine lives (the ablations'
+    ~50 training runs) keeps its runs in the published result, and a
     fresh work folder continues from them instead of measuring them again.
     """
     adopted = [name for name, entry in entries.items()

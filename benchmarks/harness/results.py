@@ -158,6 +158,15 @@ def write(result: dict, name: str, results_dir: str = RESULTS_DIR) -> str:
   return target
 
 
+def load(file_path: str) -> Any:
+  """The JSON of `file_path` (ValueError naming the file if it is not)."""
+  with open(file_path) as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as error:
+      raise ValueError(f'{file_path}: not JSON ({error})') from error
+
+
 def load_all(results_dir: str = RESULTS_DIR) -> dict[str, dict]:
   """{'<suite>/<name>': result} of every result file, in name order.
 
@@ -166,11 +175,7 @@ def load_all(results_dir: str = RESULTS_DIR) -> dict[str, dict]:
   """
   found = {}
   for file_path in sorted(glob.glob(os.path.join(results_dir, '*', '*.json'))):
-    with open(file_path) as f:
-      try:
-        result = json.load(f)
-      except json.JSONDecodeError as error:
-        raise ValueError(f'{file_path}: not JSON ({error})') from error
+    result = load(file_path)
     if isinstance(result, dict) and 'body' in result:
       key = os.path.relpath(file_path, results_dir)[:-len('.json')]
       found[key] = result

@@ -10,7 +10,6 @@ A suite is a module of benchmarks/suites/ with
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Callable
@@ -123,12 +122,7 @@ def _published_jobs(suite: str, store: jobs_lib.Store,
   path = results_lib.path(suite, FLAGS.publish, FLAGS.results_dir)
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    try:
-      published = json.load(f)
-    except json.JSONDecodeError as error:
-      raise ValueError(f'{path}: not JSON ({error})') from error
-  return store.adopt(published.get('jobs', {}), settings)
+  return store.adopt(results_lib.load(path).get('jobs', {}), settings)
 
 
 def publish(result: dict) -> None:

@@ -34,10 +34,11 @@ def test_every_row_is_a_config_that_differs_from_the_baseline(name):
 
 
 def test_every_table_names_rows_that_exist():
-  for _, rows in ablations.TABLES.values():
-    assert set(rows) <= set(ablations.ROWS)
-  assert {n for _, rows in ablations.TABLES.values() for n in rows} == set(
-      ablations.ROWS)
+  for table in ablations.TABLES.values():
+    assert set(table.rows) <= set(ablations.ROWS)
+    assert set(table.paper) <= set(table.rows)
+  assert {n for table in ablations.TABLES.values() for n in table.rows} == (
+      set(ablations.ROWS))
 
 
 def _outcome(name, mask_ap, steps=100):
@@ -72,6 +73,9 @@ def test_report_gives_each_rows_mean_and_spread_and_skips_stale_rows(
   assert baseline['mask_ap'] == 54.0 and baseline['mask_ap_sd'] == 4.0
   assert baseline['seeds'] == 3 and 'pretrain_steps' not in baseline
   assert seg['pretrain_steps'] == 40 and seg['pretrain_miou'] == 50.0
+  # The paper has no pretraining-fraction table: no paper number beside the
+  # baseline here, though it has one in Tables 2-4.
+  assert baseline['paper_ap75'] is None
   assert 'mask_ap_sd' not in seg  # One seed: no spread.
   assert result['command'] == (
       'python -m benchmarks ablations --rows=baseline --seeds=0,1,2 '
@@ -118,6 +122,9 @@ def test_a_fresh_work_folder_continues_from_the_published_runs(tmp_path):
   semantic_only, baseline = results.find_table(result, 'table2')['rows']
   assert semantic_only['mask_ap'] == 40.0
   assert baseline['row'] == 'baseline' and baseline['mask_ap'] == 55.0
+  # Beside the baseline (refinement from conv1 and res2), the paper's
+  # conv1 + conv2 row, not its Table 2 row (measured without refinement).
+  assert (baseline['paper_ap50'], baseline['paper_ap75']) == (53.26, 33.89)
   # The command that measures what is reported, not the one that reported.
   assert result['command'] == (
       'python -m benchmarks ablations --rows=baseline --seeds=0,1 '

@@ -294,13 +294,13 @@ def report(store: jobs.Store, settings: dict) -> dict:
   if machines:
     body.append(results.text('Runs made on: ' + '; '.join(
         f'{machine} ({n})' for machine, n in machines.most_common()) + '.'))
-  for key, table in TABLES.items():
+  for table_id, table in TABLES.items():
     values = [_row_values(name, runs[name], table) for name in table.rows
               if name in runs]
     if any(v['row'] != 'baseline' for v in values):  # not the reference alone
       used = {key for v in values for key in v}
-      body.append(results.table(key, [c for c in COLUMNS
-                                      if c['key'] in used], values,
+      body.append(results.table(table_id, [c for c in COLUMNS
+                                           if c['key'] in used], values,
                                 title=table.title))
   return results.new('ablations', 'The paper\'s ablations at small scale',
                      body, settings, argv=_command(seeds, settings))

@@ -31,7 +31,8 @@ from __future__ import annotations
 import collections
 import os
 import statistics
-from typing import NamedTuple
+import types
+from typing import Mapping, NamedTuple
 
 from absl import app
 from absl import flags
@@ -135,7 +136,9 @@ class Table(NamedTuple):
   different paper number in each table."""
   title: str
   rows: list[str]
-  paper: dict[str, tuple[float | None, float | None]] = {}
+  # Read-only: a NamedTuple's default is one object shared by every Table.
+  paper: Mapping[str, tuple[float | None, float | None]] = (
+      types.MappingProxyType({}))
 
 
 TABLES = {

@@ -2,10 +2,11 @@
 time of each set of passes (postprocess/test_time_augmentation.py).
 
 Every variant scores the same restored model on the same set through the
-evaluator (what bin/evaluate --test_scales ... --test_flip runs). Time: the
-median of --runs calls of the results model on the set's first batch after
-one warm-up call, per image; the evaluation's wall time, tracing included,
-beside it.
+evaluator (what bin/evaluate --test_scales ... --test_flip runs), each in its
+own process: a job of the harness, so a killed run continues from the
+variants it has measured (with the same --work_dir). Time: the median of
+--runs calls of the results model on the set's first batch after one warm-up
+call, per image; the evaluation's wall time, tracing included, beside it.
 """
 
 import dataclasses
@@ -15,17 +16,11 @@ import time
 
 from absl import app
 from absl import flags
-import tensorflow as tf
 
+from benchmarks.harness import jobs
 from benchmarks.harness import results
 from benchmarks.harness import suite
 from benchmarks.harness import timing
-from masklab_tf import config
-from masklab_tf.evaluation import evaluator as evaluator_lib
-from masklab_tf.modeling import factory
-from masklab_tf.postprocess import image_results
-from masklab_tf.postprocess import test_time_augmentation as tta
-
 # --variants name -> (scales, flip, box voting).
 VARIANTS = {
     'none': ((), False, False),
@@ -55,8 +50,20 @@ def describe(scales, flip, voting) -> str:
   return ' '.join(words) or 'one pass'
 
 
-def measure(configs, inference_model, name, s) -> dict:
-  scales, flip, voting = VARIANTS[name]
+def run_job(job: jobs.Job, s: dict, work_dir: str) -> dict:
+  """One variant (job.system) on the checkpoint `s` names."""
+  del work_dir
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from masklab_tf import config
+  from masklab_tf.evaluation import evaluator as evaluator_lib
+  from masklab_tf.modeling import factory
+  from masklab_tf.postprocess import image_results
+  from masklab_tf.postprocess import test_time_augmentation as tta
+  configs = config.from_json(os.path.join(s['model_dir'],
+                                          config.CONFIGS_FILE))
+  inference_model = factory.restore_models(
+      configs, s['checkpoint']).inference_model
+  scales, flip, voting = VARIANTS[job.system]
   configs = configs._replace(data=dataclasses.replace(
       configs.data, test_scales=scales, test_flip=flip,
       test_box_voting=voting))
@@ -76,6 +83,9 @@ def measure(configs, inference_model, name, s) -> dict:
   seconds = statistics.median(timing.seconds(run, ()) for _ in
                               range(s['runs']))
   row = {'variant': describe(scales, flip, voting),
+         'images': len(evaluator.dataset.records),
+         'mask_head': configs.model.mask_head,
+         'eval_min_size': configs.data.eval_min_size,
          'passes': len(scales or (1,)) * (2 if flip else 1),
          'ms_per_image': 1000 * seconds / int(batch['image'].shape[0]),
          'eval_s': wall,
@@ -96,32 +106,49 @@ def main(argv):
   if not (s['model_dir'] and s['annotations'] and s['images']):
     raise app.UsageError('--model_dir, --annotations and --images name the '
                          'checkpoint and the set')
-  configs = config.from_json(os.path.join(s['model_dir'],
-                                          config.CONFIGS_FILE))
-  checkpoint = tf.train.latest_checkpoint(s['model_dir'])
-  inference_model = factory.restore_models(configs,
-                                           checkpoint).inference_model
-  rows = [measure(configs, inference_model, name, s)
-          for name in s['variants']]
-  images = len(evaluator_lib.Evaluator(configs, s['annotations'],
-                                       s['images']).dataset.records)
+  variants = s.pop('variants')
+  s = {**{k: os.path.abspath(v) if isinstance(v, str) else v
+          for k, v in s.items()},
+       'checkpoint': _latest_checkpoint(s['model_dir'])}
+  suite.run('test_time', [jobs.Job('tta', name) for name in variants], s,
+            lambda store, settings, _: report(store, settings, variants),
+            summary=lambda job, r: f'mask AP {r["mask_ap"]:.1f}, '
+            f'{r["ms_per_image"]:.0f} ms / image')
+
+
+def _latest_checkpoint(model_dir: str) -> str:
+  """The checkpoint a run scores; a new one is a new set of jobs."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  checkpoint = tf.train.latest_checkpoint(model_dir)
+  if not checkpoint:
+    raise app.UsageError(f'--model_dir: no checkpoint in {model_dir}')
+  return checkpoint
+
+
+def report(store: jobs.Store, s: dict, variants: list[str]) -> dict:
+  """The variants' table, in --variants order, of what the store holds."""
+  measured = [store.result(jobs.Job('tta', name), s) for name in variants]
+  measured = [row for row in measured if row]
+  first = measured[0] if measured else {}
   column = results.column
-  suite.publish(results.new('test_time', 'Test-time augmentation', [
+  columns = [
+      column('variant', 'passes merged'), column('passes', 'passes', 'd'),
+      *(column(f'{kind}_ap{at}', f'{kind} AP{at}', '.1f')
+        for kind in ('mask', 'box') for at in ('', '50', '75')),
+      column('ms_per_image', 'ms / image', '.0f'),
+      column('eval_s', 'eval s', '.0f')]
+  return results.new('test_time', 'Test-time augmentation', [
       results.text(
-          f'Checkpoint `{os.path.basename(checkpoint)}` of '
+          f'Checkpoint `{os.path.basename(s["checkpoint"])}` of '
           f'{results.relative_paths(s["model_dir"])} '
-          f'(--mask_head={configs.model.mask_head}, eval size '
-          f'{configs.data.eval_min_size}), scored on {images} '
+          f'(--mask_head={first.get("mask_head")}, eval size '
+          f'{first.get("eval_min_size")}), scored on {first.get("images")} '
           f'images of {results.relative_paths(s["annotations"])} through '
           'the evaluator (what `bin/evaluate --test_scales ... --test_flip` '
-          'runs). ms / image: median of calls on the first eval batch after '
-          'a warm-up; eval s: the whole evaluation, tracing included.'),
-      results.table('variants', [
-          column('variant', 'passes merged'), column('passes', 'passes', 'd'),
-          *(column(f'{kind}_ap{at}', f'{kind} AP{at}', '.1f')
-            for kind in ('mask', 'box') for at in ('', '50', '75')),
-          column('ms_per_image', 'ms / image', '.0f'),
-          column('eval_s', 'eval s', '.0f')], rows)],
-      {**s, 'model_dir': results.relative_paths(s['model_dir']),
-       'annotations': results.relative_paths(s['annotations']),
-       'images': results.relative_paths(s['images'])}))
+          'runs), each variant in its own process. ms / image: median of '
+          'calls on the first eval batch after a warm-up; eval s: the whole '
+          'evaluation, tracing included.'),
+      results.table('variants', columns, [
+          {spec['key']: row[spec['key']] for spec in columns}
+          for row in measured])],
+      {**results.without_machine_paths(s), 'variants': variants})

@@ -21,6 +21,7 @@ from benchmarks.harness import jobs
 from benchmarks.harness import results
 from benchmarks.harness import suite
 from benchmarks.harness import timing
+
 # --variants name -> (scales, flip, box voting).
 VARIANTS = {
     'none': ((), False, False),

@@ -30,6 +30,21 @@ class Job:
   system: str = ''
   size: int = 0
 
+  def __post_init__(self):
+    # The name is the job's only identity between processes (the runner is
+    # handed it on its command line) and in stores, so a job whose name
+    # `parse` would read back as another job is refused here rather than
+    # measured and stored under the wrong size.
+    if not self.kind or '-' in self.kind:
+      raise ValueError(f'job kind {self.kind!r}: must be non-empty, no "-"')
+    if self.system.split('-')[-1].isdigit():
+      raise ValueError(
+          f'job system {self.system!r}: its last "-" part is a number, which '
+          f'the name {self.kind}-{self.system} would read back as a size; '
+          'rename it (e.g. "scales_1-2" -> "scales_1to2")')
+    if self.size < 0:
+      raise ValueError(f'job size {self.size}: must be >= 0')
+
   @property
   def name(self) -> str:
     parts = [self.kind, self.system, str(self.size) if self.size else '']

@@ -25,6 +25,22 @@ def test_job_names_round_trip():
       'infer-masklab_fast-512'
 
 
+@pytest.mark.parametrize('kind,system', [
+    ('tta', 'scales_1-2'), ('infer', '512'), ('in-fer', 'masklab'),
+    ('', 'masklab')])
+def test_a_job_its_name_would_misread_is_refused(kind, system):
+  # 'tta-scales_1-2' would parse back as system 'scales_1' at size 2.
+  with pytest.raises(ValueError, match='kind|system'):
+    jobs_lib.Job(kind, system)
+
+
+def test_the_test_time_variants_make_readable_job_names():
+  from benchmarks.suites import test_time
+  for name in test_time.VARIANTS:
+    job = jobs_lib.Job('tta', name)
+    assert jobs_lib.Job.parse(job.name) == job
+
+
 def test_a_rerun_redoes_only_missing_failed_and_changed_jobs(tmp_path):
   path = str(tmp_path / 'results.json')
   plan = [jobs_lib.Job('infer', 'a', 1), jobs_lib.Job('infer', 'b', 1)]

@@ -22,8 +22,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 # Runs in a fresh interpreter where masklab_tf, Model Garden and tf_keras
 # cannot be imported: the SavedModel must need TensorFlow only.
 FRESH_PROCESS = r'''
-import os, sys, tempfile
-stubs = tempfile.mkdtemp()
+import os, sys
+# Beside this script, in the test's tmp_path, so that nothing outlives it.
+stubs = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'stubs')
 for name in ('masklab_tf', 'official', 'tf_keras'):
   os.makedirs(os.path.join(stubs, name))
   with open(os.path.join(stubs, name, '__init__.py'), 'w') as f:
